@@ -1,0 +1,287 @@
+"""The Firehose data-transformation Lambda: ``lambda_handler(event, context)``.
+
+Every input recordId is answered exactly once:
+
+- ``Ok``: the record's lines, transformed (transform.py), as NDJSON;
+- ``Dropped``: the record held no line, or its lines did not fit the 6 MB response and
+  were re-ingested into the stream (budget.py, reingest.py);
+- ``ProcessingFailed`` with the original data: the record cannot be read at all (bad
+  base64, corrupt gzip), or re-ingesting it failed or was tried too often.
+
+Bad data never raises: each problem gives a structured log line, an EMF metric and a
+per-record result. The handler raises only when Firehose itself must retry the whole
+batch (re-ingest impossible and the original data does not fit the response either).
+"""
+
+from __future__ import annotations
+
+import binascii
+import gc
+import os
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache, partial
+from typing import Any
+
+import boto3
+import orjson
+import pybase64
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import (
+    KinesisFirehoseDataTransformationRecord,
+    KinesisFirehoseDataTransformationRecordMetadata,
+    KinesisFirehoseDataTransformationResponse,
+    KinesisFirehoseEvent,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from transform_lambda import reingest
+from transform_lambda.budget import (
+    RECORD_OVERHEAD_BYTES,
+    RESPONSE_BUDGET_BYTES,
+    Candidate,
+    plan_response,
+)
+from transform_lambda.settings import TransformSettings
+from transform_lambda.transform import (
+    LineCounts,
+    RecordResult,
+    RecordUnreadableError,
+    transform_record,
+    transform_records,
+)
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "podhose-transform"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "podhose"))
+SETTINGS = TransformSettings.from_env()
+
+
+class ResponseTooLargeError(RuntimeError):
+    """Neither the records nor their original data fit the response: Firehose must retry."""
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """One input record on its way to its response: transformed, or why not."""
+
+    record_id: str
+    original: str
+    result: RecordResult | None = None
+    error: str = ""
+    ok_data: str = ""
+
+    @property
+    def attempt(self) -> int:
+        header = self.result.header if self.result else None
+        return header.attempt if header else 0
+
+
+@cache
+def _firehose_client(region: str) -> Any:
+    return boto3.client("firehose", region_name=region)
+
+
+_b64decode = partial(pybase64.b64decode, validate=True)
+
+
+def _decode_all(outcomes: list[_Outcome]) -> list[bytes | None]:
+    try:
+        return list(map(_b64decode, [o.original for o in outcomes]))
+    except (binascii.Error, ValueError):
+        pass
+    datas: list[bytes | None] = []
+    for outcome in outcomes:
+        try:
+            datas.append(_b64decode(outcome.original))
+        except (binascii.Error, ValueError) as error:
+            outcome.error = f"invalid base64: {error}"
+            datas.append(None)
+    return datas
+
+
+def _transform_one(data: bytes, settings: TransformSettings) -> RecordResult | Exception:
+    try:
+        return transform_record(data, settings)
+    except Exception as error:  # RecordUnreadableError, or a bug: fail this record only
+        return error
+
+
+def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -> list[_Outcome]:
+    outcomes = [_Outcome(record["recordId"], record["data"]) for record in records]
+    decoded = _decode_all(outcomes)
+    readable = [o for o, data in zip(outcomes, decoded, strict=True) if data is not None]
+    datas = [data for data in decoded if data is not None]
+    try:
+        results: list[RecordResult | Exception] = list(transform_records(datas, settings))
+    except Exception:
+        logger.exception("bulk transform failed; transforming record by record")
+        results = [_transform_one(data, settings) for data in datas]
+    for outcome, result in zip(readable, results, strict=True):
+        if isinstance(result, RecordResult):
+            outcome.result = result
+            if result.data:
+                outcome.ok_data = pybase64.b64encode_as_string(result.data)
+        elif isinstance(result, RecordUnreadableError):
+            outcome.error = str(result)
+        else:
+            logger.error(
+                "unexpected error transforming a record",
+                extra={"recordId": outcome.record_id, "error": repr(result)},
+            )
+            outcome.error = f"internal error: {type(result).__name__}: {result}"
+    return outcomes
+
+
+def process_event(
+    event: KinesisFirehoseEvent, settings: TransformSettings, budget: int = RESPONSE_BUDGET_BYTES
+) -> KinesisFirehoseDataTransformationResponse:
+    """Transform every record of a Firehose event and build the response."""
+    # Transforming allocates many short-lived objects and no cycles: the cyclic GC would
+    # only cost time (about a fifth of it on one-line records).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        outcomes = _transform_all(event["records"], settings)
+        failed = _fit_response(event, outcomes, budget, settings.max_reingest_attempts)
+        response = KinesisFirehoseDataTransformationResponse(
+            records=[_respond(outcome, failed) for outcome in outcomes]
+        )
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    _record_metrics(outcomes, response)
+    return response
+
+
+def _fit_response(
+    event: KinesisFirehoseEvent, outcomes: list[_Outcome], budget: int, max_attempts: int
+) -> set[str]:
+    """Make the response fit ``budget``: re-ingest what does not; return ids to fail.
+
+    On return, outcomes that do not fit have had their ``ok_data`` cleared (answered
+    Dropped after re-ingest) or their id is in the returned set (ProcessingFailed).
+    """
+    failed_bytes = sum(len(o.original) + RECORD_OVERHEAD_BYTES for o in outcomes if not o.result)
+    ok_bytes = sum(len(o.ok_data) + len(o.record_id) + RECORD_OVERHEAD_BYTES for o in outcomes)
+    if failed_bytes + ok_bytes <= budget:
+        return set()
+    with_data = [o for o in outcomes if o.ok_data]
+    candidates = [
+        Candidate(o.record_id, len(o.ok_data), len(o.original), o.attempt) for o in with_data
+    ]
+    plan = plan_response(candidates, budget - failed_bytes, max_attempts)
+    fits = set(plan.fits)
+    failed = {c.record_id for c in plan.exhausted}
+    if not _reingest(event, with_data, plan.overflow):
+        _fail_instead(plan.overflow, budget - failed_bytes - plan.used_bytes)
+        failed |= {c.record_id for c in plan.overflow}
+    for outcome in with_data:
+        if outcome.record_id not in fits:
+            outcome.ok_data = ""
+    return failed
+
+
+def _respond(outcome: _Outcome, failed: set[str]) -> KinesisFirehoseDataTransformationRecord:
+    record_id = outcome.record_id
+    if outcome.result is None:
+        logger.warning(
+            "record cannot be read", extra={"recordId": record_id, "reason": outcome.error}
+        )
+        return _failed(record_id, outcome.original)
+    if outcome.ok_data:
+        keys = outcome.result.partition_keys
+        metadata = KinesisFirehoseDataTransformationRecordMetadata(keys) if keys else None
+        return KinesisFirehoseDataTransformationRecord(
+            record_id=record_id, data=outcome.ok_data, metadata=metadata
+        )
+    if record_id in failed:
+        logger.error(
+            "record could not be delivered nor re-ingested; returned as ProcessingFailed",
+            extra={"recordId": record_id, "attempt": outcome.attempt},
+        )
+        return _failed(record_id, outcome.original)
+    # No line came out, or the lines were re-ingested into the stream.
+    return KinesisFirehoseDataTransformationRecord(record_id=record_id, result="Dropped")
+
+
+def _failed(record_id: str, original: str) -> KinesisFirehoseDataTransformationRecord:
+    return KinesisFirehoseDataTransformationRecord(
+        record_id=record_id, result="ProcessingFailed", data=original
+    )
+
+
+def _reingest(
+    event: KinesisFirehoseEvent, outcomes: list[_Outcome], overflow: list[Candidate]
+) -> bool:
+    """Put overflowing records back into the stream; False when that failed."""
+    if not overflow:
+        return True
+    by_id = {o.record_id: o for o in outcomes}
+    chunks: list[bytes] = []
+    for candidate in overflow:
+        result = by_id[candidate.record_id].result
+        assert result is not None
+        chunks += reingest.chunk_lines(result.body, result.header, attempt=candidate.attempt + 1)
+    stream = reingest.stream_name_from_arn(event.delivery_stream_arn)
+    try:
+        reingest.put_records(_firehose_client(event.region), stream, chunks)
+    except Exception:
+        logger.exception("re-ingest failed", extra={"records": len(overflow), "stream": stream})
+        metrics.add_metric(name="ReingestFailures", unit=MetricUnit.Count, value=len(overflow))
+        return False
+    logger.info(
+        "re-ingested records that did not fit the response",
+        extra={"records": len(overflow), "chunks": len(chunks), "stream": stream},
+    )
+    metrics.add_metric(name="RecordsReingested", unit=MetricUnit.Count, value=len(overflow))
+    return True
+
+
+def _fail_instead(overflow: list[Candidate], room: int) -> None:
+    """Raise when the original data of records that could not be re-ingested won't fit.
+
+    Raising makes Firehose retry the whole invocation, then send the batch to the error
+    prefix: still nothing lost.
+    """
+    needed = sum(c.original_bytes + RECORD_OVERHEAD_BYTES for c in overflow)
+    if needed > room:
+        raise ResponseTooLargeError(
+            f"{len(overflow)} record(s) could not be re-ingested and their original data "
+            f"({needed} bytes) does not fit the response ({room} bytes left)"
+        )
+
+
+def _record_metrics(
+    outcomes: list[_Outcome], response: KinesisFirehoseDataTransformationResponse
+) -> None:
+    totals = LineCounts()
+    for outcome in outcomes:
+        if outcome.result is not None:
+            totals.add(outcome.result.counts)
+    results = Counter(record.result for record in response.records)
+    for result in ("Ok", "Dropped", "ProcessingFailed"):
+        metrics.add_metric(name=f"Records{result}", unit=MetricUnit.Count, value=results[result])
+    metrics.add_metric(name="LinesIn", unit=MetricUnit.Count, value=totals.lines_in)
+    metrics.add_metric(name="LinesOut", unit=MetricUnit.Count, value=totals.lines_out)
+    metrics.add_metric(name="DecodeFailures", unit=MetricUnit.Count, value=totals.decode_failures)
+    metrics.add_metric(name="InvalidUtf8Lines", unit=MetricUnit.Count, value=totals.invalid_utf8)
+    metrics.add_metric(name="UnencodableLines", unit=MetricUnit.Count, value=totals.unencodable)
+    if totals.decode_failures or totals.invalid_utf8 or totals.unencodable:
+        logger.warning(
+            "lines kept as text or repaired",
+            extra={
+                "decodeFailures": totals.decode_failures,
+                "invalidUtf8Lines": totals.invalid_utf8,
+                "unencodableLines": totals.unencodable,
+            },
+        )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Entry point Firehose invokes with a batch of records."""
+    firehose_event = KinesisFirehoseEvent(event, json_deserializer=orjson.loads)
+    response = process_event(firehose_event, SETTINGS)
+    return {"records": []} if not response.records else response.asdict()

@@ -1,0 +1,88 @@
+"""Bulk paths for the seed pipeline: whole batches of ordinary Docker or CRI lines.
+
+Per-line Python is the cost that matters in the Lambda, so when every line of a batch is
+an ordinary Docker json-file line (or an ordinary full CRI line), the batch is
+transformed with a few C-level passes (``map`` over orjson, one regex scan, one
+``orjson.dumps`` for the whole output); only lines whose ``log`` is not a JSON object get
+a Python call each. Each function returns None as soon as the batch holds anything
+unusual — partial lines, long digit runs, invalid UTF-8, nesting orjson cannot write —
+and the caller then takes the general path, which implements every rule. Both paths emit
+the same bytes; the tests check it on every oracle case.
+"""
+
+from __future__ import annotations
+
+import re
+from operator import itemgetter, methodcaller
+from typing import Any
+
+import orjson
+
+from transform_lambda.jsoncodec import decode_object, dumps_objects, has_long_digits
+
+_get_log = itemgetter("log")
+_ends_with_newline = methodcaller("endswith", "\n")
+_starts_with_brace = methodcaller("startswith", "{")
+# A full CRI line whose time is one token starting with a digit: the common shape, which
+# can be neither a Docker JSON line nor read as CRI in another way.
+_CRI_FULL_LINE = re.compile(r"^[0-9][^ \n]* std(?:out|err) F ([^\r\n]*)\r?$", re.MULTILINE)
+
+
+def _log_object(log: str) -> dict[str, Any]:
+    decoded = decode_object(log)
+    return {"log": log} if decoded is None else decoded
+
+
+def _to_ndjson(logs: list[str]) -> tuple[bytes, int] | None:
+    """(NDJSON, decode failures) for the logs, or None if orjson cannot write one."""
+    objects: list[dict[str, Any]] | None = None
+    if all(map(_starts_with_brace, logs)):
+        try:
+            objects = list(map(orjson.loads, logs))
+        except orjson.JSONDecodeError:
+            objects = None
+    failures = 0
+    if objects is None:
+        objects = list(map(_log_object, logs))
+        failures = sum(
+            1
+            for log, obj in zip(logs, objects, strict=True)
+            if obj.get("log") is log and log.lstrip(" ").startswith("{")
+        )
+    try:
+        return dumps_objects(objects), failures
+    except orjson.JSONEncodeError:
+        return None
+
+
+def docker_lines(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
+    """Seed-pipeline NDJSON for Docker json-file lines, or None."""
+    if has_long_digits(body):
+        return None
+    try:
+        envelopes = list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:
+        return None
+    if set(map(type, envelopes)) != {dict}:
+        return None
+    try:
+        logs = list(map(_get_log, envelopes))
+    except KeyError:
+        return None
+    if set(map(type, logs)) != {str} or not all(map(_ends_with_newline, logs)):
+        return None
+    return _to_ndjson(logs)
+
+
+def cri_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
+    """Seed-pipeline NDJSON for full CRI lines, or None."""
+    if has_long_digits(body):
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    contents = _CRI_FULL_LINE.findall(text)
+    if len(contents) != line_count:
+        return None
+    return _to_ndjson(contents)

@@ -1,0 +1,63 @@
+"""Run the handler on one sample event locally (no Docker, no AWS): ``make invoke``.
+
+Usage: ``python -m transform_lambda.invoke events/docker_seed.json``. Prints, per record,
+its result and the decoded output lines (or the decoded original data when it failed).
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """The LambdaContext attributes Powertools reads."""
+
+    function_name: str = "podhose-transform-local"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = (
+        "arn:aws:lambda:us-east-1:123456789012:function:podhose-transform-local"
+    )
+    memory_limit_in_mb: int = 1024
+    aws_request_id: str = "local-invoke"
+    log_group_name: str = "/aws/lambda/podhose-transform-local"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def describe(response: dict) -> str:
+    """Human-readable rendering of a handler response."""
+    lines = []
+    for record in response["records"]:
+        meta = record.get("metadata")
+        lines.append(f"== {record['recordId']}: {record['result']}" + (f" {meta}" if meta else ""))
+        try:
+            text = base64.b64decode(record.get("data") or b"").decode("utf-8", "replace")
+        except ValueError:
+            text = f"(not base64) {record['data']!r}"
+        lines += ["   " + line for line in text.splitlines()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m transform_lambda.invoke EVENT.json", file=sys.stderr)
+        return 2
+    from transform_lambda.app import lambda_handler
+
+    event = orjson.loads(Path(args[0]).read_bytes())
+    response = lambda_handler(event, LocalContext())
+    print(describe(response))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Transform settings, read from environment variables that template.yaml sets.
+
+Every default reproduces the seed Fluent Bit pipeline's S3 output byte for byte.
+
+Example:
+    >>> TransformSettings.from_env({"PODHOSE_KEEP_KEYS": "log,stream"}).keep_keys
+    ('log', 'stream')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ENV_PARSE_ENVELOPE = "PODHOSE_PARSE_ENVELOPE"
+ENV_DECODE_JSON = "PODHOSE_DECODE_JSON"
+ENV_KEEP_KEYS = "PODHOSE_KEEP_KEYS"
+ENV_LIFT_KEY = "PODHOSE_LIFT_KEY"
+ENV_ADD_KUBERNETES_METADATA = "PODHOSE_ADD_KUBERNETES_METADATA"
+ENV_PARTITION_KEYS = "PODHOSE_PARTITION_KEYS"
+ENV_MAX_REINGEST_ATTEMPTS = "PODHOSE_MAX_REINGEST_ATTEMPTS"
+
+#: Every environment variable the transform reads (template.yaml must set exactly these).
+ENV_VARS: tuple[str, ...] = (
+    ENV_PARSE_ENVELOPE,
+    ENV_DECODE_JSON,
+    ENV_KEEP_KEYS,
+    ENV_LIFT_KEY,
+    ENV_ADD_KUBERNETES_METADATA,
+    ENV_PARTITION_KEYS,
+    ENV_MAX_REINGEST_ATTEMPTS,
+)
+
+#: Partition keys the transform can return (values come from the record's source header).
+PARTITION_KEY_NAMES: tuple[str, ...] = ("namespace", "pod", "container", "container_id")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the transform cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransformSettings:
+    """What the transform does to each log line, in pipeline order.
+
+    Attributes:
+        parse_envelope: step 1, read Docker json-file / CRI lines (Fluent Bit's ``docker``
+            parser); when off every line is plain text: ``{"log": line}``. Default on.
+        decode_json: step 2, decode the ``log`` field when it holds a JSON object
+            (``Decode_Field_As json log``). Default on.
+        keep_keys: step 3, keys kept on the record (``record_modifier Whitelist_key``);
+            empty keeps all. Default ``("log",)``.
+        lift_key: step 4, the key whose map is lifted to the top level
+            (``nest Operation lift``); empty turns lifting off. Default ``"log"``.
+        add_kubernetes_metadata: add a ``kubernetes`` object (namespace_name, pod_name,
+            container_name, docker_id) to each line of records that carry a source header.
+            Default off.
+        partition_keys: Firehose dynamic-partitioning keys to return per record, from
+            ``namespace``, ``pod``, ``container``, ``container_id``. Default none.
+        max_reingest_attempts: how often a record that does not fit the 6 MB response may
+            be put back into the stream before it is returned as ``ProcessingFailed``.
+            Default 3.
+    """
+
+    parse_envelope: bool = True
+    decode_json: bool = True
+    keep_keys: tuple[str, ...] = ("log",)
+    lift_key: str = "log"
+    add_kubernetes_metadata: bool = False
+    partition_keys: tuple[str, ...] = ()
+    max_reingest_attempts: int = 3
+
+    @property
+    def is_seed_pipeline(self) -> bool:
+        """True when the settings are the seed's: the fast path applies."""
+        return (
+            self.parse_envelope
+            and self.decode_json
+            and self.keep_keys == ("log",)
+            and self.lift_key == "log"
+            and not self.add_kubernetes_metadata
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TransformSettings:
+        """Build settings from ``environ`` (default ``os.environ``); raise SettingsError."""
+        env = os.environ if environ is None else environ
+        partition_keys = _names(env.get(ENV_PARTITION_KEYS, ""))
+        unknown = sorted(set(partition_keys) - set(PARTITION_KEY_NAMES))
+        if unknown:
+            raise SettingsError(
+                f"{ENV_PARTITION_KEYS}: unknown key(s) {unknown}; "
+                f"choose from {list(PARTITION_KEY_NAMES)}"
+            )
+        return cls(
+            parse_envelope=_flag(env, ENV_PARSE_ENVELOPE, default=True),
+            decode_json=_flag(env, ENV_DECODE_JSON, default=True),
+            keep_keys=_names(env.get(ENV_KEEP_KEYS, "log")),
+            lift_key=env.get(ENV_LIFT_KEY, "log").strip(),
+            add_kubernetes_metadata=_flag(env, ENV_ADD_KUBERNETES_METADATA, default=False),
+            partition_keys=partition_keys,
+            max_reingest_attempts=_count(env, ENV_MAX_REINGEST_ATTEMPTS, default=3),
+        )
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _count(env: Mapping[str, str], name: str, *, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name}: must be >= 0, got {value}")
+    return value

@@ -1,0 +1,246 @@
+"""The pure transformation of one Firehose record: no AWS, no Powertools.
+
+A record's data is one or more newline-separated log-file lines, optionally
+gzip-compressed and optionally led by a podhose source header (docs/wire-format.md).
+Each line goes through the seed Fluent Bit pipeline's steps (see settings.py):
+
+1. parse the envelope (Docker json-file or CRI, detected per line; partials joined);
+2. decode ``log`` when it holds a JSON object;
+3. keep only the listed keys;
+4. lift the map under the lift key to the top level;
+
+then optionally gets Kubernetes metadata, and is written as one compact JSON line.
+
+Example:
+    >>> line = (b'{"log":"{\\\\"name\\\\": \\\\"fakenerd\\\\", '
+    ...         b'\\\\"time_ms\\\\": 1577622109635}\\\\n",'
+    ...         b'"stream":"stdout","time":"2019-12-28T08:19:53.704659587Z"}\\n')
+    >>> transform_record(line, TransformSettings()).data
+    b'{"name":"fakenerd","time_ms":1577622109635}\\n'
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from itertools import repeat
+from operator import methodcaller
+from typing import Any
+
+from transform_lambda import fastpath
+from transform_lambda.envelope import Entry, parse_lines, strip_terminator
+from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl
+from transform_lambda.settings import TransformSettings
+from transform_lambda.wire import KubernetesSource, RecordHeader, split_header
+
+GZIP_MAGIC = b"\x1f\x8b"
+_NOT_PLAIN = (b"\x1e", b"\x1f")
+_ends_with_newline = methodcaller("endswith", b"\n")
+UNKNOWN_PARTITION = "unknown"
+
+
+class RecordUnreadableError(ValueError):
+    """The record's data cannot be read at all (for example a corrupt gzip stream)."""
+
+
+@dataclass(slots=True)
+class LineCounts:
+    """What happened to a record's lines; every input line is accounted for."""
+
+    lines_in: int = 0
+    lines_out: int = 0
+    decode_failures: int = 0
+    invalid_utf8: int = 0
+    unencodable: int = 0
+
+    def add(self, other: LineCounts) -> None:
+        self.lines_in += other.lines_in
+        self.lines_out += other.lines_out
+        self.decode_failures += other.decode_failures
+        self.invalid_utf8 += other.invalid_utf8
+        self.unencodable += other.unencodable
+
+
+@dataclass(slots=True)
+class RecordResult:
+    """The transformed record.
+
+    Attributes:
+        data: NDJSON, every line newline-terminated; empty when no line came out.
+        counts: per-line accounting.
+        header: the source header, if the record had one.
+        body: the decompressed lines (without header), kept for re-ingesting.
+        partition_keys: Firehose dynamic-partitioning keys, when configured.
+    """
+
+    data: bytes
+    counts: LineCounts
+    header: RecordHeader | None = None
+    body: bytes = b""
+    partition_keys: dict[str, str] | None = None
+    was_compressed: bool = False
+
+
+def decode_payload(data: bytes) -> tuple[bytes, bool]:
+    """Gunzip ``data`` when it starts with the gzip magic; raise RecordUnreadableError."""
+    if not data.startswith(GZIP_MAGIC):
+        return data, False
+    try:
+        return gzip.decompress(data), True
+    except (OSError, EOFError, zlib.error) as error:
+        raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
+
+
+def split_lines(body: bytes) -> list[bytes]:
+    """Split on LF; an unterminated last line still counts as a line."""
+    lines = body.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
+    """Transform one record's (base64-decoded) data; raise RecordUnreadableError."""
+    payload, was_compressed = decode_payload(data)
+    header, body = split_header(payload)
+    source = header.source if header is not None else None
+    lines = split_lines(body)
+    fast = _fast_output(lines, body, settings)
+    if fast is not None:
+        output, failures = fast
+        counts = LineCounts(len(lines), len(lines), decode_failures=failures)
+    else:
+        output, counts = _general_output(lines, settings, source)
+    return RecordResult(
+        data=output,
+        counts=counts,
+        header=header,
+        body=body,
+        partition_keys=_partition_keys(settings, source),
+        was_compressed=was_compressed,
+    )
+
+
+def transform_records(
+    datas: list[bytes], settings: TransformSettings
+) -> list[RecordResult | RecordUnreadableError]:
+    """Transform many records; one-line records are transformed together in bulk.
+
+    Firehose senders that put one line per record (Fluent Bit, the Kinesis Agent, the
+    forwarder's one-line mode) would otherwise pay the per-record setup thousands of
+    times per invocation. The outcome is the same as ``transform_record`` on each.
+    """
+    bulk = _single_line_records(datas, settings)
+    if bulk is not None:
+        return bulk
+    results: list[RecordResult | RecordUnreadableError] = []
+    for data in datas:
+        try:
+            results.append(transform_record(data, settings))
+        except RecordUnreadableError as error:
+            results.append(error)
+    return results
+
+
+def _single_line_records(datas: list[bytes], settings: TransformSettings) -> list | None:
+    if len(datas) < 2 or not settings.is_seed_pipeline or settings.partition_keys:
+        return None
+    joined = b"".join(datas)
+    if joined.count(b"\n") != len(datas) or not all(map(_ends_with_newline, datas)):
+        return None  # some record holds several lines, or none
+    if joined[:1] in _NOT_PLAIN or b"\n\x1e" in joined or b"\n\x1f" in joined:
+        return None  # a header or gzip data
+    lines = joined.split(b"\n")
+    lines.pop()
+    fast = _fast_output(lines, joined, settings)
+    if fast is None:
+        return None
+    output, failures = fast
+    # The batch's counts are carried by its first record, so totals stay exact.
+    rest = LineCounts()
+    counts = [LineCounts(len(datas), len(datas), failures)] + [rest] * (len(datas) - 1)
+    outputs = [out + b"\n" for out in output.split(b"\n")[:-1]]
+    return list(map(RecordResult, outputs, counts, repeat(None), datas))
+
+
+def _fast_output(
+    lines: list[bytes], body: bytes, settings: TransformSettings
+) -> tuple[bytes, int] | None:
+    if not lines or not settings.is_seed_pipeline:
+        return None
+    if lines[0][:1] == b"{":
+        return fastpath.docker_lines(lines, body)
+    return fastpath.cri_lines(len(lines), body)
+
+
+def _general_output(
+    lines: list[bytes], settings: TransformSettings, source: KubernetesSource | None
+) -> tuple[bytes, LineCounts]:
+    counts = LineCounts(lines_in=len(lines))
+    if settings.parse_envelope:
+        entries = parse_lines(lines)
+    else:
+        entries = (_plain_entry(line) for line in lines)
+    metadata = source.as_metadata() if source and settings.add_kubernetes_metadata else None
+    out = [_render(entry, settings, metadata, counts) for entry in entries]
+    counts.lines_out = len(out)
+    return b"".join(out), counts
+
+
+def _plain_entry(line: bytes) -> Entry:
+    raw = strip_terminator(line)
+    try:
+        return Entry({"log": raw.decode("utf-8")})
+    except UnicodeDecodeError:
+        return Entry({"log": raw.decode("utf-8", "replace")}, invalid_utf8=True)
+
+
+def _render(
+    entry: Entry,
+    settings: TransformSettings,
+    metadata: dict[str, str] | None,
+    counts: LineCounts,
+) -> bytes:
+    counts.invalid_utf8 += entry.invalid_utf8
+    fields = entry.fields
+    log = fields.get("log")
+    decoded = decode_object(log) if settings.decode_json and isinstance(log, str) else None
+    if decoded is None and isinstance(log, str) and log.lstrip(" ").startswith("{"):
+        counts.decode_failures += 1
+    if decoded is not None:
+        line = dumps_line(_reshape({**fields, "log": decoded}, settings, metadata))
+        if line is not None:
+            return line
+        counts.unencodable += 1
+    line = dumps_line(_reshape(fields, settings, metadata))
+    if line is None:  # e.g. a kept envelope key nested deeper than JSON encoders allow
+        counts.unencodable += 1
+        line = dumps_nl({"log": str(log)})
+    return line
+
+
+def _reshape(
+    fields: dict[str, Any], settings: TransformSettings, metadata: dict[str, str] | None
+) -> dict[str, Any]:
+    """Steps 3 and 4 plus metadata: keep, lift, add ``kubernetes``."""
+    if settings.keep_keys:
+        fields = {key: value for key, value in fields.items() if key in settings.keep_keys}
+    lifted = fields.get(settings.lift_key) if settings.lift_key else None
+    if isinstance(lifted, dict):
+        # The lifted keys win over same-named outer keys, as in Fluent Bit's output.
+        outer = {k: v for k, v in fields.items() if k != settings.lift_key and k not in lifted}
+        fields = outer | lifted
+    if metadata is not None and "kubernetes" not in fields:
+        fields = fields | {"kubernetes": metadata}
+    return fields
+
+
+def _partition_keys(
+    settings: TransformSettings, source: KubernetesSource | None
+) -> dict[str, str] | None:
+    if not settings.partition_keys:
+        return None
+    if source is None:
+        return dict.fromkeys(settings.partition_keys, UNKNOWN_PARTITION)
+    return {key: source.partition_value(key) for key in settings.partition_keys}

@@ -1,0 +1,103 @@
+"""The record wire format: an optional source header line before the raw log lines.
+
+See docs/wire-format.md. A record may start with::
+
+    \\x1epodhose/1 src=<pod>_<namespace>_<container>-<containerid>.log\\n
+
+Records without it (raw lines from Fluent Bit, the Kinesis Agent, ...) are unchanged.
+
+Example:
+    >>> header, body = split_header(b"\\x1epodhose/1 src=web-1_prod_app-" + b"a" * 64
+    ...                             + b".log\\nline\\n")
+    >>> header.source.namespace, body
+    ('prod', b'line\\n')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+HEADER_MAGIC = b"\x1epodhose/1"
+
+# kubelet's /var/log/containers naming, as Fluent Bit's kubernetes filter reads it.
+_KUBELET_NAME = re.compile(
+    r"^(?P<pod>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*)"
+    r"_(?P<namespace>[^_]+)_(?P<container>.+)-(?P<container_id>[a-z0-9]{64})\.log$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesSource:
+    """Where a record's lines come from, parsed from the kubelet file name."""
+
+    namespace: str
+    pod: str
+    container: str
+    container_id: str
+
+    @classmethod
+    def from_filename(cls, name: str) -> KubernetesSource | None:
+        """Parse ``<pod>_<namespace>_<container>-<id>.log``; None if it does not match."""
+        match = _KUBELET_NAME.match(name)
+        if match is None:
+            return None
+        return cls(**match.groupdict())
+
+    def as_metadata(self) -> dict[str, str]:
+        """The ``kubernetes`` object added to each line (Fluent Bit's key names)."""
+        return {
+            "namespace_name": self.namespace,
+            "pod_name": self.pod,
+            "container_name": self.container,
+            "docker_id": self.container_id,
+        }
+
+    def partition_value(self, key: str) -> str:
+        """The value of one dynamic-partitioning key (see settings.PARTITION_KEY_NAMES)."""
+        return str(getattr(self, key))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    """The parsed header line; ``fields`` keeps every key, known or not."""
+
+    fields: dict[str, str]
+
+    @property
+    def source_file(self) -> str | None:
+        return self.fields.get("src")
+
+    @property
+    def source(self) -> KubernetesSource | None:
+        name = self.source_file
+        return KubernetesSource.from_filename(name) if name else None
+
+    @property
+    def attempt(self) -> int:
+        """Re-ingest attempt number (0 for a record straight from a forwarder)."""
+        raw = self.fields.get("n", "0")
+        return int(raw) if raw.isdigit() else 0
+
+    def encode(self) -> bytes:
+        """The header line, newline included."""
+        pairs = "".join(f" {key}={value}" for key, value in self.fields.items())
+        return HEADER_MAGIC + pairs.encode() + b"\n"
+
+    def with_attempt(self, attempt: int) -> RecordHeader:
+        return RecordHeader({**self.fields, "n": str(attempt)})
+
+
+def split_header(payload: bytes) -> tuple[RecordHeader | None, bytes]:
+    """Split a (decompressed) record payload into its header, if any, and its lines."""
+    if not payload.startswith(HEADER_MAGIC):
+        return None, payload
+    end = payload.find(b"\n")
+    line = payload[len(HEADER_MAGIC) : end if end >= 0 else len(payload)]
+    body = payload[end + 1 :] if end >= 0 else b""
+    fields: dict[str, str] = {}
+    for pair in line.decode("utf-8", "replace").split():
+        key, sep, value = pair.partition("=")
+        if sep:
+            fields[key] = value
+    return RecordHeader(fields), body
