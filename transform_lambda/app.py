@@ -24,6 +24,7 @@ from functools import cache, partial
 from typing import Any
 
 import boto3
+from botocore.config import Config
 import orjson
 import pybase64
 from aws_lambda_powertools import Logger, Metrics
@@ -79,10 +80,12 @@ class _Outcome:
 
 @cache
 def _firehose_client(region: str) -> Any:
-    return boto3.client("firehose", region_name=region)
+    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5)
+    return boto3.client("firehose", region_name=region, config=config)
 
 
 _b64decode = partial(pybase64.b64decode, validate=True)
+_b64encode = pybase64.b64encode_as_string
 
 
 def _decode_all(outcomes: list[_Outcome]) -> list[bytes | None]:
@@ -118,10 +121,9 @@ def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -
         logger.exception("bulk transform failed; transforming record by record")
         results = [_transform_one(data, settings) for data in datas]
     for outcome, result in zip(readable, results, strict=True):
-        if isinstance(result, RecordResult):
+        if type(result) is RecordResult:
             outcome.result = result
-            if result.data:
-                outcome.ok_data = pybase64.b64encode_as_string(result.data)
+            outcome.ok_data = _b64encode(result.data) if result.data else ""
         elif isinstance(result, RecordUnreadableError):
             outcome.error = str(result)
         else:

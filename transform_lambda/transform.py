@@ -160,7 +160,8 @@ def _single_line_records(datas: list[bytes], settings: TransformSettings) -> lis
     # The batch's counts are carried by its first record, so totals stay exact.
     rest = LineCounts()
     counts = [LineCounts(len(datas), len(datas), failures)] + [rest] * (len(datas) - 1)
-    outputs = [out + b"\n" for out in output.split(b"\n")[:-1]]
+    # orjson escapes CR, so LF is the only line boundary splitlines() can meet here.
+    outputs = output.splitlines(keepends=True)
     return list(map(RecordResult, outputs, counts, repeat(None), datas))
 
 
