@@ -93,13 +93,17 @@ def pack(lines: list[bytes], packed: bool) -> list[bytes]:
     return records
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def event(records: list[bytes]) -> dict[str, Any]:
     return {
         "invocationId": "bench",
         "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose",
         "region": "us-east-1",
         "records": [
-            {"recordId": str(i), "approximateArrivalTimestamp": 0, "data": base64.b64encode(r).decode()}
+            {"recordId": str(i), "approximateArrivalTimestamp": 0, "data": b64(r)}
             for i, r in enumerate(records)
         ],
     }
@@ -136,12 +140,23 @@ class Row:
         return self.podhose_mb_s / self.baseline_mb_s
 
 
-def run_scenario(name: str, fmt: str, mb: float, packed: bool, text_share: float, repeat: int) -> Row:
-    lines = make_lines(fmt, int(mb * 1_000_000), text_share)
-    records = pack(lines, packed)
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fmt: str
+    mb: float
+    packed: bool
+    text_share: float
+
+
+def run_scenario(scenario: Scenario, repeat: int) -> Row:
+    name = scenario.name
+    lines = make_lines(scenario.fmt, int(scenario.mb * 1_000_000), scenario.text_share)
+    records = pack(lines, scenario.packed)
     evt = event(records)
     with contextlib.redirect_stdout(io.StringIO()):
-        ours, theirs = lambda_handler(evt, LocalContext()), baseline_blueprint.lambda_handler(evt, None)
+        ours = lambda_handler(evt, LocalContext())
+        theirs = baseline_blueprint.lambda_handler(evt, None)
     if outputs(ours) != outputs(theirs):
         raise AssertionError(f"{name}: podhose and baseline disagree")
     raw_mb = sum(map(len, lines)) / 1e6
@@ -152,14 +167,15 @@ def run_scenario(name: str, fmt: str, mb: float, packed: bool, text_share: float
 
 SCENARIOS = [
     # name, format, MB, packed, share of plain-text lines
-    ("docker 1MB packed", "docker", 1, True, 0.0),
-    ("docker 3MB packed", "docker", 3, True, 0.0),
-    ("cri 1MB packed", "cri", 1, True, 0.0),
-    ("cri 3MB packed", "cri", 3, True, 0.0),
-    ("docker 3MB packed, 10% text", "docker", 3, True, 0.1),
-    ("docker 1MB one line/record", "docker", 1, False, 0.0),
-    ("docker 3MB one line/record", "docker", 3, False, 0.0),
-    ("cri 1MB one line/record", "cri", 1, False, 0.0),
+    Scenario("docker 1MB packed", "docker", 1, True, 0.0),
+    Scenario("docker 3MB packed", "docker", 3, True, 0.0),
+    Scenario("cri 1MB packed", "cri", 1, True, 0.0),
+    Scenario("cri 3MB packed", "cri", 3, True, 0.0),
+    Scenario("docker 3MB packed, 10% text", "docker", 3, True, 0.1),
+    Scenario("docker 1MB one line/record", "docker", 1, False, 0.0),
+    Scenario("docker 3MB one line/record", "docker", 3, False, 0.0),
+    Scenario("cri 1MB one line/record", "cri", 1, False, 0.0),
+    Scenario("cri 3MB one line/record", "cri", 3, False, 0.0),
 ]
 
 
@@ -167,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    rows = [run_scenario(*scenario, repeat=args.repeat) for scenario in SCENARIOS]
+    rows = [run_scenario(scenario, args.repeat) for scenario in SCENARIOS]
     header = f"{'scenario':32} {'MB':>5} {'lines':>7} {'recs':>6} {'podhose MB/s':>13} "
     header += f"{'lines/s':>10} {'baseline MB/s':>14} {'speedup':>8}"
     print(header)

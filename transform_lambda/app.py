@@ -24,7 +24,6 @@ from functools import cache, partial
 from typing import Any
 
 import boto3
-from botocore.config import Config
 import orjson
 import pybase64
 from aws_lambda_powertools import Logger, Metrics
@@ -36,6 +35,7 @@ from aws_lambda_powertools.utilities.data_classes import (
     KinesisFirehoseEvent,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 
 from transform_lambda import reingest
 from transform_lambda.budget import (
