@@ -69,7 +69,7 @@ RENDERED      := $(TOOLS)/rendered
 # checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
 CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
 
-.PHONY: deploy-tools deploy-check template-check k8s-check deploy-tests
+.PHONY: deploy-tools deploy-check template-check k8s-check
 
 $(SAM_STAMP):
 	rm -rf $(SAM_VENV)
@@ -119,8 +119,5 @@ k8s-check: deploy-tools
 	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/podhose.yaml $(RENDERED)/examples.yaml
 	$(CHECKOV) --framework kubernetes kustomize --directory k8s
 
-# The deployment tests also run in `make unit`; here they run with the tools installed.
-deploy-tests: $(STAMP) deploy-tools
-	$(PY) -m pytest -q tests/test_deploy_template.py tests/test_deploy_k8s.py
-
-deploy-check: template-check k8s-check deploy-tests
+# The deployment tests (tests/test_deploy_*.py) run in `make unit`, after deploy-tools.
+deploy-check: template-check k8s-check

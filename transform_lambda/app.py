@@ -21,6 +21,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache, partial
+from operator import attrgetter
 from typing import Any
 
 import boto3
@@ -254,14 +255,17 @@ def _fail_instead(overflow: list[Candidate], room: int) -> None:
         )
 
 
+_result_of = attrgetter("result")
+
+
 def _record_metrics(
     outcomes: list[_Outcome], response: KinesisFirehoseDataTransformationResponse
 ) -> None:
     totals = LineCounts()
-    for outcome in outcomes:
-        if outcome.result is not None:
-            totals.add(outcome.result.counts)
-    results = Counter(record.result for record in response.records)
+    # Records transformed in bulk share one zero LineCounts: add each object once.
+    for counts in {id(c): c for o in outcomes if o.result for c in (o.result.counts,)}.values():
+        totals.add(counts)
+    results = Counter(map(_result_of, response.records))
     for result in ("Ok", "Dropped", "ProcessingFailed"):
         metrics.add_metric(name=f"Records{result}", unit=MetricUnit.Count, value=results[result])
     metrics.add_metric(name="LinesIn", unit=MetricUnit.Count, value=totals.lines_in)
