@@ -1,0 +1,271 @@
+"""Benchmark the forwarder on a backlog: packed, packed+gzip (default), one line per record.
+
+Run from the repo root: ``python -m bench.forwarder [--mb 500]``. For each line size (120 B
+and 1 KB Docker json-file lines, ``--mb`` MB each) it writes a backlog into a temp node
+layout, starts the local Firehose endpoint in its own process (counting only, no storage),
+runs ``python -m forwarder --exit-on-eof`` against it, and reports throughput, the
+forwarder's CPU time (user+sys of the child, from wait4) and peak RSS, Firehose calls and
+records, and billed bytes (each record rounded up to 5 KB) per GB of raw log. Results are
+printed as a table and written to bench/results/forwarder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+MB = 1_000_000
+GB = 1_000_000_000
+FILES = 4
+POOL = 20_000
+WORDS = [
+    "request",
+    "handled",
+    "user",
+    "session",
+    "cache",
+    "miss",
+    "upstream",
+    "timeout",
+    "retry",
+    "ok",
+    "failed",
+    "order",
+    "item",
+    "cart",
+    "payment",
+    "token",
+    "refresh",
+    "db",
+    "query",
+    "rows",
+    "returned",
+    "latency",
+]
+MODES = {
+    "packed": ["--compression", "none"],
+    "packed+gzip (default)": [],
+    "one-line-per-record": ["--one-line-per-record"],
+}
+
+
+@dataclass
+class Result:
+    """Figures of one forwarder run."""
+
+    line_bytes: int
+    avg_line_bytes: float
+    mode: str
+    raw_mb: float
+    lines: int
+    lines_delivered: int
+    seconds: float
+    mb_per_s: float
+    lines_per_s: float
+    cpu_s: float
+    cpu_s_per_gb: float
+    mb_per_cpu_s: float
+    peak_rss_mb: float
+    calls: int
+    records: int
+    billed_gb_per_gb: float
+
+
+def app_message(rng: random.Random, size: int, seq: int) -> str:
+    """A JSON application log message of about `size` bytes (before Docker's escaping)."""
+    base: dict[str, object] = {"ts": 1714557600000 + seq, "msg": " ".join(rng.sample(WORDS, 2))}
+    base["id"] = secrets.token_hex(2)
+    if size > 80:
+        base["level"] = rng.choice(["info", "info", "info", "warn", "error"])
+        base["req"] = secrets.token_hex(6)
+    text = json.dumps(base, separators=(",", ":"))
+    words: list[str] = []
+    while len(text) + sum(len(w) + 1 for w in words) < size - 12:
+        words.append(rng.choice(WORDS) if rng.random() < 0.95 else str(rng.randrange(100000)))
+    if words:
+        base["detail"] = " ".join(words)
+        text = json.dumps(base, separators=(",", ":"))
+    return text
+
+
+def docker_line(msg: str, seq: int) -> bytes:
+    """A Docker json-file line for `msg`."""
+    when = f"2024-05-01T10:{seq // 60000 % 60:02d}:{seq // 1000 % 60:02d}.{seq % 1000:03d}123456Z"
+    doc = {"log": msg + "\n", "stream": "stdout", "time": when}
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def write_backlog(root: Path, line_bytes: int, total: int) -> tuple[int, int]:
+    """Write `total` bytes of lines of about `line_bytes` over FILES container logs."""
+    rng = random.Random(line_bytes)
+    content = max(20, (line_bytes - 66) * 9 // 10 - 8)  # envelope ~66 bytes, escaping
+    pool = [docker_line(app_message(rng, content, i), i) for i in range(POOL)]
+    links = root / "var/log/containers"
+    links.mkdir(parents=True, exist_ok=True)
+    written = lines = 0
+    per_file = total // FILES
+    for n in range(FILES):
+        cid = secrets.token_hex(32)
+        target = root / f"var/lib/docker/containers/{cid}/{cid}-json.log"
+        target.parent.mkdir(parents=True)
+        (links / f"bench-{n}_default_app-{cid}.log").symlink_to(target)
+        size = 0
+        with open(target, "wb", buffering=4 * 1024 * 1024) as f:
+            i = 0
+            while size < per_file:
+                block = pool[i % POOL : i % POOL + 1000]
+                data = b"".join(block)
+                f.write(data)
+                size += len(data)
+                lines += len(block)
+                i += len(block)
+        written += size
+    return written, lines
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_endpoint() -> tuple[subprocess.Popen[bytes], str]:
+    """The local Firehose endpoint in its own process, counting only."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--count-only", "--count-lines"], cwd=REPO, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            stats(url)
+            return proc, url
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("endpoint did not start")
+
+
+def stats(url: str) -> dict[str, int]:
+    """Counters of the endpoint."""
+    with urllib.request.urlopen(url + "/stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def run_forwarder(root: Path, url: str, extra: list[str]) -> tuple[float, float, float]:
+    """Run the forwarder to EOF; return (wall seconds, CPU seconds, peak RSS bytes)."""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    cmd = [
+        sys.executable, "-m", "forwarder", "--path", str(root / "var/log/containers/*.log"),
+        "--delivery-stream", "bench", "--endpoint-url", url, "--db",
+        str(root / f"offsets-{time.monotonic_ns()}.db"), "--exit-on-eof", "--http-port", "0",
+        "--log-level", "WARNING", *extra,
+    ]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"forwarder exited {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024.0
+
+
+def bench_one(root: Path, line_bytes: int, raw: int, lines: int, mode: str) -> Result:
+    """One forwarder run in one mode against a fresh endpoint."""
+    endpoint, url = start_endpoint()
+    try:
+        wall, cpu, rss = run_forwarder(root, url, MODES[mode])
+        st = stats(url)
+    finally:
+        endpoint.kill()
+        endpoint.wait()
+    return Result(
+        line_bytes=line_bytes,
+        avg_line_bytes=round(raw / lines, 1),
+        mode=mode,
+        raw_mb=round(raw / MB, 1),
+        lines=lines,
+        lines_delivered=st["lines"],
+        seconds=round(wall, 2),
+        mb_per_s=round(raw / MB / wall, 1),
+        lines_per_s=round(lines / wall),
+        cpu_s=round(cpu, 2),
+        cpu_s_per_gb=round(cpu / (raw / GB), 1),
+        mb_per_cpu_s=round(raw / MB / cpu, 1),
+        peak_rss_mb=round(rss / 2**20, 1),
+        calls=st["calls"],
+        records=st["records"],
+        billed_gb_per_gb=round(st["billed_bytes"] / raw, 4),
+    )
+
+
+def table(results: list[Result]) -> str:
+    """Results as a fixed-width table."""
+    cols = [
+        ("line", "line_bytes"), ("avg", "avg_line_bytes"), ("mode", "mode"), ("raw MB", "raw_mb"),
+        ("MB/s", "mb_per_s"),
+        ("lines/s", "lines_per_s"), ("CPU s/GB", "cpu_s_per_gb"), ("MB/CPU-s", "mb_per_cpu_s"),
+        ("peak RSS MB", "peak_rss_mb"), ("calls", "calls"), ("records", "records"),
+        ("billed/raw", "billed_gb_per_gb"), ("lines ok", "lines_delivered"),
+    ]  # fmt: skip
+    rows = [[h for h, _ in cols]]
+    for r in results:
+        row = [str(getattr(r, attr)) for _, attr in cols]
+        row[-1] = "yes" if r.lines_delivered == r.lines else f"NO ({r.lines_delivered}/{r.lines})"
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def main() -> None:
+    """Run every line size and mode; print and save the results."""
+    parser = argparse.ArgumentParser(description="forwarder benchmark")
+    parser.add_argument("--mb", type=int, default=500, help="MB of backlog per line size")
+    parser.add_argument("--sizes", default="120,1024", help="line sizes in bytes")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument("--out", type=Path, default=RESULTS / "forwarder.json", help="JSON file")
+    args = parser.parse_args()
+    results: list[Result] = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="podhose-bench-") as tmp:
+            raw, lines = write_backlog(Path(tmp), size, args.mb * MB)
+            print(f"{size}-byte lines: {raw / MB:.0f} MB, {lines} lines written", flush=True)
+            for mode in args.modes.split(","):
+                results.append(bench_one(Path(tmp), size, raw, lines, mode))
+                print(table(results[-1:]).splitlines()[1], flush=True)
+    print()
+    print(table(results))
+    out = args.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"command": " ".join(["python -m bench.forwarder", *sys.argv[1:]]), "results": []}
+    doc["results"] = [asdict(r) for r in results]
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()

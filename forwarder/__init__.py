@@ -1,0 +1,1 @@
+"""podhose forwarder: tails Kubernetes container log files and ships raw lines to Firehose."""

@@ -1,0 +1,207 @@
+"""Packing: lines of one file into records, records into PutRecordBatch-sized calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from forwarder import limits, wire
+from forwarder.config import Config
+from forwarder.offsets import AckTracker, Mark
+from forwarder.scan import FileKey
+from forwarder.tail import Chunk
+
+# A call goes out once it holds this much (base64) data: well under the 4 MiB limit, because
+# botocore holds several copies of a request body while sending it (memory, see docs).
+CALL_TARGET_BYTES = 1024 * 1024
+
+
+class Record:
+    """One Firehose record as sent, and the mark it acknowledges."""
+
+    __slots__ = ("born", "data", "mark")
+
+    def __init__(self, data: bytes, mark: Mark, born: float) -> None:
+        self.data = data
+        self.mark = mark
+        self.born = born
+
+
+@dataclass
+class OpenRecord:
+    """Lines of one file waiting to become record(s)."""
+
+    safe_offset: int
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    born: float = 0.0
+
+
+class SendQueue:
+    """Closed records waiting for a sender; hands out calls that respect the API limits."""
+
+    def __init__(self, flush_interval: float) -> None:
+        self.flush_interval = flush_interval
+        self._cv = threading.Condition()
+        self._queue: deque[Record] = deque()
+        self._cost = 0
+        self._flushing = False
+        self._closed = False
+
+    def put(self, records: list[Record]) -> None:
+        """Enqueue records (in file order)."""
+        with self._cv:
+            self._queue.extend(records)
+            self._cost += sum(limits.call_cost(len(r.data)) for r in records)
+            self._cv.notify()
+
+    def flush(self) -> None:
+        """From now on send whatever is queued without waiting for full calls."""
+        with self._cv:
+            self._flushing = True
+            self._cv.notify_all()
+
+    def close(self) -> None:
+        """Wake and stop every sender."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._queue)
+
+    def take(self) -> list[Record] | None:
+        """Block until a call is due (full, or its oldest line waited flush_interval)."""
+        with self._cv:
+            while not self._closed:
+                timeout = self._due_in()
+                if timeout <= 0:
+                    return self._pop_call()
+                self._cv.wait(timeout)
+            return None
+
+    def _due_in(self) -> float:
+        if not self._queue:
+            return 60.0
+        full = len(self._queue) >= limits.MAX_RECORDS_PER_CALL or self._cost >= CALL_TARGET_BYTES
+        if full or self._flushing:
+            return 0.0
+        return self._queue[0].born + self.flush_interval - time.monotonic()
+
+    def _pop_call(self) -> list[Record]:
+        call: list[Record] = []
+        budget = CALL_TARGET_BYTES  # a single larger record still goes (<= 4 MiB limit)
+        while self._queue and len(call) < limits.MAX_RECORDS_PER_CALL:
+            cost = limits.call_cost(len(self._queue[0].data))
+            if call and cost > budget:
+                break
+            budget -= cost
+            self._cost -= cost
+            call.append(self._queue.popleft())
+        if self._queue:
+            self._cv.notify()  # more is due: wake another sender
+        return call
+
+
+class Batcher:
+    """Accumulates lines per file and closes them into records when full or aged."""
+
+    def __init__(self, cfg: Config, tracker: AckTracker, queue: SendQueue) -> None:
+        self.cfg = cfg
+        self.tracker = tracker
+        self.queue = queue
+        self.level = cfg.gzip_level if cfg.compression == "gzip" else None
+        self.open: dict[FileKey, OpenRecord] = {}
+        self.headers: dict[FileKey, bytes] = {}
+        self.last_safe: dict[FileKey, int] = {}
+        self.records_made = 0
+
+    def track(self, key: FileKey, src: str, offset: int) -> None:
+        """Start a file: its header, and the offset its first record starts from."""
+        self.headers[key] = b"" if self.cfg.one_line_per_record else wire.header(src)
+        self.last_safe[key] = offset
+        self.tracker.start(key, offset)
+
+    def untrack(self, key: FileKey) -> None:
+        """Forget a closed file (after flush_file)."""
+        self.headers.pop(key, None)
+        self.last_safe.pop(key, None)
+
+    def capacity(self, key: FileKey) -> int:
+        """Uncompressed payload bytes one record of this file may hold."""
+        cap = self.cfg.max_record_bytes - len(self.headers[key])
+        if self.level is None:
+            cap = min(cap, limits.MAX_RECORD_BYTES - len(self.headers[key]))
+        return cap
+
+    def add(self, key: FileKey, chunk: Chunk, now: float) -> None:
+        """Append a chunk of complete lines; close records as they fill."""
+        data, pos, cap = chunk.data, 0, self.capacity(key)
+        op = self._open(key, now)
+        while len(data) - pos > cap - op.size:
+            cut = data.rfind(b"\n", pos, pos + cap - op.size) + 1
+            if cut <= pos:
+                if op.size:
+                    self._close(key, op)
+                    op = self._open(key, now)
+                    continue
+                cut = pos + cap  # a single line longer than a record: cannot happen (config)
+            op.parts.append(data[pos:cut])
+            op.size += cut - pos
+            if chunk.start is not None:
+                op.safe_offset = chunk.start + cut
+            self._close(key, op)
+            op = self._open(key, now)
+            pos = cut
+        if pos < len(data):
+            op.parts.append(data[pos:] if pos else data)
+            op.size += len(data) - pos
+        op.safe_offset = chunk.safe_offset
+        self.last_safe[key] = chunk.safe_offset
+
+    def flush_aged(self, now: float) -> None:
+        """Close every open record whose oldest line waited flush_interval."""
+        deadline = now - self.cfg.flush_interval
+        for key in [k for k, op in self.open.items() if op.born <= deadline]:
+            self.flush_file(key)
+
+    def flush_file(self, key: FileKey) -> None:
+        """Close the open record of one file, if any."""
+        op = self.open.get(key)
+        if op is not None:
+            self._close(key, op)
+
+    def flush_all(self) -> None:
+        """Close every open record."""
+        for key in list(self.open):
+            self.flush_file(key)
+
+    def _open(self, key: FileKey, now: float) -> OpenRecord:
+        op = self.open.get(key)
+        if op is None:
+            op = self.open[key] = OpenRecord(self.last_safe.get(key, 0), born=now)
+        return op
+
+    def _close(self, key: FileKey, op: OpenRecord) -> None:
+        del self.open[key]
+        payload = b"".join(op.parts)
+        if self.cfg.one_line_per_record:
+            datas = [line + b"\n" for line in payload.split(b"\n")[:-1]]
+        else:
+            datas = self._encode(self.headers[key], payload)
+        # A mark without records (only an offset move) settles as soon as its turn comes.
+        mark = self.tracker.mark(key, op.safe_offset, len(datas))
+        if datas:
+            self.records_made += len(datas)
+            self.queue.put([Record(d, mark, op.born) for d in datas])
+
+    def _encode(self, head: bytes, payload: bytes) -> list[bytes]:
+        data = wire.encode(head, payload, self.level)
+        if len(data) <= limits.MAX_RECORD_BYTES:
+            return [data]
+        # Incompressible payload grew past the record limit: split at a line boundary.
+        mid = payload.rfind(b"\n", 0, len(payload) // 2) + 1 or len(payload) // 2
+        return self._encode(head, payload[:mid]) + self._encode(head, payload[mid:])

@@ -1,0 +1,53 @@
+"""Discovery: glob the configured patterns, follow symlinks, identify files by (dev, inode)."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass
+
+FileKey = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One matched log file: the path that matched and the identity of its symlink target."""
+
+    key: FileKey
+    path: str
+    size: int
+
+    @property
+    def src(self) -> str:
+        """Basename of the matched path (the kubelet name under /var/log/containers)."""
+        return os.path.basename(self.path)
+
+
+def is_excluded(path: str, excludes: list[str], self_prefix: str | None) -> bool:
+    """True when `path` matches an exclude glob or belongs to the forwarder's own pod."""
+    if self_prefix and os.path.basename(path).startswith(self_prefix):
+        return True
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in excludes)
+
+
+def scan(patterns: list[str], excludes: list[str], self_prefix: str | None) -> dict[FileKey, Found]:
+    """Every regular file matched by `patterns`, keyed by the (st_dev, st_ino) of its target."""
+    found: dict[FileKey, Found] = {}
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            if is_excluded(path, excludes, self_prefix):
+                continue
+            try:
+                st = os.stat(path)  # follows /var/log/containers -> /var/log/pods symlinks
+            except OSError:
+                continue  # dangling symlink: the target was deleted
+            if not _is_regular(st.st_mode):
+                continue
+            key = (st.st_dev, st.st_ino)
+            found.setdefault(key, Found(key, path, st.st_size))
+    return found
+
+
+def _is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000

@@ -1,0 +1,123 @@
+"""Reading of one file: chunked reads of complete lines, truncation, rotation drain, close."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from forwarder.partials import PartialJoiner
+from forwarder.scan import FileKey
+
+log = logging.getLogger("forwarder.tail")
+
+
+@dataclass
+class Chunk:
+    """Complete logical lines read from one file, with offset bookkeeping."""
+
+    data: bytes
+    start: int | None  # file offset of data[0] when data is byte-identical to the file
+    safe_offset: int  # every line before this offset is in `data` or an earlier chunk
+    consumed: int  # file bytes consumed by this read
+    oversize: int  # lines shipped in pieces because they exceeded max_line_bytes
+
+
+class TailedFile:
+    """An open log file, followed by (dev, inode) whatever its path becomes."""
+
+    def __init__(self, key: FileKey, path: str, fd: int, offset: int, max_line: int) -> None:
+        self.key = key
+        self.path = path  # as globbed (the /var/log/containers symlink)
+        self.src = os.path.basename(path)
+        self.target = os.path.realpath(path)  # the file itself, to find it after a rotation
+        self.fd = fd
+        self.offset = offset  # next byte to read; everything before it was consumed
+        self.size = offset
+        self.max_line = max_line
+        self.joiner = PartialJoiner(max_line)
+        self.draining_since: float | None = None  # set when rotated away or deleted
+        self.at_eof = False
+        self.truncations = 0  # reported (and reset) by the main loop
+
+    @classmethod
+    def open(cls, key: FileKey, path: str, offset: int, max_line: int) -> TailedFile | None:
+        """Open `path` if it still is the file `key`; resume at `offset` if it is valid."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            log.warning("cannot open file", extra={"path": path, "error": str(exc)})
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != key:
+            os.close(fd)  # replaced between scan and open; the next scan picks it up
+            return None
+        if offset > st.st_size:
+            log.info("stored offset beyond end, reading from head", extra={"path": path})
+            offset = 0
+        return cls(key, path, fd, offset, max_line)
+
+    def start_draining(self) -> None:
+        """The file was rotated away or deleted: read what is left, then close."""
+        if self.draining_since is None:
+            self.draining_since = time.monotonic()
+            log.info("file rotated or deleted, draining", extra={"path": self.path})
+
+    def read(self, read_size: int, final: bool) -> Chunk | None:
+        """Read the next chunk of complete lines, or None when nothing complete is available.
+
+        `final`: the file will not grow any more, so an unterminated last line and unfinished
+        partial lines are shipped too.
+        """
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        if st.st_size < self.offset:
+            log.warning("file truncated, reading from head", extra={"path": self.path})
+            self.offset = 0
+            self.truncations += 1
+            self.joiner.reset()
+        data = os.pread(self.fd, read_size, self.offset) if st.st_size > self.offset else b""
+        self.at_eof = len(data) < read_size and self.offset + len(data) >= st.st_size
+        end = data.rfind(b"\n") + 1
+        if end:
+            return self._emit(data[:end] if end < len(data) else data, end, final and self.at_eof)
+        if len(data) >= read_size:
+            return self._oversize_physical(data)
+        if final:
+            tail = data + b"\n" if data else b""
+            return self._emit(tail, len(data), True)
+        return None
+
+    def _emit(self, data: bytes, consumed: int, flush: bool) -> Chunk | None:
+        start = self.offset
+        joined = self.joiner.process(data, start)
+        out = joined.data
+        if flush and self.joiner.pending:
+            out += self.joiner.flush()
+        self.offset += consumed
+        if not out and not consumed:
+            return None
+        return Chunk(
+            out,
+            start if joined.raw and not flush else None,
+            self.joiner.safe_offset(self.offset),
+            consumed,
+            joined.oversize,
+        )
+
+    def _oversize_physical(self, data: bytes) -> Chunk:
+        """A physical line longer than max_line: ship its first max_line bytes as a line."""
+        log.warning("oversize line split", extra={"path": self.path, "offset": self.offset})
+        piece = data[: self.max_line]
+        chunk = self._emit(piece + b"\n", self.max_line, False)
+        assert chunk is not None
+        chunk.oversize += 1
+        chunk.start = None
+        return chunk
+
+    def close(self) -> None:
+        """Release the file descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,367 @@
+"""A local Firehose endpoint (JSON 1.1 protocol) with fault injection, for tests and benches.
+
+Speaks enough of Firehose for boto3: PutRecordBatch, PutRecord, DescribeDeliveryStream and
+ListDeliveryStreams. Enforces the real limits, keeps accepted records in memory (or only
+counts them), and injects faults on demand: throttling, per-record failures, 500s and dropped
+connections. Dropped connections happen before anything is accepted, so they never duplicate.
+
+    python -m localaws.firehose_endpoint --port 4573
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import socket
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+MAX_RECORDS_PER_CALL = 500
+MAX_RECORD_BYTES = 1_024_000
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+BILLING_UNIT = 5 * 1024
+FOREVER = -1
+TARGET_PREFIX = "Firehose_20150804."
+ARN_PREFIX = "arn:aws:firehose:us-east-1:000000000000:deliverystream/"
+
+Sink = Callable[[str, list[bytes]], None]
+
+
+@dataclass
+class Stats:
+    """Counters of accepted traffic."""
+
+    calls: int = 0
+    records: int = 0
+    bytes: int = 0
+    billed_bytes: int = 0
+    lines: int = 0
+    rejected_calls: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that go away (a killed forwarder) are normal here: stay quiet."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class FirehoseError(Exception):
+    """An AWS JSON error response."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class FirehoseEndpoint:
+    """Threaded HTTP server bound to 127.0.0.1; use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        sink: Sink | None = None,
+        store: bool = True,
+        count_lines: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.sink = sink
+        self.store = store
+        self.count_lines = count_lines
+        self.records: list[tuple[str, bytes]] = []
+        self.streams: set[str] = set()
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        self._faults: dict[str, int] = {}
+        self._fail_every = 2
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ----- lifecycle
+    @property
+    def url(self) -> str:
+        """Endpoint URL for boto3's endpoint_url."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FirehoseEndpoint:
+        """Bind and serve in a daemon thread."""
+        self._server = _Server((self.host, self.port), _make_handler(self))
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FirehoseEndpoint:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ----- fault injection (thread-safe); `calls` = how many upcoming calls, FOREVER = all
+    def throttle(self, calls: int = FOREVER) -> None:
+        """Answer calls with ServiceUnavailableException."""
+        self._set_fault("throttle", calls)
+
+    def fail_records(self, calls: int = FOREVER, every: int = 2) -> None:
+        """Fail every `every`-th record inside 200 responses (FailedPutCount > 0)."""
+        with self._lock:
+            self._fail_every = every
+        self._set_fault("fail_records", calls)
+
+    def server_error(self, calls: int = FOREVER) -> None:
+        """Answer calls with HTTP 500 InternalFailure."""
+        self._set_fault("server_error", calls)
+
+    def drop_connections(self, calls: int = FOREVER) -> None:
+        """Close the connection without a response, before accepting anything."""
+        self._set_fault("drop", calls)
+
+    def clear_faults(self) -> None:
+        """Back to normal."""
+        with self._lock:
+            self._faults.clear()
+
+    def _set_fault(self, name: str, calls: int) -> None:
+        with self._lock:
+            self._faults[name] = calls
+
+    def _take_fault(self, name: str) -> bool:
+        with self._lock:
+            left = self._faults.get(name, 0)
+            if left == 0:
+                return False
+            if left > 0:
+                self._faults[name] = left - 1
+            self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
+            return True
+
+    # ----- reading results
+    def received(self, stream: str | None = None) -> list[bytes]:
+        """Decoded record data accepted so far (optionally for one stream)."""
+        with self._lock:
+            return [data for name, data in self.records if stream is None or name == stream]
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Counters as a dict."""
+        with self._lock:
+            return dict(self.stats.__dict__)
+
+    # ----- protocol
+    def handle(self, target: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Dispatch one JSON 1.1 request; raises FirehoseError for error responses."""
+        op = target.removeprefix(TARGET_PREFIX)
+        if op == "PutRecordBatch":
+            return self._put_batch(body)
+        if op == "PutRecord":
+            resp = self._put_batch(
+                {
+                    "DeliveryStreamName": body.get("DeliveryStreamName"),
+                    "Records": [body.get("Record")],
+                }
+            )
+            return {"RecordId": resp["RequestResponses"][0].get("RecordId"), "Encrypted": False}
+        if op == "DescribeDeliveryStream":
+            return self._describe(str(body.get("DeliveryStreamName")))
+        if op == "ListDeliveryStreams":
+            with self._lock:
+                names = sorted(self.streams)
+            return {"DeliveryStreamNames": names, "HasMoreDeliveryStreams": False}
+        raise FirehoseError(400, "UnknownOperationException", f"unsupported: {target}")
+
+    def _put_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        stream = body.get("DeliveryStreamName")
+        records = body.get("Records")
+        if not isinstance(stream, str) or not isinstance(records, list) or not records:
+            raise FirehoseError(400, "InvalidArgumentException", "missing stream or records")
+        datas = [_decode(r) for r in records]
+        _check_limits(datas)
+        if self._take_fault("throttle"):
+            raise FirehoseError(503, "ServiceUnavailableException", "Slow down.")
+        if self._take_fault("server_error"):
+            raise FirehoseError(500, "InternalFailure", "We encountered an internal error.")
+        failing = self._take_fault("fail_records")
+        with self._lock:
+            every = self._fail_every
+        accepted: list[bytes] = []
+        responses: list[dict[str, str]] = []
+        for i, data in enumerate(datas):
+            if failing and i % every == 0:
+                responses.append(
+                    {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down."}
+                )
+            else:
+                accepted.append(data)
+                responses.append({"RecordId": uuid.uuid4().hex})
+        self._accept(stream, accepted)
+        failed = len(datas) - len(accepted)
+        return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": responses}
+
+    def _accept(self, stream: str, datas: list[bytes]) -> None:
+        lines = sum(_count_lines(d) for d in datas) if self.count_lines else 0
+        with self._lock:
+            self.streams.add(stream)
+            st = self.stats
+            st.calls += 1
+            st.records += len(datas)
+            st.bytes += sum(len(d) for d in datas)
+            st.billed_bytes += sum(-(-len(d) // BILLING_UNIT) * BILLING_UNIT for d in datas)
+            st.lines += lines
+            if self.store:
+                self.records.extend((stream, d) for d in datas)
+        if self.sink is not None and datas:
+            self.sink(stream, datas)
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        return {
+            "DeliveryStreamDescription": {
+                "DeliveryStreamName": name,
+                "DeliveryStreamARN": ARN_PREFIX + name,
+                "DeliveryStreamStatus": "ACTIVE",
+                "DeliveryStreamType": "DirectPut",
+                "VersionId": "1",
+                "CreateTimestamp": time.time(),
+                "Destinations": [],
+                "HasMoreDestinations": False,
+            }
+        }
+
+
+def _decode(record: Any) -> bytes:
+    if not isinstance(record, dict) or not isinstance(record.get("Data"), str):
+        raise FirehoseError(400, "InvalidArgumentException", "record without Data")
+    try:
+        return base64.b64decode(record["Data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FirehoseError(400, "InvalidArgumentException", "Data is not base64") from exc
+
+
+def _check_limits(datas: list[bytes]) -> None:
+    if len(datas) > MAX_RECORDS_PER_CALL:
+        raise FirehoseError(
+            400, "InvalidArgumentException", f"{len(datas)} records > {MAX_RECORDS_PER_CALL}"
+        )
+    for data in datas:
+        if len(data) > MAX_RECORD_BYTES:
+            raise FirehoseError(
+                400, "InvalidArgumentException", f"record of {len(data)} > {MAX_RECORD_BYTES}"
+            )
+    if sum(len(d) for d in datas) > MAX_REQUEST_BYTES:
+        raise FirehoseError(400, "InvalidArgumentException", "request data > 4 MiB")
+
+
+def _count_lines(data: bytes) -> int:
+    if data[:2] == b"\x1f\x8b":
+        data = zlib.decompress(data, 47)
+    n = data.count(b"\n")
+    return n - 1 if data.startswith(b"\x1e") else n
+
+
+def _make_handler(endpoint: FirehoseEndpoint) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if length > 2 * MAX_REQUEST_BYTES:  # base64 + JSON of 4 MiB of data fits
+                self._error(FirehoseError(413, "InvalidArgumentException", "request too large"))
+                return
+            if endpoint._take_fault("drop"):
+                self._drop()
+                return
+            try:
+                body = orjson.loads(raw or b"{}")
+                result = endpoint.handle(self.headers.get("X-Amz-Target", ""), body)
+            except FirehoseError as exc:
+                with endpoint._lock:
+                    endpoint.stats.rejected_calls += exc.code == "InvalidArgumentException"
+                self._error(exc)
+                return
+            except orjson.JSONDecodeError:
+                self._error(FirehoseError(400, "SerializationException", "bad JSON"))
+                return
+            self._send(200, orjson.dumps(result))
+
+        def do_GET(self) -> None:
+            if self.path == "/stats":
+                self._send(200, orjson.dumps(endpoint.stats_dict()))
+            else:
+                self._send(404, b"{}")
+
+        def _error(self, exc: FirehoseError) -> None:
+            body = orjson.dumps({"__type": exc.code, "message": exc.message})
+            self._send(exc.status, body, {"x-amzn-ErrorType": exc.code})
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _drop(self) -> None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    return Handler
+
+
+def main() -> None:
+    """Run the endpoint until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=4573)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--count-only", action="store_true", help="do not keep records")
+    parser.add_argument("--count-lines", action="store_true", help="count delivered lines")
+    args = parser.parse_args()
+    endpoint = FirehoseEndpoint(
+        args.port, args.host, store=not args.count_only, count_lines=args.count_lines
+    )
+    endpoint.start()
+    print(f"firehose endpoint listening on {endpoint.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        endpoint.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Helpers for the forwarder tests: a temp node layout, the forwarder subprocess, decoding."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STREAM = "podhose-test"
+T0 = "2024-05-01T10:00:00.000000001Z"
+
+
+def docker_line(text: str, stream: str = "stdout", when: str = T0) -> bytes:
+    """One Docker json-file line (the whole text is one entry)."""
+    doc = {"log": text, "stream": stream, "time": when}
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def docker_split(text: str, stream: str = "stdout", piece: int = 16384) -> tuple[bytes, bytes]:
+    """What dockerd writes for a long line: 16 KB pieces; and the line the forwarder ships."""
+    pieces = [text[i : i + piece] for i in range(0, len(text), piece)]
+    pieces[-1] += "\n"
+    times = [f"2024-05-01T10:00:00.{i:09d}Z" for i in range(len(pieces))]
+    written = b"".join(docker_line(p, stream, t) for p, t in zip(pieces, times, strict=True))
+    return written, docker_line(text + "\n", stream, times[0])
+
+
+def cri_line(text: str, stream: str = "stdout", tag: str = "F", when: str = T0) -> bytes:
+    """One CRI log line."""
+    return f"{when} {stream} {tag} {text}\n".encode()
+
+
+@dataclass
+class Container:
+    """One container's log file under the temp node, and the /var/log/containers link."""
+
+    link: Path
+    target: Path
+    runtime: str
+
+    @property
+    def src(self) -> str:
+        """Basename the forwarder puts in the record header."""
+        return self.link.name
+
+    def write(self, data: bytes) -> None:
+        """Append bytes to the current log file (as the runtime does)."""
+        with open(self.target, "ab") as f:
+            f.write(data)
+
+    def rotate(self) -> Path:
+        """Rename rotation: kubelet's 0.log -> 0.log.<ts>, dockerd's -json.log -> .log.1."""
+        suffix = ".20240501-100000" if self.runtime == "cri" else ".1"
+        rotated = self.target.with_name(self.target.name + suffix)
+        os.rename(self.target, rotated)
+        self.target.touch()
+        return rotated
+
+
+class Node:
+    """A temp node root with /var/log/containers, /var/log/pods, /var/lib/docker/containers."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.containers_dir = root / "var/log/containers"
+        self.containers_dir.mkdir(parents=True)
+
+    @property
+    def glob(self) -> str:
+        """The --path glob for this node."""
+        return str(self.containers_dir / "*.log")
+
+    def add(
+        self, pod: str, runtime: str = "cri", ns: str = "default", name: str = "app"
+    ) -> Container:
+        """Create a container log file and its kubelet symlink."""
+        cid = secrets.token_hex(32)
+        if runtime == "docker":
+            target = self.root / f"var/lib/docker/containers/{cid}/{cid}-json.log"
+        else:
+            target = self.root / f"var/log/pods/{ns}_{pod}_{uuid.uuid4()}/{name}/0.log"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+        link = self.containers_dir / f"{pod}_{ns}_{name}-{cid}.log"
+        link.symlink_to(target)
+        return Container(link, target, runtime)
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ForwarderProc:
+    """`python -m forwarder` as a subprocess with the test's flags; stdout goes to a file."""
+
+    def __init__(
+        self, url: str, node: Node, db: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.log_path = db.parent.parent / f"forwarder.{self.port}.log"
+        self.args = [
+            sys.executable, "-m", "forwarder", "--path", node.glob, "--delivery-stream", STREAM,
+            "--endpoint-url", url, "--db", str(db), "--http-host", "127.0.0.1",
+            "--http-port", str(self.port), "--scan-interval", "0.2", "--flush-interval", "0.2",
+            *extra,
+        ]  # fmt: skip
+        self.env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PYTHONPATH": str(REPO),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ForwarderProc:
+        """Start the process."""
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO, stdout=out, stderr=out)
+        return self
+
+    def wait(self, timeout: float = 60) -> int:
+        """Wait for exit; return the exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def signal(self, signum: int) -> None:
+        """Send a signal."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self) -> None:
+        """Kill the process if it still runs (cleanup)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        """Everything the process printed."""
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET a path of the HTTP server."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
+        _status, text = self.get("/metrics")
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def __enter__(self) -> ForwarderProc:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def decode(record: bytes) -> tuple[str | None, list[bytes]]:
+    """(src from the header or None, lines with their '\\n') of one received record."""
+    if record[:2] == b"\x1f\x8b":
+        record = zlib.decompress(record, 47)
+    src = None
+    if record.startswith(b"\x1e"):
+        head, record = record.split(b"\n", 1)
+        fields = dict(kv.split(b"=", 1) for kv in head.split(b" ")[1:])
+        src = fields[b"src"].decode()
+    assert record.endswith(b"\n") or not record, record[-100:]
+    return src, [line + b"\n" for line in record.split(b"\n")[:-1]]
+
+
+def delivered(records: Iterable[bytes]) -> dict[str | None, Counter[bytes]]:
+    """Every delivered line, counted per source file."""
+    out: dict[str | None, Counter[bytes]] = {}
+    for record in records:
+        src, lines = decode(record)
+        out.setdefault(src, Counter()).update(lines)
+    return out
+
+
+def lines_of(data: bytes) -> Counter[bytes]:
+    """Lines of a blob, with their '\\n', counted."""
+    return Counter(line + b"\n" for line in data.split(b"\n")[:-1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Poll `predicate` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def count_lines(records: Iterable[bytes]) -> int:
+    """Total delivered lines."""
+    return sum(len(decode(r)[1]) for r in records)
+
+
+@contextlib.contextmanager
+def running(proc: ForwarderProc):  # type: ignore[no-untyped-def]
+    """Start a forwarder and always kill it at the end."""
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

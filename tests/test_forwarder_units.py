@@ -1,0 +1,211 @@
+"""In-process unit tests of the forwarder's pure parts: config, wire, partials, packing."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from forwarder import limits, wire
+from forwarder.batcher import Batcher, SendQueue
+from forwarder.config import parse_config
+from forwarder.offsets import AckTracker
+from forwarder.partials import PartialJoiner, docker_log_complete
+from forwarder.tail import Chunk
+from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
+
+
+def test_flags_win_over_env_and_env_over_defaults() -> None:
+    env = {
+        "PODHOSE_DELIVERY_STREAM": "s",
+        "PODHOSE_PATH": "/a/*.log,/b/*.log",
+        "PODHOSE_EXIT_ON_EOF": "true",
+        "PODHOSE_FLUSH_INTERVAL": "3",
+        "POD_NAME": "podhose-x",
+        "POD_NAMESPACE": "kube-system",
+    }
+    cfg = parse_config(["--flush-interval", "0.5"], env)
+    assert cfg.paths == ["/a/*.log", "/b/*.log"]
+    assert cfg.exit_on_eof is True
+    assert cfg.flush_interval == 0.5
+    assert cfg.self_prefix == "podhose-x_kube-system_"
+    assert parse_config(["--include-self"], env).self_prefix is None
+    default = parse_config(["--delivery-stream", "s"], {})
+    assert default.paths == ["/var/log/containers/*.log"]
+    assert default.compression == "gzip"
+    assert default.max_line_bytes == 512 * 1024
+    assert default.http_port == 2020
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # no delivery stream
+        ["--delivery-stream", "s", "--max-line-bytes", "1024000"],  # a line must fit a record
+        ["--delivery-stream", "s", "--max-line-bytes", "1000", "--max-record-bytes", "1200"],
+        ["--delivery-stream", "s", "--compression", "zstd"],
+    ],
+)
+def test_invalid_settings_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(argv, {})
+
+
+def test_header_is_omitted_for_names_it_cannot_carry() -> None:
+    assert wire.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
+    assert wire.header("a b.log") == b""
+    assert wire.header("a=b.log") == b""
+    record = wire.encode(wire.header("x.log"), b"line\n", 1)
+    assert zlib.decompress(record, 47) == b"\x1epodhose/1 src=x.log\nline\n"
+
+
+def test_docker_escape_detection() -> None:
+    assert docker_log_complete(b"abc\\n")
+    assert not docker_log_complete(b"abc\\\\n")  # escaped backslash, then a literal n
+    assert docker_log_complete(b"abc\\\\\\n")
+    assert not docker_log_complete(b"abc")
+
+
+def test_docker_partials_are_joined_per_stream() -> None:
+    long_out = "o" * 40000
+    long_err = "e" * 20000
+    out_written, out_joined = docker_split(long_out, "stdout")
+    err_written, err_joined = docker_split(long_err, "stderr")
+    out_pieces = out_written.splitlines(keepends=True)
+    err_pieces = err_written.splitlines(keepends=True)
+    plain = docker_line("plain\n")
+    # a whole line, then stdout and stderr pieces interleaved: out0 err0 out1 err1 out2
+    chunk = plain + out_pieces[0] + err_pieces[0] + out_pieces[1] + err_pieces[1] + out_pieces[2]
+    joiner = PartialJoiner(512 * 1024)
+    result = joiner.process(chunk, 0)
+    assert not result.raw
+    assert result.data.splitlines(keepends=True) == [plain, err_joined, out_joined]
+    assert not joiner.pending
+
+
+def test_docker_partial_across_chunks_keeps_offset_safe() -> None:
+    written, joined = docker_split("x" * 20000)
+    first, second = written.splitlines(keepends=True)
+    joiner = PartialJoiner(512 * 1024)
+    before = docker_line("before\n")
+    result = joiner.process(before + first, 100)
+    assert result.data == before
+    assert joiner.safe_offset(100 + len(before) + len(first)) == 100 + len(before)
+    result = joiner.process(second, 100 + len(before) + len(first))
+    assert result.data == joined
+    assert joiner.safe_offset(999999) == 999999
+
+
+def test_no_partials_is_the_fast_path() -> None:
+    chunk = b"".join(docker_line(f"line {i}\n") for i in range(100))
+    result = PartialJoiner(1024).process(chunk, 0)
+    assert result.raw and result.data is chunk
+    cri = b"".join(cri_line(f"a P b {i}") for i in range(100))  # " P " inside content only
+    result = PartialJoiner(1024).process(cri, 0)
+    assert result.data == cri
+
+
+def test_cri_partials_interleaved() -> None:
+    t1, t2, t3 = "2024-05-01T10:00:01Z", "2024-05-01T10:00:02Z", "2024-05-01T10:00:03Z"
+    chunk = (
+        cri_line("hello ", "stdout", "P", t1)
+        + cri_line("err one", "stderr", "P", t1)
+        + cri_line("whole", "stdout", "F", t2)
+        + cri_line(" two", "stderr", "F", t2)
+        + cri_line("world", "stdout", "F", t3)
+    )
+    result = PartialJoiner(1024).process(chunk, 0)
+    assert result.data.splitlines(keepends=True) == [
+        f"{t1} stdout F hello whole\n".encode(),
+        f"{t1} stderr F err one two\n".encode(),
+        f"{t3} stdout F world\n".encode(),
+    ]
+
+
+def test_oversize_logical_line_is_shipped_in_pieces() -> None:
+    pieces = [cri_line("a" * 100, tag="P") for _ in range(5)] + [cri_line("b" * 10)]
+    result = PartialJoiner(250).process(b"".join(pieces), 0)
+    lines = result.data.splitlines()
+    assert result.oversize == 1
+    assert all(len(line) <= 250 for line in lines)
+    content = b"".join(line.split(b" ", 3)[3] for line in lines)
+    assert content == b"a" * 500 + b"b" * 10
+
+
+def _batcher(**overrides: object) -> tuple[Batcher, SendQueue, AckTracker]:
+    cfg = parse_config(["--delivery-stream", "s"], {})
+    cfg = type(cfg)(**{**cfg.__dict__, **overrides})
+    tracker = AckTracker()
+    queue = SendQueue(cfg.flush_interval)
+    batcher = Batcher(cfg, tracker, queue)
+    batcher.track((1, 1), "f.log", 0)
+    return batcher, queue, tracker
+
+
+def test_packing_respects_record_and_call_limits() -> None:
+    batcher, queue, tracker = _batcher(compression="none")
+    line = b"z" * 999 + b"\n"
+    data = line * 10000  # 10 MB
+    batcher.add((1, 1), Chunk(data, 0, len(data), len(data), 0), 0.0)
+    batcher.flush_all()
+    queue.flush()
+    total = b""
+    while len(queue):
+        call = queue.take()
+        assert call is not None
+        assert len(call) <= limits.MAX_RECORDS_PER_CALL
+        assert sum(limits.call_cost(len(r.data)) for r in call) <= limits.MAX_CALL_BYTES
+        for record in call:
+            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            total += b"".join(decode(record.data)[1])
+        tracker.ack(r.mark for r in call)
+    assert total == data
+    assert tracker.committed((1, 1)) == len(data)
+
+
+def test_incompressible_record_is_split_under_the_limit() -> None:
+    import os
+
+    batcher, queue, _tracker = _batcher()
+    data = b"".join(os.urandom(600).hex().encode() + b"\n" for _ in range(900))  # ~1 MB
+    noise = bytes(b ^ 0x5A for b in os.urandom(len(data)))
+    payload = b"\n".join(
+        noise[i : i + 1000].replace(b"\n", b"!") for i in range(0, 1_000_000, 1000)
+    )
+    payload += b"\n"
+    batcher.add((1, 1), Chunk(payload, 0, len(payload), len(payload), 0), 0.0)
+    batcher.flush_all()
+    queue.flush()
+    got = b""
+    while len(queue):
+        call = queue.take()
+        assert call is not None
+        for record in call:
+            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            got += b"".join(decode(record.data)[1])
+    assert got == payload
+
+
+def test_one_line_per_record_shape() -> None:
+    batcher, queue, _tracker = _batcher(one_line_per_record=True)
+    data = docker_line("a\n") + docker_line("b\n")
+    batcher.add((1, 1), Chunk(data, 0, len(data), len(data), 0), 0.0)
+    batcher.flush_all()
+    queue.flush()
+    call = queue.take()
+    assert call is not None
+    assert [r.data for r in call] == [docker_line("a\n"), docker_line("b\n")]
+
+
+def test_offsets_commit_only_the_acknowledged_prefix() -> None:
+    tracker = AckTracker()
+    tracker.start((1, 2), 0)
+    first = tracker.mark((1, 2), 10, 1)
+    second = tracker.mark((1, 2), 20, 2)
+    tracker.ack([second])
+    assert tracker.committed((1, 2)) == 0
+    tracker.ack([first])
+    assert tracker.committed((1, 2)) == 10
+    tracker.ack([second])
+    assert tracker.committed((1, 2)) == 20
+    assert tracker.unacked() == 0
