@@ -11,7 +11,12 @@ from tests.conftest import firehose_event
 from tests.oracle import OWN_CASES, SHARED_CASES, case_input, load_cases, output_matches
 from transform_lambda.app import lambda_handler
 from transform_lambda.settings import TransformSettings
-from transform_lambda.transform import _general_output, split_lines, transform_record
+from transform_lambda.transform import (
+    _general_output,
+    split_lines,
+    transform_record,
+    transform_records,
+)
 
 CASES = load_cases(SHARED_CASES) + load_cases(OWN_CASES)
 
@@ -43,3 +48,31 @@ def test_bulk_and_line_by_line_paths_agree(case: dict[str, Any]) -> None:
     general, counts = _general_output(split_lines(result.body), settings, None)
     assert result.data == general
     assert result.counts.lines_in == counts.lines_in
+
+
+def _one_line(data: bytes) -> bool:
+    return data.count(b"\n") == 1 and data.endswith(b"\n")
+
+
+@pytest.mark.parametrize("fmt", ["docker", "cri", "podhose"])
+def test_one_line_records_in_bulk_match_record_by_record(fmt: str, lambda_context) -> None:
+    """Many one-line records in one event take the bulk path: same bytes per record."""
+    datas = [case_input(c) for c in CASES if c["format"] == fmt and _one_line(case_input(c))]
+    datas += datas[:3]  # repeat a few so the batch is never a single record
+    settings = TransformSettings()
+    expected = [transform_record(data, settings).data for data in datas]
+    response = lambda_handler(firehose_event(datas), lambda_context)
+    got = [base64.b64decode(r["data"]) if r["result"] == "Ok" else b"" for r in response["records"]]
+    assert got == expected
+
+
+def test_bulk_path_is_taken_for_plain_one_line_records() -> None:
+    lines = [c for c in CASES if c["id"] in ("d001_seed_app_json", "d002_plain_text")]
+    datas = [case_input(c) for c in lines] * 50
+    results = transform_records(datas, TransformSettings())
+    assert [r.data for r in results] == [
+        transform_record(d, TransformSettings()).data for d in datas
+    ]
+    # The bulk path shares one zero LineCounts across the batch and carries totals once.
+    assert results[0].counts.lines_in == len(datas)
+    assert sum(r.counts.lines_out for r in results) == len(datas)

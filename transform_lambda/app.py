@@ -89,19 +89,21 @@ _b64decode = partial(pybase64.b64decode, validate=True)
 _b64encode = pybase64.b64encode_as_string
 
 
-def _decode_all(outcomes: list[_Outcome]) -> list[bytes | None]:
+def _decode_all(originals: list[str]) -> tuple[list[bytes | None], list[str]]:
+    """Base64-decode every record's data; a failure leaves None and an error message."""
+    errors = [""] * len(originals)
     try:
-        return list(map(_b64decode, [o.original for o in outcomes]))
+        return list(map(_b64decode, originals)), errors
     except (binascii.Error, ValueError):
         pass
     datas: list[bytes | None] = []
-    for outcome in outcomes:
+    for index, original in enumerate(originals):
         try:
-            datas.append(_b64decode(outcome.original))
+            datas.append(_b64decode(original))
         except (binascii.Error, ValueError) as error:
-            outcome.error = f"invalid base64: {error}"
+            errors[index] = f"invalid base64: {error}"
             datas.append(None)
-    return datas
+    return datas, errors
 
 
 def _transform_one(data: bytes, settings: TransformSettings) -> RecordResult | Exception:
@@ -111,29 +113,40 @@ def _transform_one(data: bytes, settings: TransformSettings) -> RecordResult | E
         return error
 
 
-def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -> list[_Outcome]:
-    outcomes = [_Outcome(record["recordId"], record["data"]) for record in records]
-    decoded = _decode_all(outcomes)
-    readable = [o for o, data in zip(outcomes, decoded, strict=True) if data is not None]
-    datas = [data for data in decoded if data is not None]
+def _transform_readable(
+    datas: list[bytes], settings: TransformSettings
+) -> list[RecordResult | Exception]:
     try:
-        results: list[RecordResult | Exception] = list(transform_records(datas, settings))
+        return list(transform_records(datas, settings))
     except Exception:
         logger.exception("bulk transform failed; transforming record by record")
-        results = [_transform_one(data, settings) for data in datas]
-    for outcome, result in zip(readable, results, strict=True):
-        if type(result) is RecordResult:
-            outcome.result = result
-            outcome.ok_data = _b64encode(result.data) if result.data else ""
-        elif isinstance(result, RecordUnreadableError):
-            outcome.error = str(result)
-        else:
-            logger.error(
-                "unexpected error transforming a record",
-                extra={"recordId": outcome.record_id, "error": repr(result)},
-            )
-            outcome.error = f"internal error: {type(result).__name__}: {result}"
-    return outcomes
+        return [_transform_one(data, settings) for data in datas]
+
+
+def _outcome(record_id: str, original: str, result: RecordResult | Exception | str) -> _Outcome:
+    if type(result) is RecordResult:
+        return _Outcome(record_id, original, result, "", _b64encode(result.data))
+    if isinstance(result, str):  # not even base64
+        return _Outcome(record_id, original, error=result)
+    if not isinstance(result, RecordUnreadableError):
+        logger.error(
+            "unexpected error transforming a record",
+            extra={"recordId": record_id, "error": repr(result)},
+        )
+        return _Outcome(record_id, original, error=f"internal error: {result!r}")
+    return _Outcome(record_id, original, error=str(result))
+
+
+def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -> list[_Outcome]:
+    ids = [record["recordId"] for record in records]
+    originals = [record["data"] for record in records]
+    decoded, errors = _decode_all(originals)
+    readable = [d for d in decoded if d is not None]
+    merged: list[RecordResult | Exception | str] = list(_transform_readable(readable, settings))
+    if len(readable) < len(decoded):  # put the base64 errors back in their places
+        results = iter(merged)
+        merged = [next(results) if d is not None else e for d, e in zip(decoded, errors)]  # noqa: B905
+    return list(map(_outcome, ids, originals, merged))
 
 
 def process_event(

@@ -35,7 +35,6 @@ from transform_lambda.settings import TransformSettings
 from transform_lambda.wire import KubernetesSource, RecordHeader, split_header
 
 GZIP_MAGIC = b"\x1f\x8b"
-_NOT_PLAIN = (b"\x1e", b"\x1f")
 _ends_with_newline = methodcaller("endswith", b"\n")
 UNKNOWN_PARTITION = "unknown"
 
@@ -149,11 +148,10 @@ def _single_line_records(datas: list[bytes], settings: TransformSettings) -> lis
     joined = b"".join(datas)
     if joined.count(b"\n") != len(datas) or not all(map(_ends_with_newline, datas)):
         return None  # some record holds several lines, or none
-    if joined[:1] in _NOT_PLAIN or b"\n\x1e" in joined or b"\n\x1f" in joined:
-        return None  # a header or gzip data
-    lines = joined.split(b"\n")
-    lines.pop()
-    fast = _fast_output(lines, joined, settings)
+    if b"\x1e" in joined or b"\x1f" in joined:
+        return None  # a header or gzip data could start a record (one-byte searches are fast)
+    # Each record is one line already; its trailing LF is JSON whitespace to orjson.
+    fast = _fast_output(datas, joined, settings)
     if fast is None:
         return None
     output, failures = fast
