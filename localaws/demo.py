@@ -1,0 +1,273 @@
+"""``make demo``: the whole podhose pipeline on one machine, no AWS account needed.
+
+    python -m localaws.demo [--duration 20] [--containers 3] [--rate 5]
+
+Simulated containers of the seed app write Docker json-file and CRI logs under a temporary
+node root (with a log rotation half-way), the real forwarder tails them and sends records
+with boto3 to a local Firehose endpoint, the local delivery stand-in runs the real transform
+Lambda on them, and the results land in moto's S3. At the end the demo compares what the
+containers wrote with what is in S3 and exits non-zero when they differ.
+
+Everything it starts (threads, the forwarder process, servers, the temp dir) is stopped and
+removed on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from localaws.node import Workload
+from localaws.pipeline import Forwarder, LocalPipeline, wait_for
+from localaws.stack_config import StackConfig
+
+MIB = 1024 * 1024
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m localaws.demo", description=__doc__.split("\n")[0].replace("``", "")
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of logging (20)")
+    parser.add_argument("--containers", type=int, default=3, help="simulated containers (3)")
+    parser.add_argument("--rate", type=float, default=5.0, help="lines/s per container (5)")
+    parser.add_argument(
+        "--buffer-interval", type=float, default=1.0, help="processor buffer interval, s (1)"
+    )
+    parser.add_argument(
+        "--buffer-mb", type=float, default=None, help="processor buffer, MB (template's)"
+    )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template.yaml parameters, as for sam deploy (e.g. DynamicPartitioning=true)",
+    )
+    parser.add_argument("--no-rotate", action="store_true", help="skip the mid-run rotation")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="every 2 s make the local Firehose throttle, fail records, 500 or drop a call",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp node root")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.containers < 1 or args.rate <= 0:
+        parser.error("--duration, --containers and --rate must be positive")
+    if any("=" not in item for item in args.parameter_overrides):
+        parser.error("--parameter-overrides takes KEY=VALUE items")
+    args.parameters = dict(item.split("=", 1) for item in args.parameter_overrides)
+    return args
+
+
+@dataclass
+class Outcome:
+    written: int
+    in_s3: int
+    missing: int
+    unexpected: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.problems
+            and self.written == self.in_s3
+            and not (self.missing or self.unexpected)
+        )
+
+
+def _short(line: bytes, width: int = 110) -> str:
+    text = line.decode(errors="replace")
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} chars)"
+
+
+def _progress(started: float, workload: Workload, pipe: LocalPipeline) -> str:
+    assert pipe.delivery is not None
+    stats = pipe.delivery.stats
+    lines_s3 = len(pipe.output_lines())
+    again = f" (+{pipe.reingested_records} re-ingested)" if pipe.reingested_records else ""
+    return (
+        f"[{time.monotonic() - started:5.1f}s] written {workload.written:5d} lines"
+        f" | forwarder -> Firehose: {pipe.calls} calls, {pipe.records} records,"
+        f" {pipe.lines} lines{again} | Lambda: {stats.invocations} invocations"
+        f" | S3: {stats.objects} objects, {lines_s3} lines"
+    )
+
+
+_FAULTS = (
+    ("throttle", "the next 2 calls get ServiceUnavailableException"),
+    ("fail_records", "every 2nd record of the next call fails inside a 200 response"),
+    ("server_error", "the next call gets HTTP 500"),
+    ("drop_connections", "the next call's connection is dropped without a response"),
+)
+
+
+def _inject_fault(pipe: LocalPipeline, n: int) -> str:
+    """Arm one of the endpoint's faults; the forwarder must retry without loss or duplicates."""
+    name, what = _FAULTS[n % len(_FAULTS)]
+    getattr(pipe.endpoint, name)(2 if name == "throttle" else 1)
+    return f"fault injected: {what}"
+
+
+def _banner(config: StackConfig, args: argparse.Namespace, root: Path) -> None:
+    print(f"podhose demo: stream {config.stream_name!r} -> s3://{config.bucket_name}")
+    print(f"  names and prefixes from {config.source}: s3://{config.bucket_name}/{config.prefix}")
+    deployed = config.template_processor_hints or (1.0, 60.0)
+    print(
+        f"  processor buffer {config.processor_buffer_bytes / MIB:g} MB /"
+        f" {config.processor_interval_s:g} s (deployed: {deployed[0]:g} MB / {deployed[1]:g} s)"
+    )
+    print(f"  node root {root}")
+    print(
+        f"  {args.containers} simulated containers x {args.rate:g} lines/s"
+        f" + the seed app k8s/examples/app.py (1 line/s), for {args.duration:g} s"
+    )
+
+
+def run(args: argparse.Namespace, root: Path) -> Outcome:
+    config = StackConfig.from_template(
+        parameters=args.parameters,
+        processor_interval_s=args.buffer_interval,
+        processor_buffer_bytes=int(args.buffer_mb * MIB) if args.buffer_mb else None,
+    )
+    _banner(config, args, root)
+    problems: list[str] = []
+    with ExitStack() as stack:
+        pipe = stack.enter_context(LocalPipeline(config))
+        assert pipe.delivery is not None
+        print(f"  Firehose endpoint {pipe.endpoint.url}, S3 (moto) {pipe.moto.url}")
+        workload = Workload(root / "node", args.containers, rate=args.rate)
+        forwarder = Forwarder(
+            glob=workload.glob,
+            stream=config.stream_name,
+            endpoint_url=pipe.endpoint.url,
+            db=root / "forwarder.db",
+            log_path=root / "forwarder.log",
+        )
+        stack.callback(forwarder.terminate)
+        forwarder.start()
+        print(f"  forwarder: {' '.join(forwarder.args[1:])}")
+        stack.callback(workload.stop)
+        started = time.monotonic()
+
+        def say(message: str) -> None:
+            print(f"[{time.monotonic() - started:5.1f}s] {message}")
+
+        workload.start(rotate_after_s=None if args.no_rotate else args.duration / 2)
+        rotated_reported = False
+        next_report = started + 2.0
+        while time.monotonic() - started < args.duration:
+            time.sleep(0.1)
+            if not forwarder.running():
+                problems.append(f"forwarder exited early: {forwarder.terminate()}")
+                break
+            if workload.rotations == len(workload.containers) and not rotated_reported:
+                rotated_reported = True
+                say(f"rotated {workload.rotations} log files (kubelet/dockerd style)")
+            if time.monotonic() >= next_report:
+                next_report += 2.0
+                print(_progress(started, workload, pipe))
+                if args.faults:
+                    say(_inject_fault(pipe, round((next_report - started) / 2)))
+        workload.stop()
+        written = workload.written
+        say(f"writers stopped after {written} lines; waiting for the forwarder")
+        if not wait_for(lambda: pipe.lines >= written, timeout_s=15):
+            problems.append(f"forwarder sent {pipe.lines} of {written} lines within 15 s")
+        code = forwarder.terminate()
+        say(f"forwarder stopped with SIGTERM, exit code {code}")
+        if code != 0:
+            problems.append(f"forwarder exit code {code}")
+        if not pipe.delivery.drain(timeout_s=30):
+            problems.append(f"delivery did not drain: {pipe.delivery.pending} records pending")
+        print(_progress(started, workload, pipe))
+        if problems or code != 0:
+            print("--- forwarder log (tail) ---")
+            print(forwarder.log_tail())
+        outcome = _report(pipe, workload, problems)
+    return outcome
+
+
+def _report(pipe: LocalPipeline, workload: Workload, problems: list[str]) -> Outcome:
+    assert pipe.delivery is not None
+    stats = pipe.delivery.stats
+    problems += [f"Lambda contract violation: {v}" for v in stats.violations]
+    keys = sorted(pipe.data_keys(), key=lambda k: k.rsplit("/", 1)[-1])  # by time in the name
+    errors = pipe.error_records()
+    bucket = pipe.config.bucket_name
+    print(f"\nS3 objects in s3://{bucket}/ ({len(keys)} data, {len(pipe.error_keys())} error):")
+    shown = keys if len(keys) <= 8 else [*keys[:4], "...", *keys[-3:]]
+    for key in shown:
+        print(f"  {key}")
+    if keys:
+        newest = keys[-1]
+        print(f"\nfirst lines of the newest object {newest}:")
+        for line in pipe.read_object(newest)[:5]:
+            print(f"  {_short(line)}")
+    if errors:
+        problems.append(f"{len(errors)} records in the processing-failed prefix")
+    expected = workload.expected()
+    got = pipe.output_counter()
+    missing = sum((expected - got).values())
+    unexpected = sum((got - expected).values())
+    in_s3 = sum(got.values())
+    print(
+        f"\nLambda: {stats.invocations} invocations, {stats.ok} Ok, {stats.dropped} Dropped,"
+        f" {stats.failed} ProcessingFailed; {workload.rotations} rotations"
+    )
+    faults = pipe.endpoint.stats.faults
+    if faults:
+        print(f"faults the forwarder recovered from: {faults}")
+    if missing or unexpected:
+        print(f"content check: {missing} expected lines missing, {unexpected} unexpected/duplicate")
+    else:
+        print("content check: every line written is in S3 exactly once, as the transform emits it")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print(f"lines written = {workload.written}, lines in S3 = {in_s3}")
+    return Outcome(workload.written, in_s3, missing, unexpected, problems)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # once: a second Ctrl-C must not cut the cleanup short and orphan the forwarder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("\ninterrupted: stopping the writers, the forwarder and the servers", file=sys.stderr)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    previous = {
+        sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    root = Path(tempfile.mkdtemp(prefix="podhose-demo-"))
+    try:
+        outcome = run(args, root)
+        return 0 if outcome.ok else 1
+    except KeyboardInterrupt:
+        print("interrupted: everything stopped and removed", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

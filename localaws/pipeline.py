@@ -1,0 +1,350 @@
+"""The whole local stack in one object: moto S3, Firehose endpoint, delivery, forwarder.
+
+Used by ``python -m localaws.demo`` and by tests/test_e2e_pipeline.py, so the demo and the
+end-to-end test run the very same pieces:
+
+    forwarder (subprocess, real boto3 over HTTP)
+      -> localaws.firehose_endpoint (Firehose JSON API on 127.0.0.1, API limits enforced)
+      -> localaws.delivery (processor buffer -> transform_lambda.app.lambda_handler)
+      -> moto S3 (in-process ThreadedMotoServer on 127.0.0.1)
+
+Local stand-in only; see localaws/delivery.py for how it differs from the real service.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from localaws.delivery import FirehoseDelivery
+from localaws.moto_server import LOCAL_CREDENTIALS, MotoS3
+from localaws.node import canonical
+from localaws.stack_config import REGION, StackConfig
+
+
+@contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def count_lines(record: bytes) -> tuple[int, bool]:
+    """(log lines, re-ingested?) of one record (gzip or not, header or not; wire-format.md).
+
+    Records the transform re-ingests carry ``n=<attempt>`` in their header; they are not
+    the forwarder's.
+    """
+    if record[:2] == b"\x1f\x8b":
+        record = gzip.decompress(record)
+    reingested = False
+    if record.startswith(b"\x1e"):
+        header, _, record = record.partition(b"\n")
+        reingested = any(field.startswith(b"n=") for field in header.split(b" ")[1:])
+    return record.count(b"\n"), reingested
+
+
+class LocalPipeline:
+    """Start/stop the AWS side of the pipeline (everything but the forwarder and the node)."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        *,
+        handler: Callable[[dict[str, Any], Any], Any] | None = None,
+        endpoint_options: dict[str, Any] | None = None,
+        quiet_lambda: bool = True,
+    ) -> None:
+        self.config = config
+        self.moto = MotoS3(config)
+        self.delivery: FirehoseDelivery | None = None
+        self.endpoint: Any = None
+        self._handler = handler
+        self._endpoint_options = endpoint_options or {}
+        self._quiet_lambda = quiet_lambda
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+        self.calls = 0  # accepted PutRecord(Batch) calls, the forwarder's and the Lambda's
+        self.records = 0  # records from the forwarder ...
+        self.lines = 0  # ... and the log lines in them
+        self.reingested_records = 0  # records the transform put back
+        self._objects: dict[str, list[bytes]] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LocalPipeline:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from localaws.firehose_endpoint import FirehoseEndpoint
+
+        self.moto.start()
+        self._stack.callback(self.moto.stop)
+        env = {
+            **self.config.lambda_env,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+        if self._quiet_lambda:
+            env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+            env.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        self._stack.enter_context(patched_environ(env))
+
+        handler = self._handler
+        if handler is None and self._quiet_lambda:
+            handler = _quiet_transform_handler()
+        self.delivery = FirehoseDelivery(self.config, self.moto.s3, handler)
+        options = {"store": False, **self._endpoint_options}
+        self.endpoint = FirehoseEndpoint(sink=self._sink, **options)
+        self.endpoint.start()
+        self._stack.callback(self.endpoint.stop)
+        # The transform re-ingests overflow with boto3 to the stream in the event's ARN;
+        # boto3 honours AWS_ENDPOINT_URL_FIREHOSE, which sends it back to this endpoint.
+        self._stack.enter_context(patched_environ({"AWS_ENDPOINT_URL_FIREHOSE": self.endpoint.url}))
+        if self._handler is None:
+            self._stack.callback(_refresh_transform_module())
+        self.delivery.start()
+        self._stack.callback(self.delivery.stop)
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> LocalPipeline:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def _sink(self, stream_name: str, records: list[bytes]) -> None:
+        counted = [count_lines(r) for r in records]
+        with self._lock:
+            self.calls += 1
+            for lines, reingested in counted:
+                if reingested:
+                    self.reingested_records += 1
+                else:
+                    self.records += 1
+                    self.lines += lines
+        assert self.delivery is not None
+        self.delivery.sink(stream_name, records)
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        keys: list[str] = []
+        paginator = self.moto.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.config.bucket_name, Prefix=prefix):
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+        return keys
+
+    def _read(self, key: str) -> list[bytes]:
+        if key not in self._objects:
+            body = self.moto.s3.get_object(Bucket=self.config.bucket_name, Key=key)["Body"]
+            data = body.read()
+            if key.endswith(".gz"):
+                data = gzip.decompress(data)
+            self._objects[key] = data.splitlines()
+        return self._objects[key]
+
+    def data_keys(self) -> list[str]:
+        root = self.config.error_root
+        return [k for k in self.list_keys(self.config.data_root) if not k.startswith(root)]
+
+    def error_keys(self) -> list[str]:
+        return self.list_keys(self.config.error_root)
+
+    def read_object(self, key: str) -> list[bytes]:
+        """The lines of one object (gunzipped when its key ends in .gz); cached."""
+        return self._read(key)
+
+    def output_lines(self) -> list[bytes]:
+        """Every NDJSON line in the data objects (not the error prefix), in key order."""
+        return [line for key in sorted(self.data_keys()) for line in self._read(key)]
+
+    def output_counter(self) -> Counter[str]:
+        return Counter(canonical(line) for line in self.output_lines())
+
+    def error_records(self) -> list[bytes]:
+        return [line for key in sorted(self.error_keys()) for line in self._read(key)]
+
+
+def _quiet_transform_handler() -> Callable[[dict[str, Any], Any], Any]:
+    """The real handler, minus the metrics Powertools keeps when they are disabled.
+
+    With POWERTOOLS_METRICS_DISABLED (set so the demo's terminal is not flooded with EMF
+    lines) Powertools neither prints nor clears its module-level metric set; clear it after
+    each invocation so it neither grows nor leaks into later users of the module.
+    """
+    from transform_lambda import app
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        try:
+            return app.lambda_handler(event, context)
+        finally:
+            app.metrics.clear_metrics()
+
+    return handler
+
+
+def _refresh_transform_module() -> Callable[[], None]:
+    """Make an already-imported transform see this stack's environment; return the undo.
+
+    ``transform_lambda.app`` reads its settings at import (a Lambda cold start) and caches
+    its Firehose client; in a long-lived test process it may have been imported earlier
+    with another environment, so re-read both as a fresh Lambda container would.
+    """
+    from transform_lambda import app
+    from transform_lambda.settings import TransformSettings
+
+    saved = app.SETTINGS
+    cached = getattr(app, "_firehose_client", None)
+
+    def clear_client() -> None:
+        if cached is not None and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+    def undo() -> None:
+        app.SETTINGS = saved
+        clear_client()
+
+    app.SETTINGS = TransformSettings.from_env()
+    clear_client()
+    return undo
+
+
+class Forwarder:
+    """The real forwarder as a subprocess (``python -m forwarder``), output to a log file."""
+
+    def __init__(
+        self,
+        *,
+        glob: str,
+        stream: str,
+        endpoint_url: str,
+        db: Path,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "forwarder",
+            "--path",
+            glob,
+            "--delivery-stream",
+            stream,
+            "--endpoint-url",
+            endpoint_url,
+            "--region",
+            REGION,
+            "--db",
+            str(db),
+            "--flush-interval",
+            "1.0",
+            "--scan-interval",
+            "1.0",
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            *(extra_args or []),
+        ]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> Forwarder:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            # nothing of the Lambda's or the caller's AWS setup leaks into the forwarder
+            if not k.startswith(("AWS_", "PODHOSE_", "POWERTOOLS_"))
+        }
+        env.update(
+            AWS_ACCESS_KEY_ID=LOCAL_CREDENTIALS["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=LOCAL_CREDENTIALS["aws_secret_access_key"],
+            AWS_DEFAULT_REGION=REGION,
+            AWS_EC2_METADATA_DISABLED="true",
+            PYTHONUNBUFFERED="1",
+        )
+        self._log = self.log_path.open("wb")
+        repo_root = Path(__file__).resolve().parent.parent
+        # Own session: a terminal Ctrl-C reaches only the demo, which then SIGTERMs this.
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=repo_root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (the forwarder flushes and exits); SIGKILL after the timeout."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
