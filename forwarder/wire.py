@@ -1,4 +1,4 @@
-"""Encoder of the podhose/1 record wire format (see docs/wire-format.md)."""
+"""Encoder of the podhose/1 record wire format (see README.md, "Record wire format")."""
 
 from __future__ import annotations
 

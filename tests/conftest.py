@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localaws.firehose_endpoint import FirehoseEndpoint
+from tests.forwarder_testlib import Node
 from transform_lambda.invoke import LocalContext
 
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose"
@@ -32,3 +37,18 @@ def firehose_event(datas: list[bytes], stream_arn: str = STREAM_ARN) -> dict[str
 @pytest.fixture
 def lambda_context() -> LocalContext:
     return LocalContext()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[FirehoseEndpoint]:
+    """podhose's local Firehose endpoint on 127.0.0.1 (faults on demand)."""
+    with FirehoseEndpoint() as ep:
+        yield ep
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    """A temp node layout: /var/log/containers symlinks into pods/ and docker/ dirs."""
+    node = Node(tmp_path / "node")
+    yield node
+    shutil.rmtree(node.root, ignore_errors=True)  # backlogs are large: do not keep them

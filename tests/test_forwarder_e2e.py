@@ -8,7 +8,6 @@ import shutil
 import signal
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
 from itertools import zip_longest
 from pathlib import Path
 
@@ -29,19 +28,6 @@ from tests.forwarder_testlib import (
 )
 
 SEED = '{"name": "fakenerd", "time_ms": 1577521193704}\n'
-
-
-@pytest.fixture
-def endpoint() -> Iterator[FirehoseEndpoint]:
-    with FirehoseEndpoint() as ep:
-        yield ep
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    node = Node(tmp_path / "node")
-    yield node
-    shutil.rmtree(node.root, ignore_errors=True)  # backlogs are large: do not keep them
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ bounded memory during an outage, and API limits with large or incompressible lin
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -23,20 +22,6 @@ from tests.forwarder_testlib import (
     running,
     wait_for,
 )
-
-
-@pytest.fixture
-def endpoint() -> Iterator[FirehoseEndpoint]:
-    with FirehoseEndpoint() as ep:
-        yield ep
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    node = Node(tmp_path / "node")
-    yield node
-    shutil.rmtree(node.root, ignore_errors=True)  # backlogs are large: do not keep them
-
 
 FAULTS: dict[str, Callable[[FirehoseEndpoint], None]] = {
     "throttling": lambda ep: ep.throttle(4),

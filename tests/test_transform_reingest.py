@@ -46,13 +46,15 @@ def compressible_records(budget: int) -> tuple[list[bytes], list[bytes]]:
 
 
 @pytest.fixture
-def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[FirehoseEndpoint]:
-    with FirehoseEndpoint() as server:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_FIREHOSE", server.url)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        app._firehose_client.cache_clear()
-        yield server
+def stream_endpoint(
+    endpoint: FirehoseEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FirehoseEndpoint]:
+    """The local endpoint, as the Lambda's boto3 client will find it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_FIREHOSE", endpoint.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    app._firehose_client.cache_clear()
+    yield endpoint
     app._firehose_client.cache_clear()
 
 
@@ -78,7 +80,7 @@ def ok_lines(response: dict) -> list[bytes]:
 
 
 def test_largest_buffer_of_compressible_records_fits_and_loses_nothing(
-    endpoint: FirehoseEndpoint, lambda_context: object
+    stream_endpoint: FirehoseEndpoint, lambda_context: object
 ) -> None:
     records, expected = compressible_records(PROCESSOR_BUFFER_MAX)
     raw_output = sum(map(len, expected))
@@ -93,7 +95,7 @@ def test_largest_buffer_of_compressible_records_fits_and_loses_nothing(
     assert results == {"Ok", "Dropped"}
     delivered = ok_lines(response)
 
-    chunks = endpoint.received("podhose")
+    chunks = stream_endpoint.received("podhose")
     assert chunks
     for chunk in chunks:
         assert len(chunk) <= 1_000 * 1024
@@ -108,12 +110,12 @@ def test_largest_buffer_of_compressible_records_fits_and_loses_nothing(
         again = app.lambda_handler(firehose_event(batch), lambda_context)
         assert {r["result"] for r in again["records"]} == {"Ok"}
         delivered += ok_lines(again)
-    assert len(endpoint.received("podhose")) == len(chunks)
+    assert len(stream_endpoint.received("podhose")) == len(chunks)
     assert sorted(delivered) == sorted(expected)
 
 
 def test_a_record_that_went_around_too_often_fails_with_its_data(
-    endpoint: FirehoseEndpoint,
+    stream_endpoint: FirehoseEndpoint,
 ) -> None:
     settings = TransformSettings(max_reingest_attempts=2)
     tired = gzip.compress(b"\x1epodhose/1 n=2\n" + seed_line(1) * 5000)
@@ -124,11 +126,11 @@ def test_a_record_that_went_around_too_often_fails_with_its_data(
     assert failed["result"] == "ProcessingFailed"
     assert base64.b64decode(failed["data"]) == tired
     assert ok["result"] == "Ok"
-    assert endpoint.received() == []
+    assert stream_endpoint.received() == []
 
 
-def test_reingest_outage_fails_records_with_their_data(endpoint: FirehoseEndpoint) -> None:
-    endpoint.throttle()
+def test_reingest_outage_fails_records_with_their_data(stream_endpoint: FirehoseEndpoint) -> None:
+    stream_endpoint.throttle()
     big = gzip.compress(seed_line(1) * 5000)
     event = app.KinesisFirehoseEvent(firehose_event([big, seed_line(2)]))
     response = app.process_event(event, TransformSettings(), budget=50_000).asdict()
@@ -138,9 +140,9 @@ def test_reingest_outage_fails_records_with_their_data(endpoint: FirehoseEndpoin
 
 
 def test_reingest_outage_with_no_room_raises_for_a_firehose_retry(
-    endpoint: FirehoseEndpoint,
+    stream_endpoint: FirehoseEndpoint,
 ) -> None:
-    endpoint.throttle()
+    stream_endpoint.throttle()
     records = [gzip.compress(seed_line(i) * 3000) for i in range(3)]
     event = app.KinesisFirehoseEvent(firehose_event(records))
     original_bytes = sum(len(r["data"]) for r in event["records"])

@@ -1,6 +1,6 @@
 """The record wire format: an optional source header line before the raw log lines.
 
-See docs/wire-format.md. A record may start with::
+See README.md, "Record wire format". A record may start with::
 
     \\x1epodhose/1 src=<pod>_<namespace>_<container>-<containerid>.log\\n
 
