@@ -74,7 +74,7 @@ EVENTS: dict[str, list[bytes | str]] = {
     # What the forwarder sends with compression off: many lines of one file in one record.
     "packed": [b"".join(seed_lines(50))],
     # The forwarder's default: a gzip-compressed packed record.
-    "gzip": [gzip.compress(b"".join(seed_lines(200)))],
+    "gzip": [gzip.compress(b"".join(seed_lines(200)), mtime=0)],
     # A record with the podhose source header (README.md, "Record wire format").
     "source_header": [b"\x1epodhose/1 src=" + SOURCE + b"\n" + b"".join(seed_lines(3))],
     # Records that cannot be read (ProcessingFailed) or hold odd bytes (Ok, repaired).
