@@ -21,6 +21,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache, partial
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -87,6 +88,10 @@ def _firehose_client(region: str) -> Any:
 
 _b64decode = partial(pybase64.b64decode, validate=True)
 _b64encode = pybase64.b64encode_as_string
+_result_of = attrgetter("result")
+_ok_data_of = attrgetter("ok_data")
+_id_of = attrgetter("record_id")
+_data_of = attrgetter("data")
 
 
 def _decode_all(originals: list[str]) -> tuple[list[bytes | None], list[str]]:
@@ -146,6 +151,9 @@ def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -
     if len(readable) < len(decoded):  # put the base64 errors back in their places
         results = iter(merged)
         merged = [next(results) if d is not None else e for d, e in zip(decoded, errors)]  # noqa: B905
+    if set(map(type, merged)) == {RecordResult}:  # the common case, without a call per record
+        oks = list(map(_b64encode, map(_data_of, merged)))
+        return list(map(_Outcome, ids, originals, merged, repeat(""), oks))
     return list(map(_outcome, ids, originals, merged))
 
 
@@ -179,8 +187,8 @@ def _fit_response(
     Dropped after re-ingest) or their id is in the returned set (ProcessingFailed).
     """
     failed_bytes = sum(len(o.original) + RECORD_OVERHEAD_BYTES for o in outcomes if not o.result)
-    ok_bytes = sum(len(o.ok_data) + len(o.record_id) + RECORD_OVERHEAD_BYTES for o in outcomes)
-    if failed_bytes + ok_bytes <= budget:
+    ok_bytes = sum(map(len, map(_ok_data_of, outcomes))) + sum(map(len, map(_id_of, outcomes)))
+    if failed_bytes + ok_bytes + RECORD_OVERHEAD_BYTES * len(outcomes) <= budget:
         return set()
     with_data = [o for o in outcomes if o.ok_data]
     candidates = [
@@ -200,17 +208,17 @@ def _fit_response(
 
 def _respond(outcome: _Outcome, failed: set[str]) -> KinesisFirehoseDataTransformationRecord:
     record_id = outcome.record_id
+    if outcome.ok_data:
+        keys = outcome.result.partition_keys if outcome.result else None
+        metadata = KinesisFirehoseDataTransformationRecordMetadata(keys) if keys else None
+        return KinesisFirehoseDataTransformationRecord(
+            record_id=record_id, data=outcome.ok_data, metadata=metadata
+        )
     if outcome.result is None:
         logger.warning(
             "record cannot be read", extra={"recordId": record_id, "reason": outcome.error}
         )
         return _failed(record_id, outcome.original)
-    if outcome.ok_data:
-        keys = outcome.result.partition_keys
-        metadata = KinesisFirehoseDataTransformationRecordMetadata(keys) if keys else None
-        return KinesisFirehoseDataTransformationRecord(
-            record_id=record_id, data=outcome.ok_data, metadata=metadata
-        )
     if record_id in failed:
         logger.error(
             "record could not be delivered nor re-ingested; returned as ProcessingFailed",
@@ -266,9 +274,6 @@ def _fail_instead(overflow: list[Candidate], room: int) -> None:
             f"{len(overflow)} record(s) could not be re-ingested and their original data "
             f"({needed} bytes) does not fit the response ({room} bytes left)"
         )
-
-
-_result_of = attrgetter("result")
 
 
 def _record_metrics(

@@ -13,6 +13,7 @@ the same bytes; the tests check it on every oracle case.
 from __future__ import annotations
 
 import re
+from itertools import compress
 from operator import itemgetter, methodcaller
 from typing import Any
 
@@ -33,22 +34,38 @@ def _log_object(log: str) -> dict[str, Any]:
     return {"log": log} if decoded is None else decoded
 
 
+def _text_object(log: str) -> dict[str, Any]:
+    # Only spaces may precede a decodable object; any other text stays text.
+    return _log_object(log) if log[:1] == " " else {"log": log}
+
+
+def _objects(logs: list[str]) -> tuple[list[dict[str, Any]], bool]:
+    """(each log decoded or wrapped, whether all were decoded); ``{``-lines in one pass."""
+    starts = list(map(_starts_with_brace, logs))
+    try:
+        decoded = list(map(orjson.loads, compress(logs, starts)))
+    except orjson.JSONDecodeError:  # some "{" line is not strict JSON: line by line
+        return list(map(_log_object, logs)), False
+    if len(decoded) == len(logs):
+        return decoded, True
+    parsed = iter(decoded)
+    pairs = zip(starts, logs, strict=True)
+    return [next(parsed) if start else _text_object(log) for start, log in pairs], False
+
+
+def _decode_failures(logs: list[str], objects: list[dict[str, Any]]) -> int:
+    """Logs that looked like a JSON object but were kept as text."""
+    return sum(
+        1
+        for log, obj in zip(logs, objects, strict=True)
+        if obj.get("log") is log and log.lstrip(" ").startswith("{")
+    )
+
+
 def _to_ndjson(logs: list[str]) -> tuple[bytes, int] | None:
     """(NDJSON, decode failures) for the logs, or None if orjson cannot write one."""
-    objects: list[dict[str, Any]] | None = None
-    if all(map(_starts_with_brace, logs)):
-        try:
-            objects = list(map(orjson.loads, logs))
-        except orjson.JSONDecodeError:
-            objects = None
-    failures = 0
-    if objects is None:
-        objects = list(map(_log_object, logs))
-        failures = sum(
-            1
-            for log, obj in zip(logs, objects, strict=True)
-            if obj.get("log") is log and log.lstrip(" ").startswith("{")
-        )
+    objects, all_decoded = _objects(logs)
+    failures = 0 if all_decoded else _decode_failures(logs, objects)
     try:
         return dumps_objects(objects), failures
     except orjson.JSONEncodeError:
