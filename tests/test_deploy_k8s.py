@@ -27,7 +27,7 @@ LOG_DIRS = ("/var/log/containers", "/var/log/pods", "/var/lib/docker/containers"
 
 def _render(directory: str) -> list[dict[str, Any]]:
     if not KUBECTL.exists():
-        pytest.skip("pinned kubectl missing: run `make deploy-tools` (make test does)")
+        pytest.fail("pinned kubectl missing: run `make deploy-tools` (make test does)")
     out = subprocess.run(
         [str(KUBECTL), "kustomize", str(ROOT / directory)],
         check=True,
