@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,9 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+
+from transform_lambda.transform import decode_payload
+from transform_lambda.wire import split_header
 
 MAX_RECORDS_PER_CALL = 500
 MAX_RECORD_BYTES = 1_024_000
@@ -278,10 +280,7 @@ def _check_limits(datas: list[bytes]) -> None:
 
 
 def _count_lines(data: bytes) -> int:
-    if data[:2] == b"\x1f\x8b":
-        data = zlib.decompress(data, 47)
-    n = data.count(b"\n")
-    return n - 1 if data.startswith(b"\x1e") else n
+    return split_header(decode_payload(data)[0])[1].count(b"\n")
 
 
 def _make_handler(endpoint: FirehoseEndpoint) -> type[BaseHTTPRequestHandler]:

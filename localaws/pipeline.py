@@ -31,6 +31,8 @@ from localaws.delivery import FirehoseDelivery
 from localaws.moto_server import LOCAL_CREDENTIALS, MotoS3
 from localaws.node import canonical
 from localaws.stack_config import REGION, StackConfig
+from transform_lambda.transform import decode_payload
+from transform_lambda.wire import split_header
 
 
 @contextmanager
@@ -54,13 +56,8 @@ def count_lines(record: bytes) -> tuple[int, bool]:
     Records the transform re-ingests carry ``n=<attempt>`` in their header; they are not
     the forwarder's.
     """
-    if record[:2] == b"\x1f\x8b":
-        record = gzip.decompress(record)
-    reingested = False
-    if record.startswith(b"\x1e"):
-        header, _, record = record.partition(b"\n")
-        reingested = any(field.startswith(b"n=") for field in header.split(b" ")[1:])
-    return record.count(b"\n"), reingested
+    header, body = split_header(decode_payload(record)[0])
+    return body.count(b"\n"), header is not None and "n" in header.fields
 
 
 class LocalPipeline:

@@ -13,11 +13,13 @@ import sys
 import time
 import urllib.request
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from transform_lambda.transform import decode_payload
+from transform_lambda.wire import split_header
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"
@@ -182,16 +184,15 @@ class ForwarderProc:
 
 
 def decode(record: bytes) -> tuple[str | None, list[bytes]]:
-    """(src from the header or None, lines with their '\\n') of one received record."""
-    if record[:2] == b"\x1f\x8b":
-        record = zlib.decompress(record, 47)
-    src = None
-    if record.startswith(b"\x1e"):
-        head, record = record.split(b"\n", 1)
-        fields = dict(kv.split(b"=", 1) for kv in head.split(b" ")[1:])
-        src = fields[b"src"].decode()
-    assert record.endswith(b"\n") or not record, record[-100:]
-    return src, [line + b"\n" for line in record.split(b"\n")[:-1]]
+    """(src from the header or None, lines with their '\\n') of one received record.
+
+    Decoded with the transform's own wire-format reader, as the Lambda will read it.
+    """
+    payload, _ = decode_payload(record)
+    header, body = split_header(payload)
+    assert body.endswith(b"\n") or not body, body[-100:]
+    lines = [line + b"\n" for line in body.split(b"\n")[:-1]]
+    return (header.source_file if header else None), lines
 
 
 def delivered(records: Iterable[bytes]) -> dict[str | None, Counter[bytes]]:
