@@ -17,7 +17,7 @@ from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import Config, parse_config
 from forwarder.metrics import Metrics, serve
 from forwarder.offsets import AckTracker, OffsetsDB, Stored
-from forwarder.scan import FileKey, Found, scan
+from forwarder.scan import FileKey, Found, is_regular, scan
 from forwarder.sender import Sender
 from forwarder.tail import TailedFile
 
@@ -37,6 +37,7 @@ class Forwarder:
         self.metrics.stale_after = max(30.0, 10 * cfg.scan_interval)
         self.db = OffsetsDB(cfg.db)
         self.stored = self.db.load()
+        self.last_save = self.db.last_save()
         self.tracker = AckTracker()
         self.queue = SendQueue(cfg.flush_interval)
         self.batcher = Batcher(cfg, self.tracker, self.queue)
@@ -57,8 +58,10 @@ class Forwarder:
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_scan and not (self.cfg.exit_on_eof and not first):
-                self.reconcile(scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix))
+                found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix)
+                self.reconcile(found)
                 if first:
+                    self.recover_rotated(found)
                     self.prune_unseen()
                     first = False
                 next_scan = now + self.cfg.scan_interval
@@ -106,6 +109,32 @@ class Forwarder:
         self.files[tailed.key] = tailed
         self.batcher.track(tailed.key, tailed.src, tailed.offset)
         log.info("tailing file", extra={"path": tailed.path, "offset": tailed.offset})
+
+    def recover_rotated(self, found: dict[FileKey, Found]) -> None:
+        """At start: read rotated files that were written after offsets were last saved.
+
+        Such a file was created and rotated away while the forwarder was down (two
+        rotations, or a new pod rotating), so no offset row knows it: it is read from its
+        head. Files written before the last save were shipped already, or are history from
+        before the forwarder ever ran.
+        """
+        if self.last_save is None:
+            return
+        live = {os.path.realpath(item.path): item.path for item in found.values()}
+        live |= {stored.target: stored.path for stored in self.stored.values()}
+        known = set(self.files) | set(self.stored)
+        for target, path in live.items():
+            for rotated, key in rotated_siblings(target, newer_than=self.last_save):
+                if key in known:
+                    continue
+                tailed = TailedFile.open(key, rotated, 0, self.cfg.max_line_bytes)
+                if tailed is None:
+                    continue
+                tailed.path, tailed.src = path, os.path.basename(path)
+                log.info("reading file created and rotated while stopped", extra={"file": rotated})
+                self.add_file(tailed)
+                tailed.start_draining()
+                known.add(key)
 
     def prune_unseen(self) -> None:
         """At start: drain files rotated while we were down; forget files that are gone."""
@@ -230,6 +259,29 @@ class Forwarder:
             tailed.close()
         log.info("stopped", extra={"delivered": delivered, "records": self.batcher.records_made})
         return 0
+
+
+def rotated_siblings(target: str, newer_than: float) -> list[tuple[str, FileKey]]:
+    """Rotated copies of `target` (0.log.<ts>, -json.log.<n>) modified after `newer_than`.
+
+    Oldest first. Compressed ones (.gz) are skipped: runtimes compress only files they
+    rotated long before.
+    """
+    directory, name = os.path.split(target)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    siblings = []
+    for sibling in names:
+        if not sibling.startswith(name + ".") or sibling.endswith(".gz"):
+            continue
+        path = os.path.join(directory, sibling)
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if is_regular(st.st_mode) and st.st_mtime > newer_than:
+                siblings.append((st.st_mtime, path, (st.st_dev, st.st_ino)))
+    return [(path, key) for _, path, key in sorted(siblings)]
 
 
 def find_rotated(key: FileKey, target: str) -> str | None:

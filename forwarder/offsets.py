@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS offsets (
     PRIMARY KEY (dev, ino)
 )
 """
+# When offsets last changed: a file written after it holds lines no offset covers.
+_META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL)"
 
 
 class Stored(NamedTuple):
@@ -47,6 +49,7 @@ class OffsetsDB:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(_SCHEMA)
+        self.conn.execute(_META_SCHEMA)
 
     def load(self) -> dict[FileKey, Stored]:
         """Every stored row by (dev, inode)."""
@@ -68,6 +71,16 @@ class OffsetsDB:
                 "updated = excluded.updated",
                 rows,
             )
+            self.conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('last_save', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (now,),
+            )
+
+    def last_save(self) -> float | None:
+        """Wall-clock time offsets were last saved (None for a new database)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE name = 'last_save'").fetchone()
+        return float(row[0]) if row else None
 
     def delete(self, keys: Iterable[FileKey]) -> None:
         """Forget files that are gone for good."""

@@ -42,12 +42,13 @@ def scan(patterns: list[str], excludes: list[str], self_prefix: str | None) -> d
                 st = os.stat(path)  # follows /var/log/containers -> /var/log/pods symlinks
             except OSError:
                 continue  # dangling symlink: the target was deleted
-            if not _is_regular(st.st_mode):
+            if not is_regular(st.st_mode):
                 continue
             key = (st.st_dev, st.st_ino)
             found.setdefault(key, Found(key, path, st.st_size))
     return found
 
 
-def _is_regular(mode: int) -> bool:
+def is_regular(mode: int) -> bool:
+    """True for a regular file's st_mode."""
     return (mode & 0o170000) == 0o100000

@@ -344,3 +344,57 @@ def test_rotation_while_stopped_is_drained_after_restart(
         assert proc.wait(60) == 0, proc.log()
     assert got(endpoint, c) == lines_of(shipped + unread + fresh)  # no loss, no duplicate
     assert "draining file rotated while stopped" in proc.log()
+
+
+@pytest.mark.parametrize("runtime", ["cri", "docker"])
+def test_file_created_and_rotated_while_stopped_is_read(
+    runtime: str, endpoint: FirehoseEndpoint, node: Node, db: Path
+) -> None:
+    """Two rotations while the forwarder is down: the middle file no offset knows is read."""
+    c = node.add("rot-2", runtime)
+
+    def make(text: str) -> bytes:
+        return cri_line(text) if runtime == "cri" else docker_line(text + "\n")
+
+    old_history = c.rotate()  # a rotated file from before the forwarder ever ran
+    with open(old_history, "ab") as f:
+        f.write(make("history nobody asked for"))
+    os.utime(old_history, (1, 1))
+    shipped = b"".join(make(f"shipped {i}") for i in range(300))
+    c.write(shipped)
+    with running(fwd(endpoint, node, db, "--exit-on-eof")) as proc:
+        assert proc.wait(60) == 0
+    first = b"".join(make(f"first while stopped {i}") for i in range(300))
+    c.write(first)
+    if runtime == "cri":
+        c.rotate()
+    else:
+        _docker_rotate(c)
+    middle = b"".join(make(f"middle file {i}") for i in range(300))
+    c.write(middle)
+    if runtime == "cri":
+        _cri_rotate_again(c)
+    else:
+        _docker_rotate(c)
+    last = b"".join(make(f"current file {i}") for i in range(300))
+    c.write(last)
+    with running(fwd(endpoint, node, db, "--exit-on-eof")) as proc:
+        assert proc.wait(60) == 0, proc.log()
+    assert got(endpoint, c) == lines_of(shipped + first + middle + last)  # no loss, no dup
+    assert "reading file created and rotated while stopped" in proc.log()
+
+
+def _cri_rotate_again(c: Container) -> None:
+    """kubelet's second rotation: 0.log -> 0.log.<a later timestamp>."""
+    os.rename(c.target, c.target.with_name(c.target.name + ".20240501-100500"))
+    c.target.touch()
+
+
+def _docker_rotate(c: Container) -> None:
+    """dockerd's rotation: shift -json.log.N to .N+1, then -json.log to .1."""
+    rotated = sorted(c.target.parent.glob(c.target.name + ".*"), reverse=True)
+    for path in rotated:
+        number = int(path.name.rsplit(".", 1)[1])
+        os.rename(path, path.with_name(f"{c.target.name}.{number + 1}"))
+    os.rename(c.target, c.target.with_name(c.target.name + ".1"))
+    c.target.touch()
