@@ -114,3 +114,11 @@ def test_random_bytes_never_raise_and_every_line_is_strict_json(lambda_context, 
             assert base64.b64decode(record["data"]) == data
         else:
             assert record["result"] == "Dropped"
+
+
+@pytest.mark.parametrize("context", [None, object()], ids=["none", "bare-object"])
+def test_handler_works_without_a_real_lambda_context(context: object) -> None:
+    response = lambda_handler(firehose_event([SEED_LINE]), context)
+    [record] = response["records"]
+    assert record["result"] == "Ok"
+    assert base64.b64decode(record["data"]) == b'{"name":"fakenerd","time_ms":1577622109635}\n'

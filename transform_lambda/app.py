@@ -302,10 +302,24 @@ def _record_metrics(
         )
 
 
-@metrics.log_metrics
-@logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Entry point Firehose invokes with a batch of records."""
+def _handle(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     firehose_event = KinesisFirehoseEvent(event, json_deserializer=orjson.loads)
     response = process_event(firehose_event, SETTINGS)
     return {"records": []} if not response.records else response.asdict()
+
+
+_handle_with_context = logger.inject_lambda_context(_handle)
+# What Powertools reads from the context to add function name, ARN and request id to logs.
+_CONTEXT_FIELDS = ("function_name", "memory_limit_in_mb", "invoked_function_arn", "aws_request_id")
+
+
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+    """Entry point Firehose invokes with a batch of records.
+
+    Tests and local runners may pass no real context (``None``): the logs then lack the
+    function's name and request id, and the records are transformed all the same.
+    """
+    if all(hasattr(context, field) for field in _CONTEXT_FIELDS):
+        return _handle_with_context(event, context)
+    return _handle(event, context)
