@@ -14,7 +14,7 @@ from types import FrameType
 
 from forwarder import logs
 from forwarder.batcher import Batcher, SendQueue
-from forwarder.config import Config, parse_config
+from forwarder.config import Config, parse_config, resolve_region
 from forwarder.metrics import Metrics, serve
 from forwarder.offsets import AckTracker, OffsetsDB, Stored
 from forwarder.scan import FileKey, Found, is_regular, scan
@@ -302,7 +302,7 @@ def find_rotated(key: FileKey, target: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
-    cfg = parse_config(argv)
+    cfg = resolve_region(parse_config(argv))
     logs.setup(cfg.log_level)
     fwd = Forwarder(cfg)
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import botocore.session
+
 from forwarder import limits
+
+LOCAL_ENDPOINT_REGION = "us-east-1"
 
 ENV_PREFIX = "PODHOSE_"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -285,6 +290,27 @@ def _flatten(values: list[str]) -> list[str]:
     for value in values:
         out.extend(_list(value))
     return out
+
+
+def resolve_region(cfg: Config) -> Config:
+    """Fill in the region: the flag, else AWS_REGION or boto3's chain (AWS_DEFAULT_REGION,
+    ~/.aws/config), else us-east-1 when --endpoint-url points at a local or test endpoint
+    (which ignores it).
+
+    Raises SystemExit with a clear message when no region is configured anywhere.
+    """
+    if cfg.region:
+        return cfg
+    # AWS_REGION (set on EKS by IRSA) is not in botocore's chain; AWS_DEFAULT_REGION is.
+    chain = botocore.session.get_session().get_config_variable("region")
+    found = os.environ.get("AWS_REGION") or chain
+    if found:
+        return dataclasses.replace(cfg, region=str(found))
+    if cfg.endpoint_url:
+        return dataclasses.replace(cfg, region=LOCAL_ENDPOINT_REGION)
+    raise SystemExit(
+        "podhose-forwarder: error: no AWS region: set --region, PODHOSE_REGION or AWS_REGION"
+    )
 
 
 def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Config:

@@ -8,7 +8,7 @@ import pytest
 
 from forwarder import limits, wire
 from forwarder.batcher import Batcher, SendQueue
-from forwarder.config import parse_config
+from forwarder.config import parse_config, resolve_region
 from forwarder.offsets import AckTracker
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
@@ -209,3 +209,19 @@ def test_offsets_commit_only_the_acknowledged_prefix() -> None:
     tracker.ack([second])
     assert tracker.committed((1, 2)) == 20
     assert tracker.unacked() == 0
+
+
+def test_region_from_flag_chain_or_local_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/podhose-test-config")
+    base = ["--delivery-stream", "s"]
+    assert resolve_region(parse_config([*base, "--region", "eu-west-1"], env={})).region == (
+        "eu-west-1"
+    )
+    local = parse_config([*base, "--endpoint-url", "http://127.0.0.1:1"], env={})
+    assert resolve_region(local).region == "us-east-1"
+    with pytest.raises(SystemExit, match="no AWS region"):
+        resolve_region(parse_config(base, env={}))
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    assert resolve_region(parse_config(base, env={})).region == "ap-south-1"
