@@ -112,10 +112,17 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str,
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)  # the long form: [resource, attribute]
     return {name: value}
 
 
 _CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """template.yaml as CloudFormation sees it (short-form tags in their long form)."""
+    return yaml.load(path.read_text(), Loader=_CfnLoader)
 
 
 class _UnresolvedError(Exception):
@@ -213,7 +220,7 @@ class _Template:
 
 
 def _read_template(path: Path, parameters: dict[str, str]) -> dict[str, Any]:
-    doc = yaml.load(path.read_text(), Loader=_CfnLoader)
+    doc = load_template(path)
     tpl = _Template(doc)
     unknown = sorted(set(parameters) - set(tpl.params))
     if unknown:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from localaws.stack_config import load_template
 from transform_lambda import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,30 +32,9 @@ LIBRARY_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_L
 RUNTIME_MODULES = {"boto3", "botocore"}
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short-form tags (!Ref, !If...) into dicts."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    return load_template(TEMPLATE)
 
 
 def _resolve(value: Any, params: dict[str, str], conditions: dict[str, bool]) -> Any:
