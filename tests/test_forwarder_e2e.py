@@ -8,6 +8,7 @@ import shutil
 import signal
 import sqlite3
 from collections import Counter
+from functools import partial
 from itertools import zip_longest
 from pathlib import Path
 
@@ -328,8 +329,7 @@ def test_rotation_while_stopped_is_drained_after_restart(
 ) -> None:
     c = node.add("rot-1", runtime)
 
-    def make(text: str) -> bytes:
-        return cri_line(text) if runtime == "cri" else docker_line(text + "\n")
+    make = partial(runtime_line, runtime)
 
     shipped = b"".join(make(f"shipped before the stop {i}") for i in range(500))
     c.write(shipped)
@@ -353,8 +353,7 @@ def test_file_created_and_rotated_while_stopped_is_read(
     """Two rotations while the forwarder is down: the middle file no offset knows is read."""
     c = node.add("rot-2", runtime)
 
-    def make(text: str) -> bytes:
-        return cri_line(text) if runtime == "cri" else docker_line(text + "\n")
+    make = partial(runtime_line, runtime)
 
     old_history = c.rotate()  # a rotated file from before the forwarder ever ran
     with open(old_history, "ab") as f:
@@ -382,6 +381,11 @@ def test_file_created_and_rotated_while_stopped_is_read(
         assert proc.wait(60) == 0, proc.log()
     assert got(endpoint, c) == lines_of(shipped + first + middle + last)  # no loss, no dup
     assert "reading file created and rotated while stopped" in proc.log()
+
+
+def runtime_line(runtime: str, text: str) -> bytes:
+    """One full line of `text` as the runtime writes it (CRI or Docker json-file)."""
+    return cri_line(text) if runtime == "cri" else docker_line(text + "\n")
 
 
 def _cri_rotate_again(c: Container) -> None:
