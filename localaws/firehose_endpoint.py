@@ -280,7 +280,7 @@ def _check_limits(datas: list[bytes]) -> None:
 
 
 def _count_lines(data: bytes) -> int:
-    return split_header(decode_payload(data)[0])[1].count(b"\n")
+    return split_header(decode_payload(data))[1].count(b"\n")
 
 
 def _make_handler(endpoint: FirehoseEndpoint) -> type[BaseHTTPRequestHandler]:

@@ -56,7 +56,7 @@ def count_lines(record: bytes) -> tuple[int, bool]:
     Records the transform re-ingests carry ``n=<attempt>`` in their header; they are not
     the forwarder's.
     """
-    header, body = split_header(decode_payload(record)[0])
+    header, body = split_header(decode_payload(record))
     return body.count(b"\n"), header is not None and "n" in header.fields
 
 

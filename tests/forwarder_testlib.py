@@ -188,8 +188,7 @@ def decode(record: bytes) -> tuple[str | None, list[bytes]]:
 
     Decoded with the transform's own wire-format reader, as the Lambda will read it.
     """
-    payload, _ = decode_payload(record)
-    header, body = split_header(payload)
+    header, body = split_header(decode_payload(record))
     assert body.endswith(b"\n") or not body, body[-100:]
     lines = [line + b"\n" for line in body.split(b"\n")[:-1]]
     return (header.source_file if header else None), lines

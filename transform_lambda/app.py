@@ -94,21 +94,19 @@ _id_of = attrgetter("record_id")
 _data_of = attrgetter("data")
 
 
-def _decode_all(originals: list[str]) -> tuple[list[bytes | None], list[str]]:
-    """Base64-decode every record's data; a failure leaves None and an error message."""
-    errors = [""] * len(originals)
+def _decode_all(originals: list[str]) -> list[bytes | str]:
+    """Base64-decode every record's data; a record that is not base64 gets its error text."""
     try:
-        return list(map(_b64decode, originals)), errors
+        return list(map(_b64decode, originals))
     except (binascii.Error, ValueError):
         pass
-    datas: list[bytes | None] = []
-    for index, original in enumerate(originals):
+    decoded: list[bytes | str] = []
+    for original in originals:
         try:
-            datas.append(_b64decode(original))
+            decoded.append(_b64decode(original))
         except (binascii.Error, ValueError) as error:
-            errors[index] = f"invalid base64: {error}"
-            datas.append(None)
-    return datas, errors
+            decoded.append(f"invalid base64: {error}")
+    return decoded
 
 
 def _transform_one(data: bytes, settings: TransformSettings) -> RecordResult | Exception:
@@ -145,12 +143,12 @@ def _outcome(record_id: str, original: str, result: RecordResult | Exception | s
 def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -> list[_Outcome]:
     ids = [record["recordId"] for record in records]
     originals = [record["data"] for record in records]
-    decoded, errors = _decode_all(originals)
-    readable = [d for d in decoded if d is not None]
+    decoded = _decode_all(originals)
+    readable = [d for d in decoded if isinstance(d, bytes)]
     merged: list[RecordResult | Exception | str] = list(_transform_readable(readable, settings))
     if len(readable) < len(decoded):  # put the base64 errors back in their places
         results = iter(merged)
-        merged = [next(results) if d is not None else e for d, e in zip(decoded, errors)]  # noqa: B905
+        merged = [next(results) if isinstance(d, bytes) else d for d in decoded]
     if set(map(type, merged)) == {RecordResult}:  # the common case, without a call per record
         oks = list(map(_b64encode, map(_data_of, merged)))
         return list(map(_Outcome, ids, originals, merged, repeat(""), oks))

@@ -78,8 +78,13 @@ def parse_line(raw: bytes) -> tuple[str, Entry]:
         fields = {"time": time.decode("utf-8", "replace"), "stream": stream.decode()}
         fields |= {"_p": tag.decode(), "log": text}
         return "cri", Entry(fields, repaired)
+    return "text", text_entry(line)
+
+
+def text_entry(line: bytes) -> Entry:
+    """A line that is not read as an envelope: ``{"log": "<the line>"}``."""
     text, repaired = _text(line)
-    return "text", Entry({"log": text}, repaired)
+    return Entry({"log": text}, repaired)
 
 
 def _is_docker_partial(entry: Entry) -> bool:

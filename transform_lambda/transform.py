@@ -29,7 +29,7 @@ from operator import methodcaller
 from typing import Any
 
 from transform_lambda import fastpath
-from transform_lambda.envelope import Entry, parse_lines, strip_terminator
+from transform_lambda.envelope import Entry, parse_lines, strip_terminator, text_entry
 from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire import KubernetesSource, RecordHeader, split_header
@@ -78,15 +78,14 @@ class RecordResult:
     header: RecordHeader | None = None
     body: bytes = b""
     partition_keys: dict[str, str] | None = None
-    was_compressed: bool = False
 
 
-def decode_payload(data: bytes) -> tuple[bytes, bool]:
+def decode_payload(data: bytes) -> bytes:
     """Gunzip ``data`` when it starts with the gzip magic; raise RecordUnreadableError."""
     if not data.startswith(GZIP_MAGIC):
-        return data, False
+        return data
     try:
-        return gzip.decompress(data), True
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as error:
         raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
 
@@ -101,8 +100,7 @@ def split_lines(body: bytes) -> list[bytes]:
 
 def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
     """Transform one record's (base64-decoded) data; raise RecordUnreadableError."""
-    payload, was_compressed = decode_payload(data)
-    header, body = split_header(payload)
+    header, body = split_header(decode_payload(data))
     source = header.source if header is not None else None
     lines = split_lines(body)
     fast = _fast_output(lines, body, settings)
@@ -117,7 +115,6 @@ def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
         header=header,
         body=body,
         partition_keys=_partition_keys(settings, source),
-        was_compressed=was_compressed,
     )
 
 
@@ -180,19 +177,11 @@ def _general_output(
     if settings.parse_envelope:
         entries = parse_lines(lines)
     else:
-        entries = (_plain_entry(line) for line in lines)
+        entries = (text_entry(strip_terminator(line)) for line in lines)
     metadata = source.as_metadata() if source and settings.add_kubernetes_metadata else None
     out = [_render(entry, settings, metadata, counts) for entry in entries]
     counts.lines_out = len(out)
     return b"".join(out), counts
-
-
-def _plain_entry(line: bytes) -> Entry:
-    raw = strip_terminator(line)
-    try:
-        return Entry({"log": raw.decode("utf-8")})
-    except UnicodeDecodeError:
-        return Entry({"log": raw.decode("utf-8", "replace")}, invalid_utf8=True)
 
 
 def _render(
