@@ -8,8 +8,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from forwarder import limits, wire
+from forwarder.acks import AckTracker, Mark
 from forwarder.config import Config
-from forwarder.offsets import AckTracker, Mark
 from forwarder.scan import FileKey
 from forwarder.tail import Chunk
 
@@ -19,14 +19,15 @@ CALL_TARGET_BYTES = 1024 * 1024
 
 
 class Record:
-    """One Firehose record as sent, and the mark it acknowledges."""
+    """One Firehose record as sent, the mark it acknowledges, and how many lines it holds."""
 
-    __slots__ = ("born", "data", "mark")
+    __slots__ = ("born", "data", "lines", "mark")
 
-    def __init__(self, data: bytes, mark: Mark, born: float) -> None:
+    def __init__(self, data: bytes, mark: Mark, born: float, lines: int) -> None:
         self.data = data
         self.mark = mark
         self.born = born
+        self.lines = lines
 
 
 @dataclass
@@ -189,19 +190,24 @@ class Batcher:
         del self.open[key]
         payload = b"".join(op.parts)
         if self.cfg.one_line_per_record:
-            datas = [line + b"\n" for line in payload.split(b"\n")[:-1]]
+            datas = [(line + b"\n", 1) for line in payload.split(b"\n")[:-1]]
         else:
             datas = self._encode(self.headers[key], payload)
         # A mark without records (only an offset move) settles as soon as its turn comes.
-        mark = self.tracker.mark(key, op.safe_offset, len(datas))
+        mark = self.tracker.mark(key, op.safe_offset, len(datas), op.born)
         if datas:
             self.records_made += len(datas)
-            self.queue.put([Record(d, mark, op.born) for d in datas])
+            self.queue.put([Record(d, mark, op.born, lines) for d, lines in datas])
 
-    def _encode(self, head: bytes, payload: bytes) -> list[bytes]:
+    def oldest_open(self) -> float | None:
+        """Monotonic time the oldest line not yet closed into a record was read."""
+        return min((op.born for op in self.open.values()), default=None)
+
+    def _encode(self, head: bytes, payload: bytes) -> list[tuple[bytes, int]]:
+        """(record, lines in it) for `payload`, split in halves until each record fits."""
         data = wire.encode(head, payload, self.level)
         if len(data) <= limits.MAX_RECORD_BYTES:
-            return [data]
+            return [(data, payload.count(b"\n"))]
         # Incompressible payload grew past the record limit: split at a line boundary.
         mid = payload.rfind(b"\n", 0, len(payload) // 2) + 1 or len(payload) // 2
         return self._encode(head, payload[:mid]) + self._encode(head, payload[mid:])

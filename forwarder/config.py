@@ -1,10 +1,20 @@
-"""Command-line flags, their environment-variable equivalents and defaults (one dataclass)."""
+"""Settings: every option declared once (flag, environment variable, parser, default, help).
+
+Flags and `PODHOSE_*` variables go through the same parser, so both accept and refuse the
+same values. An invalid value exits with code 2 and a message naming the flag or variable
+and the accepted range:
+
+    >>> parse_config(["--delivery-stream", "s", "--gzip-level", "15"], {})
+    Traceback (most recent call last):
+    SystemExit: 2
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +27,18 @@ LOCAL_ENDPOINT_REGION = "us-east-1"
 
 ENV_PREFIX = "PODHOSE_"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# Firehose's rule for delivery stream names.
+STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of the forwarder, after flags, environment and defaults were merged."""
+    """Every setting of the forwarder, after flags, environment and defaults were merged.
+
+    Defaults and meanings are those of OPTIONS below (`podhose-forwarder --help`).
+    """
 
     delivery_stream: str
     paths: list[str] = field(default_factory=lambda: ["/var/log/containers/*.log"])
@@ -39,6 +56,7 @@ class Config:
     one_line_per_record: bool = False
     max_buffer_bytes: int = 32 * 1024 * 1024
     shutdown_timeout: float = 20.0
+    max_delivery_lag: float = 30.0
     http_host: str = "0.0.0.0"
     http_port: int = 2020
     log_level: str = "INFO"
@@ -60,236 +78,178 @@ class Config:
         return self.max_line_bytes + 1
 
 
-def _bool(text: str) -> bool:
-    return text.strip().lower() in TRUE_WORDS
+# ----- value parsers: text -> value, or ValueError saying what is accepted
 
 
-def _list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def boolean(text: str) -> bool:
+    """true/1/yes/on or false/0/no/off (any case)."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"must be true/1/yes/on or false/0/no/off, got {text!r}")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """A whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
+def seconds(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """A number of seconds in [low, high] (or (low, high] when `low_open`)."""
+    bracket = "(" if low_open else "["
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = None
+        fits = value is not None and (value > low if low_open else value >= low) and value <= high
+        if not fits:
+            raise ValueError(f"must be seconds in {bracket}{low:g}, {high:g}], got {text!r}")
+        return value  # type: ignore[return-value]
+
+    return parse
 
 
-# (flag, dest, env suffix, converter for env text, default, help, argparse extras)
-_OPTIONS: list[tuple[str, str, str, Callable[[str], Any], Any, str, dict[str, Any]]] = [
-    (
-        "--path",
-        "paths",
-        "PATH",
-        _list,
-        ["/var/log/containers/*.log"],
-        "glob of log files to tail (repeatable; env comma-separated)",
-        {"action": "append"},
-    ),
-    (
-        "--exclude",
-        "excludes",
-        "EXCLUDE",
-        _list,
-        [],
-        "glob of paths to skip (repeatable; env comma-separated)",
-        {"action": "append"},
-    ),
-    (
-        "--delivery-stream",
-        "delivery_stream",
-        "DELIVERY_STREAM",
-        str,
-        None,
-        "Firehose delivery stream name (required)",
-        {},
-    ),
-    (
-        "--region",
-        "region",
-        "REGION",
-        str,
-        None,
-        "AWS region (else boto3's default chain, e.g. AWS_REGION)",
-        {},
-    ),
-    (
-        "--endpoint-url",
-        "endpoint_url",
-        "ENDPOINT_URL",
-        str,
-        None,
-        "Firehose endpoint URL override",
-        {},
-    ),
-    ("--db", "db", "DB", str, "/var/lib/podhose/offsets.db", "SQLite offsets database", {}),
-    (
-        "--exit-on-eof",
-        "exit_on_eof",
-        "EXIT_ON_EOF",
-        _bool,
-        False,
-        "read every matched file to its end, deliver everything, save offsets, exit 0",
-        {"action": "store_const", "const": True},
-    ),
-    (
-        "--scan-interval",
-        "scan_interval",
-        "SCAN_INTERVAL",
-        float,
-        1.0,
-        "seconds between glob re-scans",
-        {"type": _non_negative_float},
-    ),
-    (
-        "--flush-interval",
-        "flush_interval",
-        "FLUSH_INTERVAL",
-        float,
-        1.0,
-        "max seconds a line waits before its record is sent",
-        {"type": _non_negative_float},
-    ),
-    (
-        "--max-line-bytes",
-        "max_line_bytes",
-        "MAX_LINE_BYTES",
-        int,
-        512 * 1024,
-        "longest logical line; longer ones are shipped in pieces",
-        {"type": _positive_int},
-    ),
-    (
-        "--max-record-bytes",
-        "max_record_bytes",
-        "MAX_RECORD_BYTES",
-        int,
-        1024 * 1024,
-        "uncompressed payload bytes per record (record as sent stays <= 1,024,000)",
-        {"type": _positive_int},
-    ),
-    (
-        "--compression",
-        "compression",
-        "COMPRESSION",
-        str,
-        "gzip",
-        "gzip or none",
-        {"choices": ["gzip", "none"]},
-    ),
-    (
-        "--gzip-level",
-        "gzip_level",
-        "GZIP_LEVEL",
-        int,
-        1,
-        "gzip level 1-9",
-        {"type": int, "choices": range(1, 10)},
-    ),
-    (
-        "--one-line-per-record",
-        "one_line_per_record",
-        "ONE_LINE_PER_RECORD",
-        _bool,
-        False,
-        "one raw line per record, no header, no gzip (the seed's shape)",
-        {"action": "store_const", "const": True},
-    ),
-    (
-        "--max-buffer-bytes",
-        "max_buffer_bytes",
-        "MAX_BUFFER_BYTES",
-        int,
-        32 * 1024 * 1024,
-        "stop reading while more than this is read but unacknowledged",
-        {"type": _positive_int},
-    ),
-    (
-        "--shutdown-timeout",
-        "shutdown_timeout",
-        "SHUTDOWN_TIMEOUT",
-        float,
-        20.0,
-        "seconds to flush after SIGTERM/SIGINT",
-        {"type": _non_negative_float},
-    ),
-    ("--http-host", "http_host", "HTTP_HOST", str, "0.0.0.0", "/healthz and /metrics host", {}),
-    (
-        "--http-port",
-        "http_port",
-        "HTTP_PORT",
-        int,
-        2020,
-        "/healthz and /metrics port (0 disables)",
-        {"type": int},
-    ),
-    ("--log-level", "log_level", "LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING, ERROR", {}),
-    (
-        "--include-self",
-        "include_self",
-        "INCLUDE_SELF",
-        _bool,
-        False,
-        "also ship this forwarder's own container logs (POD_NAME/POD_NAMESPACE)",
-        {"action": "store_const", "const": True},
-    ),
-    (
-        "--send-concurrency",
-        "send_concurrency",
-        "SEND_CONCURRENCY",
-        int,
-        2,
-        "PutRecordBatch calls in flight at once",
-        {"type": _positive_int},
-    ),
-]
+def choice(*words: str, upper: bool = False) -> Callable[[str], str]:
+    """One of `words` (case-insensitive when `upper`: normalised to upper case)."""
+
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip()
+        if value not in words:
+            raise ValueError(f"must be one of {', '.join(words)}, got {text!r}")
+        return value
+
+    return parse
 
 
-_METAVARS = {"paths": "GLOB", "excludes": "GLOB", "delivery_stream": "NAME", "endpoint_url": "URL",
-             "db": "PATH", "region": "REGION", "log_level": "LEVEL", "http_host": "HOST",
-             "http_port": "PORT", "compression": None, "gzip_level": "N"}  # fmt: skip
+def text(value: str) -> str:
+    """Any non-empty text."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
 
 
-def _metavar(dest: str) -> str | None:
-    if dest in _METAVARS:
-        return _METAVARS[dest]
-    return "SECONDS" if dest.endswith(("interval", "timeout")) else "N"
+def stream_name(value: str) -> str:
+    """A Firehose delivery stream name: 1-64 of a-z A-Z 0-9 _ . -"""
+    if not STREAM_NAME.fullmatch(value.strip()):
+        raise ValueError(f"must be 1-64 characters of a-z A-Z 0-9 _ . -, got {value!r}")
+    return value.strip()
+
+
+def url(value: str) -> str:
+    """An http:// or https:// URL."""
+    if not value.strip().startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    return value.strip()
+
+
+def globs(value: str) -> list[str]:
+    """Comma-separated globs (one flag may also carry several)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its environment variable (derived), parser, default and help."""
+
+    flag: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    switch: bool = False  # a flag without a value; the variable is a boolean
+    repeatable: bool = False  # the flag may repeat; values are lists of globs
+    field: str = ""  # the Config field, when not the flag's name
+
+    @property
+    def dest(self) -> str:
+        """The Config field."""
+        return self.field or self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        """The environment variable."""
+        return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
+
+
+KIB = 1024
+MIB = 1024 * KIB
+OPTIONS: tuple[Option, ...] = (
+    Option("--path", globs, ["/var/log/containers/*.log"], "glob of log files to tail",
+           "GLOB", repeatable=True, field="paths"),
+    Option("--exclude", globs, [], "glob of paths to skip", "GLOB", repeatable=True,
+           field="excludes"),
+    Option("--delivery-stream", stream_name, None, "Firehose delivery stream name (required)",
+           "NAME"),
+    Option("--region", text, None, "AWS region (else AWS_REGION or boto3's default chain)",
+           "REGION"),
+    Option("--endpoint-url", url, None, "Firehose endpoint URL override", "URL"),
+    Option("--db", text, "/var/lib/podhose/offsets.db", "SQLite offsets database", "PATH"),
+    Option("--exit-on-eof", boolean, False,
+           "read every file to its last complete line, deliver everything, exit 0",
+           switch=True),
+    Option("--scan-interval", seconds(0, 3600, low_open=True), 1.0,
+           "seconds between glob re-scans, in (0, 3600]", "SECONDS"),
+    Option("--flush-interval", seconds(0, 900), 1.0,
+           "max seconds a line waits before its record is sent, in [0, 900]", "SECONDS"),
+    Option("--max-line-bytes", integer(1024, limits.MAX_LINE_LIMIT), 512 * KIB,
+           f"longest logical line shipped whole, 1024 to {limits.MAX_LINE_LIMIT}", "N"),
+    Option("--max-record-bytes", integer(1024 + limits.RECORD_OVERHEAD, 64 * MIB), 1 * MIB,
+           "uncompressed payload bytes per record (a record as sent stays <= 1,024,000)", "N"),
+    Option("--compression", choice("gzip", "none"), "gzip", "gzip or none", "KIND"),
+    Option("--gzip-level", integer(1, 9), 1, "gzip level 1-9", "N"),
+    Option("--one-line-per-record", boolean, False,
+           "one raw line per record, no header, no gzip (the seed's shape)", switch=True),
+    Option("--max-buffer-bytes", integer(1, 4096 * MIB), 32 * MIB,
+           "stop reading while more than this is read but unacknowledged, 1 to 4 GiB", "N"),
+    Option("--shutdown-timeout", seconds(0, 3600), 20.0,
+           "seconds to flush after SIGTERM/SIGINT, in [0, 3600]", "SECONDS"),
+    Option("--max-delivery-lag", seconds(0, 86400, low_open=True), 30.0,
+           "/readyz fails when a line waited this long with no acknowledgement for as long",
+           "SECONDS"),
+    Option("--http-host", text, "0.0.0.0", "/healthz, /readyz and /metrics address", "HOST"),
+    Option("--http-port", integer(0, 65535), 2020,
+           "/healthz, /readyz and /metrics port (0 disables)", "PORT"),
+    Option("--log-level", choice(*LOG_LEVELS, upper=True), "INFO", ", ".join(LOG_LEVELS),
+           "LEVEL"),
+    Option("--include-self", boolean, False,
+           "also ship this forwarder's own container logs (POD_NAME/POD_NAMESPACE)",
+           switch=True),
+    Option("--send-concurrency", integer(1, 64), 2, "PutRecordBatch calls in flight, 1 to 64",
+           "N"),
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; every flag defaults to None so the environment can fill it in."""
+    """The argument parser; values stay text (None when absent) until parse_config."""
     parser = argparse.ArgumentParser(
         prog="podhose-forwarder",
         description="Tail Kubernetes container logs and put raw lines to Amazon Data Firehose.",
     )
-    for flag, dest, env, _conv, default, help_text, extra in _OPTIONS:
-        shown = ",".join(default) if isinstance(default, list) else default
+    for opt in OPTIONS:
+        shown = ",".join(opt.default) if isinstance(opt.default, list) else opt.default
         shown = "none" if shown in (None, "") else shown
-        options = dict(extra)
-        if options.get("action") != "store_const":
-            options.setdefault("metavar", _metavar(dest))
-        parser.add_argument(
-            flag,
-            dest=dest,
-            default=None,
-            help=f"{help_text} [env {ENV_PREFIX}{env}; default {shown}]",
-            **options,
-        )
+        kwargs: dict[str, Any] = {"dest": opt.dest, "default": None}
+        if opt.switch:
+            kwargs |= {"action": "store_const", "const": "true"}
+        else:
+            kwargs |= {"metavar": opt.metavar, "action": "append" if opt.repeatable else None}
+        parser.add_argument(opt.flag, help=f"{opt.help} [env {opt.env}; default {shown}]",
+                            **kwargs)  # fmt: skip
     return parser
-
-
-def _flatten(values: list[str]) -> list[str]:
-    out: list[str] = []
-    for value in values:
-        out.extend(_list(value))
-    return out
 
 
 def resolve_region(cfg: Config) -> Config:
@@ -313,33 +273,40 @@ def resolve_region(cfg: Config) -> Config:
     )
 
 
+def _value(opt: Option, flag_value: Any, env: dict[str, str]) -> tuple[str, Any]:
+    """(where the value came from, the value): the flag, else the variable, else the default."""
+    if flag_value is not None:
+        if opt.repeatable:
+            return opt.flag, [g for item in flag_value for g in opt.parse(item)]
+        return opt.flag, opt.parse(flag_value)
+    raw = env.get(opt.env, "")
+    if raw.strip():
+        return opt.env, opt.parse(raw)
+    return "default", opt.default
+
+
 def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Config:
-    """Merge flags (which win), PODHOSE_* environment variables and defaults into a Config."""
+    """Merge flags (which win), PODHOSE_* environment variables and defaults into a Config.
+
+    Exits with code 2 and a message naming the flag or variable on any invalid value.
+    """
     env = dict(os.environ) if env is None else env
     parser = build_parser()
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
-    for _flag, dest, suffix, conv, default, _help, _extra in _OPTIONS:
-        value = getattr(args, dest)
-        if value is None and env.get(ENV_PREFIX + suffix, "").strip():
-            try:
-                value = conv(env[ENV_PREFIX + suffix])
-            except ValueError as exc:
-                parser.error(f"{ENV_PREFIX}{suffix}: {exc}")
-        if value is None:
-            value = default
-        if dest in ("paths", "excludes"):
-            value = _flatten(value)
-        values[dest] = value
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        try:
+            sources[opt.dest], values[opt.dest] = _value(opt, getattr(args, opt.dest), env)
+        except ValueError as exc:
+            source = opt.flag if getattr(args, opt.dest) is not None else opt.env
+            parser.error(f"{source}: {exc}")
     if not values["delivery_stream"]:
         parser.error("--delivery-stream (or PODHOSE_DELIVERY_STREAM) is required")
-    if values["compression"] not in ("gzip", "none"):
-        parser.error("--compression must be gzip or none")
-    if values["max_line_bytes"] > limits.MAX_LINE_LIMIT:
-        parser.error(f"--max-line-bytes must be <= {limits.MAX_LINE_LIMIT}")
     if values["max_record_bytes"] < values["max_line_bytes"] + limits.RECORD_OVERHEAD:
         parser.error(
-            f"--max-record-bytes must be at least --max-line-bytes + {limits.RECORD_OVERHEAD}"
+            f"{sources['max_record_bytes']}: --max-record-bytes must be at least "
+            f"--max-line-bytes + {limits.RECORD_OVERHEAD}"
         )
     values["pod_name"] = env.get("POD_NAME") or None
     values["pod_namespace"] = env.get("POD_NAMESPACE") or None

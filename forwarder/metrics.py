@@ -1,22 +1,12 @@
-"""Prometheus metrics (own registry) and the /healthz + /metrics HTTP server."""
+"""Prometheus metrics of the forwarder (own registry); served by health.py."""
 
 from __future__ import annotations
 
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class Metrics:
-    """Every metric the forwarder exposes, plus the main-loop heartbeat behind /healthz."""
+    """Every metric the forwarder exposes."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -33,7 +23,23 @@ class Metrics:
         self.failures = Counter(
             "podhose_failures", "Failed calls or records, by error code", ["code"], registry=r
         )
+        self.permanent_errors = Counter(
+            "podhose_permanent_errors",
+            "Calls or records failed by a permanent error (stream missing, access or KMS "
+            "denied), by error code",
+            ["code"],
+            registry=r,
+        )
         self.retries = Counter("podhose_retries", "Records sent again after a failure", registry=r)
+        self.skipped_records = Counter(
+            "podhose_records_skipped",
+            "Records Firehose refused as invalid on their own, skipped, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.skipped_lines = Counter(
+            "podhose_lines_skipped", "Lines in records skipped as invalid", registry=r
+        )
         self.oversize = Counter(
             "podhose_oversize_lines",
             "Lines longer than --max-line-bytes, shipped in pieces",
@@ -47,42 +53,11 @@ class Metrics:
         self.lag = Gauge(
             "podhose_file_lag_bytes", "File size minus acknowledged offset", ["file"], registry=r
         )
-        self.heartbeat = time.monotonic()
-        self.stale_after = 30.0
-
-    def beat(self) -> None:
-        """Called by the main loop on every iteration."""
-        self.heartbeat = time.monotonic()
-
-    def healthy(self) -> bool:
-        """True while the main loop iterates."""
-        return time.monotonic() - self.heartbeat < self.stale_after
-
-
-def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Start the HTTP server in a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                ok = metrics.healthy()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
-            elif self.path == "/metrics":
-                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            else:
-                self._reply(404, b"not found\n", "text/plain")
-
-        def _reply(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            del format, args
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    return server
+        self.delivery_lag = Gauge(
+            "podhose_delivery_lag_seconds",
+            "Age of the oldest line read but not acknowledged (0 when all are)",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "podhose_ready", "1 while /readyz answers 200 (delivery progresses)", registry=r
+        )

@@ -1,20 +1,25 @@
-"""Offsets: the SQLite database keyed by (dev, inode), and acknowledgement tracking.
+"""Offsets storage: committed read positions in SQLite, keyed by (dev, inode), with the
+fingerprint that proves a stored offset still belongs to the file.
 
-An offset is committed only once Firehose acknowledged every record holding lines before it,
-so a crash loses nothing and re-sends at most what was in flight (at-least-once).
+An inode number is reused as soon as a file is deleted, so (dev, inode) alone could resume a
+new file at the old file's offset and skip its first bytes. Each row also keeps a hash of the
+file's first bytes (up to FINGERPRINT_BYTES); an offset is resumed only when the file still
+starts with those bytes and is at least that long. Docker and CRI lines start with a
+timestamp, so two different files never share their first line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from forwarder.scan import FileKey
+
+FINGERPRINT_BYTES = 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
@@ -24,11 +29,38 @@ CREATE TABLE IF NOT EXISTS offsets (
     target TEXT NOT NULL,
     offset INTEGER NOT NULL,
     updated REAL NOT NULL,
+    fp_len INTEGER NOT NULL DEFAULT 0,
+    fp TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (dev, ino)
 )
 """
+# Databases written before fingerprints existed get the columns (rows without one are
+# checked by size only).
+_ADD_FINGERPRINT = (
+    "ALTER TABLE offsets ADD COLUMN fp_len INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE offsets ADD COLUMN fp TEXT NOT NULL DEFAULT ''",
+)
 # When offsets last changed: a file written after it holds lines no offset covers.
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL)"
+
+
+class Fingerprint(NamedTuple):
+    """A hash of a file's first `length` bytes."""
+
+    length: int
+    digest: str
+
+    @classmethod
+    def of(cls, fd: int, size: int) -> Fingerprint:
+        """The fingerprint of an open file of `size` bytes."""
+        head = os.pread(fd, min(size, FINGERPRINT_BYTES), 0) if size else b""
+        return cls(len(head), hashlib.blake2b(head, digest_size=16).hexdigest())
+
+    def matches(self, fd: int, size: int) -> bool:
+        """The open file still starts with the bytes this fingerprint was taken of."""
+        if self.length == 0:
+            return True
+        return size >= self.length and Fingerprint.of(fd, self.length) == self
 
 
 class Stored(NamedTuple):
@@ -37,6 +69,12 @@ class Stored(NamedTuple):
     path: str
     target: str
     offset: int
+    fingerprint: Fingerprint = Fingerprint(0, "")
+
+    def applies_to(self, fd: int, size: int) -> bool:
+        """This offset can resume the open file: it is no longer than the file, and the file
+        starts as the one the offset was saved for did."""
+        return self.offset <= size and self.fingerprint.matches(fd, size)
 
 
 class OffsetsDB:
@@ -50,25 +88,34 @@ class OffsetsDB:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(_SCHEMA)
         self.conn.execute(_META_SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(offsets)")}
+        if "fp" not in columns:
+            for statement in _ADD_FINGERPRINT:
+                self.conn.execute(statement)
 
     def load(self) -> dict[FileKey, Stored]:
         """Every stored row by (dev, inode)."""
-        rows = self.conn.execute("SELECT dev, ino, path, target, offset FROM offsets")
-        return {(dev, ino): Stored(path, target, off) for dev, ino, path, target, off in rows}
+        rows = self.conn.execute("SELECT dev, ino, path, target, offset, fp_len, fp FROM offsets")
+        return {
+            (dev, ino): Stored(path, target, off, Fingerprint(fp_len, fp))
+            for dev, ino, path, target, off, fp_len, fp in rows
+        }
 
     def save(self, entries: Iterable[tuple[FileKey, Stored]]) -> None:
         """Upsert rows in one transaction."""
         now = time.time()
-        rows = [(k[0], k[1], st.path, st.target, st.offset, now) for k, st in entries]
+        rows = [
+            (k[0], k[1], st.path, st.target, st.offset, now, *st.fingerprint) for k, st in entries
+        ]
         if not rows:
             return
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
-                "INSERT INTO offsets (dev, ino, path, target, offset, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dev, ino) DO UPDATE SET "
+                "INSERT INTO offsets (dev, ino, path, target, offset, updated, fp_len, fp) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dev, ino) DO UPDATE SET "
                 "path = excluded.path, target = excluded.target, offset = excluded.offset, "
-                "updated = excluded.updated",
+                "updated = excluded.updated, fp_len = excluded.fp_len, fp = excluded.fp",
                 rows,
             )
             self.conn.execute(
@@ -93,93 +140,3 @@ class OffsetsDB:
     def close(self) -> None:
         """Close the database."""
         self.conn.close()
-
-
-class Mark:
-    """The end offset of a group of records of one file, and how many are not acked yet."""
-
-    __slots__ = ("key", "offset", "pending")
-
-    def __init__(self, key: FileKey, offset: int, records: int) -> None:
-        self.key = key
-        self.offset = offset
-        self.pending = records
-
-
-class AckTracker:
-    """Per file, records in creation order; the committed offset follows the acked prefix."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[FileKey, deque[Mark]] = {}
-        self._committed: dict[FileKey, int] = {}
-        self._unacked = 0
-        self._acks = 0
-        self.idle = threading.Condition(self._lock)
-
-    def start(self, key: FileKey, offset: int) -> None:
-        """Begin tracking a file whose lines before `offset` are already delivered."""
-        with self._lock:
-            self._queues.setdefault(key, deque())
-            self._committed.setdefault(key, offset)
-
-    def mark(self, key: FileKey, offset: int, records: int) -> Mark:
-        """Register `records` new records of `key` that together end at `offset`."""
-        m = Mark(key, offset, records)
-        with self._lock:
-            self._queues[key].append(m)
-            self._unacked += records
-            self._settle(key)
-        return m
-
-    def ack(self, marks: Iterable[Mark]) -> None:
-        """Firehose accepted one record per mark: advance committed offsets over acked prefixes."""
-        with self._lock:
-            for m in marks:
-                m.pending -= 1
-                self._unacked -= 1
-                self._settle(m.key)
-            self._acks += 1
-            self.idle.notify_all()
-
-    def _settle(self, key: FileKey) -> None:
-        queue = self._queues.get(key)
-        while queue and queue[0].pending == 0:
-            self._committed[key] = queue.popleft().offset
-
-    def committed(self, key: FileKey) -> int:
-        """Offset up to which every line of `key` is acknowledged."""
-        with self._lock:
-            return self._committed.get(key, 0)
-
-    def snapshot(self) -> dict[FileKey, int]:
-        """All committed offsets."""
-        with self._lock:
-            return dict(self._committed)
-
-    def in_flight(self, key: FileKey) -> int:
-        """Records of `key` not acknowledged yet."""
-        with self._lock:
-            return len(self._queues.get(key, ()))
-
-    def unacked(self) -> int:
-        """Records of all files not acknowledged yet."""
-        with self._lock:
-            return self._unacked
-
-    def forget(self, key: FileKey) -> None:
-        """Stop tracking a closed file whose records were all acknowledged."""
-        with self._lock:
-            self._queues.pop(key, None)
-            self._committed.pop(key, None)
-
-    def wait_ack(self, timeout: float) -> None:
-        """Block until the next acknowledgement, or `timeout` passes."""
-        with self._lock:
-            seen = self._acks
-            self.idle.wait_for(lambda: self._acks != seen, timeout)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until every record is acknowledged, or `timeout` passes."""
-        with self._lock:
-            return self.idle.wait_for(lambda: self._unacked == 0, timeout)

@@ -1,26 +1,31 @@
-"""Sending: PutRecordBatch with our own retry loop; resend only failed records; never give up."""
+"""Sending: PutRecordBatch with our own retry loop, by error kind (see errors.py).
+
+Only failed records are sent again. Throttling and outages back off briefly; a broken stream
+or missing permission is logged as an ERROR naming the stream, retried slowly and recovers by
+itself once fixed; a record Firehose refuses as invalid is isolated by splitting the call,
+then skipped and counted, so one bad record cannot stall a node.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from forwarder.acks import AckTracker
 from forwarder.batcher import Record, SendQueue
 from forwarder.config import Config
+from forwarder.errors import Kind, RateLimitedLog, classify, retry_after
 from forwarder.metrics import Metrics
-from forwarder.offsets import AckTracker
 
 log = logging.getLogger("forwarder.sender")
 
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 10.0
-INVALID = "InvalidArgumentException"
+ERROR_LOG_INTERVAL = 30.0  # seconds between two logs of the same failing error code
 
 
 def make_client(cfg: Config) -> Any:  # botocore clients are generated at run time
@@ -37,9 +42,14 @@ def make_client(cfg: Config) -> Any:  # botocore clients are generated at run ti
     )
 
 
-def backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter, capped."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+@dataclass
+class Outcome:
+    """What one PutRecordBatch call left to do."""
+
+    failed: list[Record]
+    kind: Kind | None = None  # of the call's error, or of the worst per-record error
+    code: str = ""
+    message: str = ""
 
 
 class Sender:
@@ -59,6 +69,9 @@ class Sender:
         self.metrics = metrics
         self.hard_stop = hard_stop
         self.client = make_client(cfg)
+        self.said = RateLimitedLog(ERROR_LOG_INTERVAL)
+        self.blocked_by: set[str] = set()  # permanent error codes seen since the last success
+        self._blocked_lock = threading.Lock()
         self.threads = [
             threading.Thread(target=self._run, name=f"sender-{i}", daemon=True)
             for i in range(cfg.send_concurrency)
@@ -74,61 +87,119 @@ class Sender:
             self.deliver(call)
 
     def deliver(self, records: list[Record]) -> None:
-        """Send `records` until every one is acknowledged (or a hard stop abandons them)."""
+        """Send `records` until each is acknowledged or skipped (or a hard stop abandons them)."""
         attempt = 0
         while records and not self.hard_stop.is_set():
-            failed, code = self._put(records)
-            if code == INVALID and len(records) > 1:
-                half = len(records) // 2  # should not happen: limits are enforced; split
-                self.deliver(records[:half])
-                self.deliver(records[half:])
+            outcome = self._put(records)
+            if outcome.kind is Kind.INVALID:
+                self._isolate(outcome.failed, outcome)
                 return
-            if failed:
-                self.metrics.retries.inc(len(failed))
-                self.hard_stop.wait(backoff(attempt))
+            if outcome.failed:
+                self.metrics.retries.inc(len(outcome.failed))
+                assert outcome.kind is not None
+                self.hard_stop.wait(retry_after(outcome.kind, attempt))
                 attempt += 1
-            records = failed
+            records = outcome.failed
 
-    def _put(self, records: list[Record]) -> tuple[list[Record], str | None]:
-        """One PutRecordBatch call. Returns the records to resend and the call's error code."""
+    def _isolate(self, records: list[Record], outcome: Outcome) -> None:
+        """Firehose refused the call as invalid: split it; skip a single refused record."""
+        if len(records) > 1:
+            half = len(records) // 2
+            self.deliver(records[:half])
+            self.deliver(records[half:])
+            return
+        record = records[0]
+        reason = outcome.code or "invalid"
+        self.metrics.skipped_records.labels(reason).inc()
+        self.metrics.skipped_lines.inc(record.lines)
+        log.error(
+            "Firehose refuses this record; skipped",
+            extra={"stream": self.cfg.delivery_stream, "code": outcome.code,
+                   "error": outcome.message, "bytes": len(record.data), "lines": record.lines},
+        )  # fmt: skip
+        self.tracker.ack([record.mark])
+
+    def _put(self, records: list[Record]) -> Outcome:
+        """One PutRecordBatch call."""
         try:
             resp = self.client.put_record_batch(
                 DeliveryStreamName=self.cfg.delivery_stream,
                 Records=[{"Data": r.data} for r in records],
             )
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
-            self._call_failed(code, exc, len(records))
-            return records, code
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or "Unknown")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return self._call_failed(records, code, status, str(error.get("Message") or exc))
         except (BotoCoreError, OSError) as exc:  # connection reset/refused/closed, timeouts
-            self._call_failed(type(exc).__name__, exc, len(records))
-            return records, type(exc).__name__
+            return self._call_failed(records, type(exc).__name__, None, str(exc))
         except Exception as exc:  # anything unexpected: log it, keep the records, retry
             log.exception("unexpected PutRecordBatch failure")
-            self._call_failed(type(exc).__name__, exc, len(records))
-            return records, type(exc).__name__
+            return self._call_failed(records, type(exc).__name__, None, str(exc))
         self.metrics.calls.inc()
+        self._resumed()
         failed: list[Record] = []
         ok: list[Record] = []
+        worst: Outcome = Outcome(failed)
         for record, result in zip(records, resp["RequestResponses"], strict=True):
-            if result.get("ErrorCode"):
-                failed.append(record)
-                self.metrics.failures.labels(result["ErrorCode"]).inc()
-            else:
+            code = result.get("ErrorCode")
+            if not code:
                 ok.append(record)
+                continue
+            failed.append(record)
+            self.metrics.failures.labels(code).inc()
+            kind = classify(code, None)
+            if worst.kind is None or kind is Kind.PERMANENT:
+                worst = Outcome(failed, kind, code, str(result.get("ErrorMessage", "")))
         if failed:
-            log.warning("records failed", extra={"failed": len(failed), "total": len(records)})
+            self._report(worst, len(failed), len(records))
         self.tracker.ack(r.mark for r in ok)
         self.metrics.records_sent.inc(len(ok))
         self.metrics.bytes_sent.inc(sum(len(r.data) for r in ok))
-        return failed, None
+        if worst.kind is Kind.INVALID:
+            worst.kind = Kind.RETRY  # a record refused inside a 200 answer: try it again
+        return worst
 
-    def _call_failed(self, code: str, exc: Exception, count: int) -> None:
+    def _call_failed(
+        self, records: list[Record], code: str, status: int | None, message: str
+    ) -> Outcome:
         self.metrics.failures.labels(code).inc()
-        if code == INVALID:
+        outcome = Outcome(records, classify(code, status), code, message)
+        self._report(outcome, len(records), len(records))
+        return outcome
+
+    def _report(self, outcome: Outcome, failed: int, total: int) -> None:
+        """Log a failure (rate-limited per code) and count permanent ones."""
+        assert outcome.kind is not None
+        if outcome.kind is Kind.PERMANENT:
+            self.metrics.permanent_errors.labels(outcome.code).inc()
+            with self._blocked_lock:
+                self.blocked_by.add(outcome.code)
+        held = self.said.due(outcome.code)
+        if held is None:
+            return
+        fields = {"stream": self.cfg.delivery_stream, "code": outcome.code,
+                  "error": outcome.message, "failed": failed, "records": total,
+                  "similar_since_last_log": held}  # fmt: skip
+        if outcome.kind is Kind.PERMANENT:
             log.error(
-                "Firehose rejected a call as invalid; limits are enforced, so this is a bug",
-                extra={"code": code, "error": str(exc), "records": count},
+                "Firehose refuses delivery to the stream: check that it exists and is ACTIVE "
+                "and that this role may firehose:PutRecordBatch to it (and use its KMS key); "
+                f"retrying every few seconds until fixed ({outcome.code})",
+                extra=fields,
             )
+        elif outcome.kind is Kind.INVALID:
+            log.error("Firehose refused a call as invalid; isolating the record", extra=fields)
         else:
-            log.warning("PutRecordBatch failed", extra={"code": code, "error": str(exc)})
+            log.warning("PutRecordBatch failed, retrying with backoff", extra=fields)
+
+    def _resumed(self) -> None:
+        """A call went through: say once that delivery works again after logged errors."""
+        if not self.blocked_by:
+            return
+        with self._blocked_lock:
+            codes, self.blocked_by = sorted(self.blocked_by), set()
+        if codes:
+            self.said.forget(codes)
+            log.info("delivery resumed", extra={"stream": self.cfg.delivery_stream,
+                                                "after": codes})  # fmt: skip

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from forwarder.offsets import FINGERPRINT_BYTES, Fingerprint, Stored
 from forwarder.partials import PartialJoiner
 from forwarder.scan import FileKey
 
@@ -38,12 +39,16 @@ class TailedFile:
         self.max_line = max_line
         self.joiner = PartialJoiner(max_line)
         self.draining_since: float | None = None  # set when rotated away or deleted
-        self.at_eof = False
+        self.at_eof = False  # as of the last read: nothing complete was left to read
         self.truncations = 0  # reported (and reset) by the main loop
+        self._fingerprint: Fingerprint | None = None
 
     @classmethod
-    def open(cls, key: FileKey, path: str, offset: int, max_line: int) -> TailedFile | None:
-        """Open `path` if it still is the file `key`; resume at `offset` if it is valid."""
+    def open(
+        cls, key: FileKey, path: str, stored: Stored | None, max_line: int
+    ) -> TailedFile | None:
+        """Open `path` if it still is the file `key`; resume at the stored offset if it
+        belongs to this file (see Stored.applies_to), else read from the head."""
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -53,10 +58,31 @@ class TailedFile:
         if (st.st_dev, st.st_ino) != key:
             os.close(fd)  # replaced between scan and open; the next scan picks it up
             return None
-        if offset > st.st_size:
-            log.info("stored offset beyond end, reading from head", extra={"path": path})
-            offset = 0
+        offset = 0
+        if stored is not None and stored.applies_to(fd, st.st_size):
+            offset = stored.offset
+        elif stored is not None and stored.offset:
+            log.warning(
+                "stored offset does not belong to this file (inode reused or file rewritten), "
+                "reading from head",
+                extra={"path": path, "stored_offset": stored.offset, "size": st.st_size},
+            )
         return cls(key, path, fd, offset, max_line)
+
+    def fingerprint(self) -> Fingerprint:
+        """The fingerprint of the file's first bytes (kept once it covers FINGERPRINT_BYTES)."""
+        fp = self._fingerprint
+        if fp is None or (fp.length < FINGERPRINT_BYTES and self.size > fp.length):
+            fp = self._fingerprint = Fingerprint.of(self.fd, self.size)
+        return fp
+
+    def finished(self) -> bool:
+        """Every byte of the file is consumed and no piece of a line waits (checked now)."""
+        return os.fstat(self.fd).st_size <= self.offset and not self.joiner.pending
+
+    def unshipped(self) -> int:
+        """Bytes after the last complete line: an unterminated tail or unfinished pieces."""
+        return max(0, os.fstat(self.fd).st_size - self.joiner.safe_offset(self.offset))
 
     def start_draining(self) -> None:
         """The file was rotated away or deleted: read what is left, then close."""
@@ -77,6 +103,7 @@ class TailedFile:
             self.offset = 0
             self.truncations += 1
             self.joiner.reset()
+            self._fingerprint = None
         data = os.pread(self.fd, read_size, self.offset) if st.st_size > self.offset else b""
         self.at_eof = len(data) < read_size and self.offset + len(data) >= st.st_size
         end = data.rfind(b"\n") + 1

@@ -92,17 +92,45 @@ def test_exit_on_eof_ships_docker_and_cri_with_partials_joined(
             b"2024-05-01T10:00:01Z stderr F err piece err end\n",
             b"2024-05-01T10:00:01Z stdout F first second third\n",
             cri_line("a line with P in it"),
-            b"2024-05-01T10:00:04Z stdout F no newline at the end\n",
         ]
     )
     assert endpoint.stats.rejected_calls == 0
-    sizes = {c.src: c.target.stat().st_size for c in (docker, cri)}
-    assert stored_offsets(db) == sizes
+    half = len(b"2024-05-01T10:00:04Z stdout F no newline at the end")
+    sizes = {docker.src: docker.target.stat().st_size, cri.src: cri.target.stat().st_size - half}
+    assert stored_offsets(db) == sizes  # the unterminated line is not committed
+    assert f'"bytes": {half}' in proc.log() or f'"bytes":{half}' in proc.log()
     # a second run has nothing left to send
     before = len(endpoint.received())
     with running(fwd(endpoint, node, db, "--exit-on-eof")) as again:
         assert again.wait(60) == 0
     assert len(endpoint.received()) == before
+    # the writer finishes the line: it arrives whole, once
+    cri.write(b" after all\n")
+    with running(fwd(endpoint, node, db, "--exit-on-eof")) as last:
+        assert last.wait(60) == 0
+    new = delivered(endpoint.received()[before:])
+    assert new == {cri.src: Counter([b"2024-05-01T10:00:04Z stdout F no newline at the end after all\n"])}
+
+
+def test_exit_on_eof_leaves_a_half_written_docker_line_and_pieces_for_later(
+    endpoint: FirehoseEndpoint, node: Node, db: Path
+) -> None:
+    c = node.add("half-1", "docker")
+    done = docker_line("complete\n")
+    piece = docker_line("a piece of a long line ")  # no \n escape: a partial
+    half = b'{"log":"half a line\\n","stream":"std'
+    c.write(done + piece + half)
+    with running(fwd(endpoint, node, db, "--exit-on-eof")) as proc:
+        assert proc.wait(60) == 0, proc.log()
+    assert got(endpoint, c) == Counter([done])
+    assert stored_offsets(db) == {c.src: len(done)}  # before the unfinished piece
+    c.write(b'out","time":"2024-05-01T10:00:09Z"}\n' + docker_line("the rest\n"))
+    with running(fwd(endpoint, node, db, "--exit-on-eof")) as proc:
+        assert proc.wait(60) == 0, proc.log()
+    # the piece and the completed line join into one line, with the first piece's time
+    assert got(endpoint, c) == Counter(
+        [done, docker_line("a piece of a long line half a line\n"), docker_line("the rest\n")]
+    )
 
 
 def test_excludes_and_self_exclusion(endpoint: FirehoseEndpoint, node: Node, db: Path) -> None:

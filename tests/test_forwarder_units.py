@@ -7,9 +7,9 @@ import zlib
 import pytest
 
 from forwarder import limits, wire
+from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import parse_config, resolve_region
-from forwarder.offsets import AckTracker
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
@@ -200,8 +200,8 @@ def test_one_line_per_record_shape() -> None:
 def test_offsets_commit_only_the_acknowledged_prefix() -> None:
     tracker = AckTracker()
     tracker.start((1, 2), 0)
-    first = tracker.mark((1, 2), 10, 1)
-    second = tracker.mark((1, 2), 20, 2)
+    first = tracker.mark((1, 2), 10, 1, 0.0)
+    second = tracker.mark((1, 2), 20, 2, 0.0)
     tracker.ack([second])
     assert tracker.committed((1, 2)) == 0
     tracker.ack([first])

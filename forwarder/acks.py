@@ -1,0 +1,121 @@
+"""Acknowledgement tracking: which file offsets Firehose has acknowledged, and how late it is.
+
+Records of one file are acknowledged in any order; the committed offset of the file follows
+the acknowledged prefix, so it never passes a line that is still in flight:
+
+    >>> t = AckTracker()
+    >>> t.start((1, 2), 0)
+    >>> a, b = t.mark((1, 2), 100, 1, born=0.0), t.mark((1, 2), 200, 1, born=0.0)
+    >>> t.ack([b]); t.committed((1, 2))
+    0
+    >>> t.ack([a]); t.committed((1, 2))
+    200
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from forwarder.scan import FileKey
+
+
+class Mark:
+    """The end offset of a group of records of one file, and how many are not acked yet."""
+
+    __slots__ = ("born", "key", "offset", "pending")
+
+    def __init__(self, key: FileKey, offset: int, records: int, born: float) -> None:
+        self.key = key
+        self.offset = offset
+        self.pending = records
+        self.born = born  # monotonic time the group's first line was read
+
+
+class AckTracker:
+    """Per file, records in creation order; the committed offset follows the acked prefix."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[FileKey, deque[Mark]] = {}
+        self._committed: dict[FileKey, int] = {}
+        self._unacked = 0
+        self._acks = 0
+        self.last_ack = time.monotonic()  # start-up counts as an acknowledgement
+        self.idle = threading.Condition(self._lock)
+
+    def start(self, key: FileKey, offset: int) -> None:
+        """Begin tracking a file whose lines before `offset` are already delivered."""
+        with self._lock:
+            self._queues.setdefault(key, deque())
+            self._committed.setdefault(key, offset)
+
+    def mark(self, key: FileKey, offset: int, records: int, born: float) -> Mark:
+        """Register `records` new records of `key` that together end at `offset`."""
+        m = Mark(key, offset, records, born)
+        with self._lock:
+            self._queues[key].append(m)
+            self._unacked += records
+            self._settle(key)
+        return m
+
+    def ack(self, marks: Iterable[Mark]) -> None:
+        """One record per mark is done (accepted, or skipped as undeliverable)."""
+        with self._lock:
+            for m in marks:
+                m.pending -= 1
+                self._unacked -= 1
+                self._settle(m.key)
+            self._acks += 1
+            self.last_ack = time.monotonic()
+            self.idle.notify_all()
+
+    def _settle(self, key: FileKey) -> None:
+        queue = self._queues.get(key)
+        while queue and queue[0].pending == 0:
+            self._committed[key] = queue.popleft().offset
+
+    def committed(self, key: FileKey) -> int:
+        """Offset up to which every line of `key` is acknowledged."""
+        with self._lock:
+            return self._committed.get(key, 0)
+
+    def snapshot(self) -> dict[FileKey, int]:
+        """All committed offsets."""
+        with self._lock:
+            return dict(self._committed)
+
+    def oldest_unacked(self) -> float | None:
+        """Monotonic time the oldest unacknowledged line was read (None: all acknowledged)."""
+        with self._lock:
+            borns = [q[0].born for q in self._queues.values() if q]
+        return min(borns, default=None)
+
+    def in_flight(self, key: FileKey) -> int:
+        """Record groups of `key` not acknowledged yet."""
+        with self._lock:
+            return len(self._queues.get(key, ()))
+
+    def unacked(self) -> int:
+        """Records of all files not acknowledged yet."""
+        with self._lock:
+            return self._unacked
+
+    def forget(self, key: FileKey) -> None:
+        """Stop tracking a closed file whose records were all acknowledged."""
+        with self._lock:
+            self._queues.pop(key, None)
+            self._committed.pop(key, None)
+
+    def wait_ack(self, timeout: float) -> None:
+        """Block until the next acknowledgement, or `timeout` passes."""
+        with self._lock:
+            seen = self._acks
+            self.idle.wait_for(lambda: self._acks != seen, timeout)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every record is acknowledged, or `timeout` passes."""
+        with self._lock:
+            return self.idle.wait_for(lambda: self._unacked == 0, timeout)

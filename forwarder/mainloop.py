@@ -1,0 +1,262 @@
+"""The main loop: scan, read (fairly, within the buffer), pack, flush, commit offsets, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+from forwarder.acks import AckTracker
+from forwarder.batcher import Batcher, SendQueue
+from forwarder.config import Config
+from forwarder.health import Health
+from forwarder.metrics import Metrics
+from forwarder.offsets import OffsetsDB, Stored
+from forwarder.rotation import Drain, recover_at_start
+from forwarder.scan import FileKey, Found, scan
+from forwarder.sender import Sender
+from forwarder.tail import Chunk, TailedFile
+
+log = logging.getLogger("forwarder")
+
+COMMIT_INTERVAL = 0.2  # seconds between offset saves (bounds re-sends after a crash)
+MAX_POLL = 0.2  # seconds the loop sleeps when no file had anything new
+READS_PER_FILE = 8  # rounds of one chunk per file in one pass over the files
+
+
+class Forwarder:
+    """Owns the files, the batcher, the senders and the offsets; runs the main loop."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
+        self.db = OffsetsDB(cfg.db)
+        self.stored = self.db.load()
+        self.last_save = self.db.last_save()
+        self.tracker = AckTracker()
+        self.queue = SendQueue(cfg.flush_interval)
+        self.batcher = Batcher(cfg, self.tracker, self.queue)
+        self.stop = threading.Event()
+        self.hard_stop = threading.Event()
+        self.sender = Sender(cfg, self.queue, self.tracker, self.metrics, self.hard_stop)
+        self.drain = Drain.for_scan_interval(cfg.scan_interval)
+        self.files: dict[FileKey, TailedFile] = {}
+        self.closed: dict[FileKey, TailedFile] = {}  # drained, waiting for their acks
+        self.saved: dict[FileKey, int] = {}
+        self.buffered = 0
+        self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
+        self.poll = min(MAX_POLL, max(cfg.scan_interval, 0.01), max(cfg.flush_interval, 0.01))
+
+    def run(self) -> int:
+        """Run until stopped (or until everything is delivered with --exit-on-eof)."""
+        self.sender.start()
+        first = True
+        next_scan = next_commit = 0.0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if now >= next_scan and not (self.cfg.exit_on_eof and not first):
+                found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix)
+                self.reconcile(found)
+                if first:
+                    self.recover(found)
+                    first = False
+                next_scan = now + self.cfg.scan_interval
+            progressed = self.read_all(now)
+            self.batcher.flush_aged(now)
+            self.close_drained(now)
+            if now >= next_commit:
+                self.commit()
+                next_commit = now + COMMIT_INTERVAL
+            self.health.beat()
+            if self.cfg.exit_on_eof and self.all_read():
+                return self.finish(wait=None)
+            if not progressed and not self.has_room(self.cfg.read_size):
+                self.tracker.wait_ack(self.poll)  # the buffer is full: resume on the next ack
+            elif not progressed:
+                self.stop.wait(self.poll)
+        return self.finish(wait=self.cfg.shutdown_timeout)
+
+    # ----- files
+
+    def reconcile(self, found: dict[FileKey, Found]) -> None:
+        """Open new files; start draining files whose path no longer leads to them."""
+        for key, item in found.items():
+            tailed = self.files.get(key)
+            if tailed is None and key not in self.closed:
+                self.open_file(item)
+            elif tailed is not None:
+                tailed.path = item.path
+                tailed.draining_since = None
+        for key, tailed in self.files.items():
+            if key not in found:
+                tailed.start_draining()
+        self.metrics.files.set(len(self.files))
+
+    def open_file(self, item: Found) -> None:
+        """Start tailing a new file, from its stored offset if that belongs to it."""
+        # Stored offsets apply once, at start: a later file with a reused inode starts at 0.
+        tailed = TailedFile.open(
+            item.key, item.path, self.stored.pop(item.key, None), self.cfg.max_line_bytes
+        )
+        if tailed is not None:
+            self.add_file(tailed)
+
+    def add_file(self, tailed: TailedFile) -> None:
+        """Track an opened file."""
+        self.files[tailed.key] = tailed
+        self.batcher.track(tailed.key, tailed.src, tailed.offset)
+        log.info("tailing file", extra={"path": tailed.path, "offset": tailed.offset})
+
+    def recover(self, found: dict[FileKey, Found]) -> None:
+        """At start: drain what was rotated while stopped; forget rows of files that are gone."""
+        drained, gone = recover_at_start(
+            found, self.stored, self.files.keys(), self.last_save, self.cfg.max_line_bytes
+        )
+        for tailed in drained:
+            self.add_file(tailed)
+        self.db.delete(gone)
+        self.stored.clear()
+
+    def close_drained(self, now: float) -> None:
+        """Close rotated/deleted files once quiet for the grace period and fully consumed."""
+        for key, tailed in list(self.files.items()):
+            if self.drain.can_close(tailed, now):
+                self.batcher.flush_file(key)
+                tailed.close()
+                self.closed[key] = self.files.pop(key)
+                self.metrics.files.set(len(self.files))
+                log.info("closed drained file", extra={"path": tailed.path})
+
+    # ----- reading
+
+    def read_all(self, now: float) -> bool:
+        """Read available lines, one chunk per file per round, while the buffer has room.
+
+        Files take turns (round-robin, starting after the last file served), so a busy file
+        cannot starve the others of the shared buffer.
+        """
+        self.buffered = self.compute_buffered()
+        files = list(self.files.values())
+        if not files:
+            return False
+        start = self.cursor % len(files)
+        active = files[start:] + files[:start]
+        progressed = False
+        for _ in range(READS_PER_FILE):
+            more = []
+            for tailed in active:
+                if self.stop.is_set() or not self.has_room(self.cfg.read_size):
+                    self.cursor = files.index(tailed)  # it goes first next time
+                    self.metrics.buffered.set(self.buffered)
+                    return progressed
+                if self.read_one(tailed, now):
+                    progressed = True
+                    more.append(tailed)
+            active = more
+            if not active:
+                break
+        self.cursor = start + 1
+        self.metrics.buffered.set(self.buffered)
+        return progressed
+
+    def read_one(self, tailed: TailedFile, now: float) -> bool:
+        """Read one chunk of one file into the batcher; False when it had nothing complete."""
+        chunk = tailed.read(self.cfg.read_size, self.drain.is_final(tailed, now))
+        if tailed.truncations:
+            self.metrics.truncations.inc(tailed.truncations)
+            tailed.truncations = 0
+        if chunk is None:
+            return False
+        self.account(tailed, chunk)
+        self.batcher.add(tailed.key, chunk, now)
+        return True
+
+    def account(self, tailed: TailedFile, chunk: Chunk) -> None:
+        """Count what one read consumed."""
+        self.buffered += chunk.consumed
+        self.metrics.bytes_read.inc(chunk.consumed)
+        self.metrics.lines_read.inc(chunk.data.count(b"\n"))
+        if chunk.oversize:
+            self.metrics.oversize.inc(chunk.oversize)
+            log.warning("oversize line", extra={"path": tailed.path})
+
+    def has_room(self, size: int) -> bool:
+        """Reading `size` more bytes keeps the unacknowledged bytes within the limit."""
+        return self.buffered == 0 or self.buffered + size <= self.cfg.max_buffer_bytes
+
+    def compute_buffered(self) -> int:
+        """File bytes read but not acknowledged, over open and closed-but-unacked files."""
+        committed = self.tracker.snapshot()
+        total = 0
+        for group in (self.files, self.closed):
+            for key, tailed in group.items():
+                total += max(0, tailed.offset - committed.get(key, tailed.offset))
+        return total
+
+    def all_read(self) -> bool:
+        """--exit-on-eof: rotated files closed, live files read to their last complete line."""
+        return all(t.at_eof and t.draining_since is None for t in self.files.values())
+
+    # ----- offsets and delivery state
+
+    def commit(self) -> None:
+        """Save changed committed offsets; forget closed files once fully acknowledged."""
+        committed = self.tracker.snapshot()
+        rows = []
+        for key, tailed in self.files.items():
+            offset = committed.get(key, tailed.offset)
+            self.metrics.lag.labels(tailed.src).set(max(0, tailed.size - offset))
+            if self.saved.get(key) != offset:
+                rows.append((key, Stored(tailed.path, tailed.target, offset, tailed.fingerprint())))
+                self.saved[key] = offset
+        self.db.save(rows)
+        done = [k for k in self.closed if self.tracker.in_flight(k) == 0]
+        for key in done:
+            tailed = self.closed.pop(key)
+            self.tracker.forget(key)
+            self.batcher.untrack(key)
+            self.saved.pop(key, None)
+            if tailed.src not in {t.src for t in self.files.values()}:
+                with contextlib.suppress(KeyError):
+                    self.metrics.lag.remove(tailed.src)
+        self.db.delete(done)
+        sent = self.tracker.oldest_unacked()
+        read = min((t for t in (sent, self.batcher.oldest_open()) if t is not None), default=None)
+        self.health.delivery(sent, read, self.tracker.last_ack)
+
+    def wait_delivered(self, wait: float | None) -> bool:
+        """Wait for every acknowledgement: at most `wait` s; None = until done or signalled."""
+        if wait is None:
+            while not self.tracker.wait_idle(0.5):
+                if self.stop.is_set():
+                    return self.tracker.wait_idle(self.cfg.shutdown_timeout)
+            return True
+        return self.tracker.wait_idle(wait)
+
+    def finish(self, wait: float | None) -> int:
+        """Flush open records, wait for acknowledgements (at most `wait` s), save offsets."""
+        self.batcher.flush_all()
+        self.queue.flush()
+        delivered = self.wait_delivered(wait)
+        if not delivered:
+            log.warning("shutdown timeout: unacknowledged lines will be re-sent on restart")
+        self.hard_stop.set()
+        self.queue.close()
+        self.commit()
+        self.db.close()
+        for tailed in self.files.values():
+            self.report_unshipped(tailed)
+            tailed.close()
+        log.info("stopped", extra={"delivered": delivered, "records": self.batcher.records_made})
+        return 0
+
+    def report_unshipped(self, tailed: TailedFile) -> None:
+        """Say how many bytes after the last complete line stay for the next run."""
+        left = tailed.unshipped()
+        if left:
+            log.info(
+                "incomplete last line left unshipped; its offset is kept before it",
+                extra={"path": tailed.path, "bytes": left},
+            )

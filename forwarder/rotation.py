@@ -1,0 +1,146 @@
+"""Rotation: when a rotated or deleted file is drained and closed, and what start-up recovers
+of rotations that happened while the forwarder was down.
+
+While running, a file whose path no longer leads to it (renamed by the runtime, or deleted)
+keeps its descriptor and is *drained*: read on, as any file, until it has been quiet for the
+grace period; then its last unterminated line and unfinished pieces are shipped (`final`
+reads), and it is closed only once a fresh look at it shows every byte consumed. Reads wait
+while the send buffer is full, so a drained file may stay open for as long as backpressure
+lasts: its tail is never dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from forwarder.offsets import Stored
+from forwarder.scan import FileKey, Found, is_regular
+from forwarder.tail import TailedFile
+
+log = logging.getLogger("forwarder.rotation")
+
+MIN_GRACE = 1.0  # seconds a rotated file must stay quiet, at least, before it is closed
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The drain policy of rotated and deleted files."""
+
+    grace: float
+
+    @classmethod
+    def for_scan_interval(cls, scan_interval: float) -> Drain:
+        """Grace of max(1 s, 2 scan intervals): lines a runtime writes just after the rename
+        are still read from the old file."""
+        return cls(max(MIN_GRACE, 2 * scan_interval))
+
+    def is_final(self, tailed: TailedFile, now: float) -> bool:
+        """The file was rotated away or deleted and stayed quiet for the grace period: it will
+        not grow again, so an unterminated last line may be shipped."""
+        since = tailed.draining_since
+        return since is not None and now - since >= self.grace
+
+    def can_close(self, tailed: TailedFile, now: float) -> bool:
+        """Final, and every byte consumed (looked at now, not as of the last read)."""
+        return self.is_final(tailed, now) and tailed.finished()
+
+
+def recover_at_start(
+    found: dict[FileKey, Found],
+    stored: dict[FileKey, Stored],
+    opened: Collection[FileKey],
+    last_save: float | None,
+    max_line: int,
+) -> tuple[list[TailedFile], list[FileKey]]:
+    """Files rotated while the forwarder was down, opened for draining; and the stored rows of
+    files that are gone.
+
+    `stored` holds the rows no live file claimed. Two kinds of file are recovered:
+    - a stored (dev, inode) found again next to where it was (`0.log.<ts>`, `-json.log.1`):
+      drained from its stored offset;
+    - a rotated sibling no row knows that was modified after the last save: it was created
+      *and* rotated while the forwarder was down (two rotations, or a new pod rotating), so
+      it is read from its head. Older siblings were shipped already, or are history from
+      before the forwarder ever ran.
+    """
+    drained: list[TailedFile] = []
+    known = set(opened) | set(stored)
+    if last_save is not None:
+        live = {os.path.realpath(item.path): item.path for item in found.values()}
+        live |= {row.target: row.path for row in stored.values()}
+        for target, path in live.items():
+            for rotated, key in rotated_siblings(target, newer_than=last_save):
+                if key in known:
+                    continue
+                tailed = _open_rotated(key, rotated, path, None, max_line)
+                if tailed is not None:
+                    log.info("reading file created and rotated while stopped",
+                             extra={"file": rotated})  # fmt: skip
+                    drained.append(tailed)
+                    known.add(key)
+    gone = []
+    for key, row in stored.items():
+        rotated = find_rotated(key, row.target)
+        tailed = rotated and _open_rotated(key, rotated, row.path, row, max_line)
+        if not tailed:
+            gone.append(key)
+            continue
+        log.info("draining file rotated while stopped", extra={"file": rotated})
+        drained.append(tailed)
+    return drained, gone
+
+
+def _open_rotated(
+    key: FileKey, rotated: str, path: str, row: Stored | None, max_line: int
+) -> TailedFile | None:
+    """Open a rotated file under the name it was globbed as, already draining."""
+    tailed = TailedFile.open(key, rotated, row, max_line)
+    if tailed is None:
+        return None
+    tailed.path, tailed.src = path, os.path.basename(path)
+    tailed.draining_since = time.monotonic()
+    return tailed
+
+
+def rotated_siblings(target: str, newer_than: float) -> list[tuple[str, FileKey]]:
+    """Rotated copies of `target` (0.log.<ts>, -json.log.<n>) modified after `newer_than`.
+
+    Oldest first. Compressed ones (.gz) are skipped: runtimes compress only files they
+    rotated long before.
+    """
+    directory, name = os.path.split(target)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    siblings = []
+    for sibling in names:
+        if not sibling.startswith(name + ".") or sibling.endswith(".gz"):
+            continue
+        path = os.path.join(directory, sibling)
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if is_regular(st.st_mode) and st.st_mtime > newer_than:
+                siblings.append((st.st_mtime, path, (st.st_dev, st.st_ino)))
+    return [(path, key) for _, path, key in sorted(siblings)]
+
+
+def find_rotated(key: FileKey, target: str) -> str | None:
+    """The file `key` next to where it was (e.g. 0.log.<ts>, -json.log.1), if it still exists."""
+    directory = os.path.dirname(target)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return None
+    for name in names:
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == key:
+                return path
+    return None
