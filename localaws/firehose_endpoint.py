@@ -2,8 +2,11 @@
 
 Speaks enough of Firehose for boto3: PutRecordBatch, PutRecord, DescribeDeliveryStream and
 ListDeliveryStreams. Enforces the real limits, keeps accepted records in memory (or only
-counts them), and injects faults on demand: throttling, per-record failures, 500s and dropped
-connections. Dropped connections happen before anything is accepted, so they never duplicate.
+counts them), and injects faults on demand: throttling, per-record failures, 500s, dropped
+connections, slow answers, error answers of any code (access denied, KMS, ...), records it
+refuses as invalid, and missing streams (every name exists until `require_streams` is
+called; then only those created). Dropped connections happen before anything is accepted,
+so they never duplicate.
 
     python -m localaws.firehose_endpoint --port 4573
 """
@@ -95,6 +98,10 @@ class FirehoseEndpoint:
         self._lock = threading.Lock()
         self._faults: dict[str, int] = {}
         self._fail_every = 2
+        self._call_error = ("InternalFailure", 500)
+        self._refused: bytes | None = None  # records whose payload holds this are invalid
+        self._delay = 0.0
+        self._explicit_streams = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,10 +153,46 @@ class FirehoseEndpoint:
         """Close the connection without a response, before accepting anything."""
         self._set_fault("drop", calls)
 
+    def fail_calls(self, code: str, status: int = 400, calls: int = FOREVER) -> None:
+        """Answer calls with this error (e.g. AccessDeniedException, KMSDisabledException)."""
+        with self._lock:
+            self._call_error = (code, status)
+        self._set_fault("call_error", calls)
+
+    def refuse_records(self, marker: bytes | None) -> None:
+        """Reject, as InvalidArgumentException, every call with a record whose decoded
+        payload contains `marker` (None: stop)."""
+        with self._lock:
+            self._refused = marker
+
+    def delay(self, seconds: float) -> None:
+        """Wait this long before answering each call."""
+        with self._lock:
+            self._delay = seconds
+
+    def require_streams(self, *names: str) -> None:
+        """From now on only these streams (and those created later) exist."""
+        with self._lock:
+            self._explicit_streams = True
+            self.streams = set(names)
+
+    def create_stream(self, name: str) -> None:
+        """Create a stream (after require_streams)."""
+        with self._lock:
+            self.streams.add(name)
+
+    def delete_stream(self, name: str) -> None:
+        """Delete a stream: calls to it fail with ResourceNotFoundException."""
+        with self._lock:
+            self._explicit_streams = True
+            self.streams.discard(name)
+
     def clear_faults(self) -> None:
-        """Back to normal."""
+        """Back to normal (streams stay as they are)."""
         with self._lock:
             self._faults.clear()
+            self._refused = None
+            self._delay = 0.0
 
     def _set_fault(self, name: str, calls: int) -> None:
         with self._lock:
@@ -205,6 +248,27 @@ class FirehoseEndpoint:
             raise FirehoseError(400, "InvalidArgumentException", "missing stream or records")
         datas = [_decode(r) for r in records]
         _check_limits(datas)
+        with self._lock:
+            delay, refused, missing = (
+                self._delay,
+                self._refused,
+                self._explicit_streams and stream not in self.streams,
+            )
+            call_error = self._call_error
+        if delay:
+            time.sleep(delay)
+        if missing:
+            raise FirehoseError(
+                400,
+                "ResourceNotFoundException",
+                f"Firehose {stream} under account 000000000000 not found.",
+            )
+        if refused is not None and any(refused in decode_payload(d) for d in datas):
+            with self._lock:
+                self.stats.faults["refused"] = self.stats.faults.get("refused", 0) + 1
+            raise FirehoseError(400, "InvalidArgumentException", "Record is not valid.")
+        if self._take_fault("call_error"):
+            raise FirehoseError(call_error[1], call_error[0], f"injected {call_error[0]}")
         if self._take_fault("throttle"):
             raise FirehoseError(503, "ServiceUnavailableException", "Slow down.")
         if self._take_fault("server_error"):
@@ -229,7 +293,8 @@ class FirehoseEndpoint:
     def _accept(self, stream: str, datas: list[bytes]) -> None:
         lines = sum(_count_lines(d) for d in datas) if self.count_lines else 0
         with self._lock:
-            self.streams.add(stream)
+            if not self._explicit_streams:
+                self.streams.add(stream)
             st = self.stats
             st.calls += 1
             st.records += len(datas)
@@ -242,6 +307,9 @@ class FirehoseEndpoint:
             self.sink(stream, datas)
 
     def _describe(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            if self._explicit_streams and name not in self.streams:
+                raise FirehoseError(400, "ResourceNotFoundException", f"{name} not found.")
         return {
             "DeliveryStreamDescription": {
                 "DeliveryStreamName": name,

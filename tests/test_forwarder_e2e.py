@@ -109,7 +109,9 @@ def test_exit_on_eof_ships_docker_and_cri_with_partials_joined(
     with running(fwd(endpoint, node, db, "--exit-on-eof")) as last:
         assert last.wait(60) == 0
     new = delivered(endpoint.received()[before:])
-    assert new == {cri.src: Counter([b"2024-05-01T10:00:04Z stdout F no newline at the end after all\n"])}
+    assert new == {
+        cri.src: Counter([b"2024-05-01T10:00:04Z stdout F no newline at the end after all\n"])
+    }
 
 
 def test_exit_on_eof_leaves_a_half_written_docker_line_and_pieces_for_later(
