@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed-stamp
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help demo test lint unit invoke bench clean
+.PHONY: help demo test lint unit invoke bench soak clean
 
 help:
 	@echo "make demo    run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
 	@echo "make test    lint + every test (what CI runs)"
 	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
 	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline)"
+	@echo "make soak    the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/"
 	@echo "make deploy-check   validate template.yaml and k8s/ (sam, cfn-lint, checkov, kubectl, kubernetes-validate)"
 
 $(STAMP): pyproject.toml
@@ -43,6 +44,10 @@ invoke: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.transform
 	$(PY) -m bench.forwarder
+
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --out bench/results/soak
 
 clean:
 	rm -rf $(VENV) .tools .aws-sam .pytest_cache .ruff_cache

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
 
 from forwarder import logs
-from forwarder.config import parse_config, resolve_region
+from forwarder.config import parse_config, resolve_region, unknown_variables
 from forwarder.health import serve
 from forwarder.mainloop import Forwarder
 
@@ -20,6 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (`podhose-forwarder`)."""
     cfg = resolve_region(parse_config(argv))
     logs.setup(cfg.log_level)
+    for name in unknown_variables(dict(os.environ)):
+        log.warning("unknown setting ignored", extra={"variable": name})
     fwd = Forwarder(cfg)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

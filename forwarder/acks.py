@@ -25,13 +25,16 @@ from forwarder.scan import FileKey
 class Mark:
     """The end offset of a group of records of one file, and how many are not acked yet."""
 
-    __slots__ = ("born", "key", "offset", "pending")
+    __slots__ = ("born", "generation", "key", "offset", "pending")
 
-    def __init__(self, key: FileKey, offset: int, records: int, born: float) -> None:
+    def __init__(
+        self, key: FileKey, offset: int, records: int, born: float, generation: int
+    ) -> None:
         self.key = key
         self.offset = offset
         self.pending = records
         self.born = born  # monotonic time the group's first line was read
+        self.generation = generation  # the file's truncation count when it was read
 
 
 class AckTracker:
@@ -41,6 +44,7 @@ class AckTracker:
         self._lock = threading.Lock()
         self._queues: dict[FileKey, deque[Mark]] = {}
         self._committed: dict[FileKey, int] = {}
+        self._generation: dict[FileKey, int] = {}
         self._unacked = 0
         self._acks = 0
         self.last_ack = time.monotonic()  # start-up counts as an acknowledgement
@@ -54,8 +58,8 @@ class AckTracker:
 
     def mark(self, key: FileKey, offset: int, records: int, born: float) -> Mark:
         """Register `records` new records of `key` that together end at `offset`."""
-        m = Mark(key, offset, records, born)
         with self._lock:
+            m = Mark(key, offset, records, born, self._generation.get(key, 0))
             self._queues[key].append(m)
             self._unacked += records
             self._settle(key)
@@ -72,10 +76,20 @@ class AckTracker:
             self.last_ack = time.monotonic()
             self.idle.notify_all()
 
+    def truncated(self, key: FileKey) -> None:
+        """The file was truncated in place: offsets of records read before no longer point
+        into it. They are still delivered, but only newer records move the offset (from 0)."""
+        with self._lock:
+            self._generation[key] = self._generation.get(key, 0) + 1
+            self._committed[key] = 0
+
     def _settle(self, key: FileKey) -> None:
         queue = self._queues.get(key)
+        current = self._generation.get(key, 0)
         while queue and queue[0].pending == 0:
-            self._committed[key] = queue.popleft().offset
+            mark = queue.popleft()
+            if mark.generation == current:
+                self._committed[key] = mark.offset
 
     def committed(self, key: FileKey) -> int:
         """Offset up to which every line of `key` is acknowledged."""
@@ -108,6 +122,7 @@ class AckTracker:
         with self._lock:
             self._queues.pop(key, None)
             self._committed.pop(key, None)
+            self._generation.pop(key, None)
 
     def wait_ack(self, timeout: float) -> None:
         """Block until the next acknowledgement, or `timeout` passes."""

@@ -163,6 +163,11 @@ class Batcher:
         op.safe_offset = chunk.safe_offset
         self.last_safe[key] = chunk.safe_offset
 
+    def restart_file(self, key: FileKey) -> None:
+        """The file was truncated in place: close what was read before, start again at 0."""
+        self.flush_file(key)
+        self.last_safe[key] = 0
+
     def flush_aged(self, now: float) -> None:
         """Close every open record whose oldest line waited flush_interval."""
         deadline = now - self.cfg.flush_interval

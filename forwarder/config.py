@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unknown_variables(env: dict[str, str]) -> list[str]:
+    """PODHOSE_* variables that are no option (a typo would otherwise be ignored silently)."""
+    known = {opt.env for opt in OPTIONS}
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+
+
 def resolve_region(cfg: Config) -> Config:
     """Fill in the region: the flag, else AWS_REGION or boto3's chain (AWS_DEFAULT_REGION,
     ~/.aws/config), else us-east-1 when --endpoint-url points at a local or test endpoint

@@ -164,14 +164,21 @@ class Forwarder:
     def read_one(self, tailed: TailedFile, now: float) -> bool:
         """Read one chunk of one file into the batcher; False when it had nothing complete."""
         chunk = tailed.read(self.cfg.read_size, self.drain.is_final(tailed, now))
-        if tailed.truncations:
-            self.metrics.truncations.inc(tailed.truncations)
-            tailed.truncations = 0
+        self.after_truncation(tailed)
         if chunk is None:
             return False
         self.account(tailed, chunk)
         self.batcher.add(tailed.key, chunk, now)
         return True
+
+    def after_truncation(self, tailed: TailedFile) -> None:
+        """If the file was found truncated (copytruncate): count it, and restart its records
+        and committed offset at 0, so no offset of the old content applies to the new."""
+        if tailed.truncations:
+            self.metrics.truncations.inc(tailed.truncations)
+            tailed.truncations = 0
+            self.batcher.restart_file(tailed.key)
+            self.tracker.truncated(tailed.key)
 
     def account(self, tailed: TailedFile, chunk: Chunk) -> None:
         """Count what one read consumed."""
@@ -203,6 +210,9 @@ class Forwarder:
 
     def commit(self) -> None:
         """Save changed committed offsets; forget closed files once fully acknowledged."""
+        for tailed in self.files.values():
+            tailed.check_truncation()
+            self.after_truncation(tailed)
         committed = self.tracker.snapshot()
         rows = []
         for key, tailed in self.files.items():

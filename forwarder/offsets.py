@@ -73,8 +73,13 @@ class Stored(NamedTuple):
 
     def applies_to(self, fd: int, size: int) -> bool:
         """This offset can resume the open file: it is no longer than the file, and the file
-        starts as the one the offset was saved for did."""
-        return self.offset <= size and self.fingerprint.matches(fd, size)
+        starts as the one the offset was saved for did. A fingerprint shorter than the offset
+        (or than FINGERPRINT_BYTES) cannot vouch for it; rows from before fingerprints
+        existed (no digest) are checked by size only."""
+        fp = self.fingerprint
+        if fp.digest and fp.length < min(self.offset, FINGERPRINT_BYTES):
+            return False
+        return self.offset <= size and fp.matches(fd, size)
 
 
 class OffsetsDB:

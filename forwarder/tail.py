@@ -1,4 +1,6 @@
-"""Reading of one file: chunked reads of complete lines, truncation, rotation drain, close."""
+"""Reading of one file: chunked reads of complete lines, truncation (copytruncate), close.
+
+When a rotated file is drained and closed is rotation.py's decision."""
 
 from __future__ import annotations
 
@@ -69,6 +71,20 @@ class TailedFile:
             )
         return cls(key, path, fd, offset, max_line)
 
+    def check_truncation(self) -> os.stat_result:
+        """Look at the file now; if it shrank below the read offset (copytruncate), go back
+        to its head. Called on every read, and for every file at each commit, so truncation
+        is seen even while reads wait for buffer room."""
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        if st.st_size < self.offset:
+            log.warning("file truncated, reading from head", extra={"path": self.path})
+            self.offset = 0
+            self.truncations += 1
+            self.joiner.reset()
+            self._fingerprint = None
+        return st
+
     def fingerprint(self) -> Fingerprint:
         """The fingerprint of the file's first bytes (kept once it covers FINGERPRINT_BYTES)."""
         fp = self._fingerprint
@@ -96,14 +112,7 @@ class TailedFile:
         `final`: the file will not grow any more, so an unterminated last line and unfinished
         partial lines are shipped too.
         """
-        st = os.fstat(self.fd)
-        self.size = st.st_size
-        if st.st_size < self.offset:
-            log.warning("file truncated, reading from head", extra={"path": self.path})
-            self.offset = 0
-            self.truncations += 1
-            self.joiner.reset()
-            self._fingerprint = None
+        st = self.check_truncation()
         data = os.pread(self.fd, read_size, self.offset) if st.st_size > self.offset else b""
         self.at_eof = len(data) < read_size and self.offset + len(data) >= st.st_size
         end = data.rfind(b"\n") + 1

@@ -178,9 +178,9 @@ def test_http_port_probes_and_scrape_annotations(daemonset, container, forwarder
     assert port > 0
     assert forwarder_config.http_host in ("0.0.0.0", "::", "")  # reachable by kubelet
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        assert get["path"] == path
         assert ports.get(get["port"], get["port"]) == port
     annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"

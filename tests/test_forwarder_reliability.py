@@ -5,6 +5,7 @@ against the local Firehose endpoint, real files."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -47,8 +48,8 @@ def up(proc: ForwarderProc) -> bool:
         return False
 
 
-def backlog(c: Container, lines: int, width: int = 100) -> bytes:
-    data = b"".join(docker_line(f"{c.src} backlog {i:07d} {'b' * width}\n") for i in range(lines))
+def backlog(c: Container, lines: int, label: str = "backlog", width: int = 100) -> bytes:
+    data = b"".join(docker_line(f"{c.src} {label} {i:07d} {'b' * width}\n") for i in range(lines))
     c.write(data)
     return data
 
@@ -234,3 +235,27 @@ def test_an_offset_written_before_fingerprints_still_resumes(
     with running(fwd(endpoint, node, tmp_path, "--exit-on-eof")) as proc:
         assert proc.wait(60) == 0, proc.log()
     assert got(endpoint, c) == lines_of(first + second)  # resumed: nothing twice
+
+
+def test_sigkill_and_restart_during_an_outage_lose_and_duplicate_nothing(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    c = node.add("outage-1", "docker")
+    before = backlog(c, 2_000, "before")
+    with running(fwd(endpoint, node, tmp_path, *SMALL)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(before), 30, "delivery before")
+        time.sleep(0.5)  # offsets are saved every 0.2 s: later acks would be re-sent
+        endpoint.server_error()  # Firehose goes down
+        during = backlog(c, 20_000, "during")
+        wait_for(lambda: proc.metric("podhose_buffered_bytes") > 0, 30, "unacknowledged lines")
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+    with running(fwd(endpoint, node, tmp_path, *SMALL)) as proc:
+        wait_for(lambda: up(proc) and proc.metric("podhose_failures_total") > 0, 30, "retrying")
+        after = backlog(c, 1_000, "after")
+        endpoint.clear_faults()
+        want = lines_of(before + during + after)
+        wait_for(lambda: got(endpoint, c) == want, 60, "every line")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert got(endpoint, c) == want  # nothing was acknowledged during the outage: no duplicate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import pytest
@@ -10,6 +11,7 @@ from forwarder import limits, wire
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import parse_config, resolve_region
+from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
@@ -209,6 +211,37 @@ def test_offsets_commit_only_the_acknowledged_prefix() -> None:
     tracker.ack([second])
     assert tracker.committed((1, 2)) == 20
     assert tracker.unacked() == 0
+
+
+def test_after_a_truncation_only_new_records_move_the_offset() -> None:
+    tracker = AckTracker()
+    tracker.start((1, 2), 0)
+    old = tracker.mark((1, 2), 90_000, 1, 0.0)  # read before the copytruncate
+    tracker.truncated((1, 2))
+    new = tracker.mark((1, 2), 300, 1, 0.0)
+    tracker.ack([old])
+    assert tracker.committed((1, 2)) == 0  # 90,000 means nothing in the new content
+    tracker.ack([new])
+    assert tracker.committed((1, 2)) == 300
+
+
+def test_a_short_fingerprint_cannot_vouch_for_a_longer_offset(tmp_path) -> None:
+    path = tmp_path / "0.log"
+    path.write_bytes(b"2024-05-01T10:00:00Z stdout F new content\n" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        empty = Fingerprint.of(fd, 0)
+        assert not Stored("p", "t", 2000, empty).applies_to(fd, size)
+        assert Stored("p", "t", 0, empty).applies_to(fd, size)
+        full = Fingerprint.of(fd, size)
+        assert Stored("p", "t", 2000, full).applies_to(fd, size)
+        assert not Stored("p", "t", size + 1, full).applies_to(fd, size)
+        assert Stored("p", "t", 2000, Fingerprint(0, "")).applies_to(fd, size)  # legacy row
+        other = Fingerprint(full.length, "0" * 32)
+        assert not Stored("p", "t", 2000, other).applies_to(fd, size)
+    finally:
+        os.close(fd)
 
 
 def test_region_from_flag_chain_or_local_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
