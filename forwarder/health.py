@@ -28,20 +28,27 @@ class Health:
         self.max_lag = max_lag
         self.heartbeat = time.monotonic()
         self.waiting_since: float | None = None  # oldest unacknowledged record, monotonic
+        self.oldest_read: float | None = None  # oldest unacknowledged line, monotonic
         self.last_ack = time.monotonic()
-        metrics.ready.set(1)
+        # Computed when scraped, so the value is as of the scrape, not of the last loop.
+        metrics.delivery_lag.set_function(self.delivery_lag)
+        metrics.ready.set_function(lambda: 1 if self.ready()[0] else 0)
 
     def beat(self) -> None:
         """Called by the main loop on every iteration."""
         self.heartbeat = time.monotonic()
 
-    def delivery(self, oldest_sent: float | None, oldest_read: float | None, last_ack: float):
+    def delivery(
+        self, oldest_sent: float | None, oldest_read: float | None, last_ack: float
+    ) -> None:
         """Record delivery progress: the oldest record sent and the oldest line read but not
         acknowledged (monotonic times, None when there is none), and the last acknowledgement."""
-        now = time.monotonic()
-        self.waiting_since, self.last_ack = oldest_sent, last_ack
-        self.metrics.delivery_lag.set(0 if oldest_read is None else now - oldest_read)
-        self.metrics.ready.set(1 if self.ready()[0] else 0)
+        self.waiting_since, self.oldest_read, self.last_ack = oldest_sent, oldest_read, last_ack
+
+    def delivery_lag(self) -> float:
+        """Seconds the oldest unacknowledged line has waited (0 when there is none)."""
+        since = self.oldest_read
+        return 0.0 if since is None else time.monotonic() - since
 
     def live(self) -> bool:
         """True while the main loop iterates."""

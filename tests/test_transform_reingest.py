@@ -152,3 +152,51 @@ def test_reingest_outage_with_no_room_raises_for_a_firehose_retry(
 
 def test_the_stream_is_the_one_the_event_names() -> None:
     assert app.reingest.stream_name_from_arn(STREAM_ARN) == "podhose"
+
+
+def firehose_record_id(i: int) -> str:
+    """A record id as long as Firehose's (56 digits)."""
+    return f"{49546986683135544286507457936321625675700192471156785154 + i}"
+
+
+@pytest.mark.parametrize("with_header", [False, True])
+def test_partition_keys_count_against_the_6_mb_response(
+    with_header: bool, stream_endpoint: FirehoseEndpoint
+) -> None:
+    """DynamicPartitioning on, one short line per record, a full 3 MB processor buffer,
+    Firehose-length record ids: each record's partitionKeys metadata (up to ~240 bytes with
+    63-character names) counts against the response limit."""
+    settings = TransformSettings(partition_keys=("namespace", "container"))
+    name = "n" * 63
+    header = f"\x1epodhose/1 src=p_{name}_{'c' * 63}-{'ab' * 32}.log\n".encode()
+    records, expected, request_bytes = [], [], 0
+    # Firehose invokes with up to 3 MB of data, and within Lambda's 6 MB request limit.
+    while sum(map(len, records)) < PROCESSOR_BUFFER_MAX - 400:
+        text = f"GET /health {len(records)}"
+        line = f"2024-05-01T10:00:00Z stdout F {text}\n".encode()
+        data = (header if with_header else b"") + line
+        request_bytes += len(firehose_record_id(0)) + len(base64.b64encode(data)) + 80
+        if request_bytes > LAMBDA_RESPONSE_LIMIT:
+            break
+        records.append(data)
+        expected.append(orjson.dumps({"log": text}) + b"\n")
+    raw = firehose_event(records)
+    for i, record in enumerate(raw["records"]):
+        record["recordId"] = firehose_record_id(i)
+    assert len(json.dumps(raw)) <= LAMBDA_RESPONSE_LIMIT
+    response = app.process_event(app.KinesisFirehoseEvent(raw), settings).asdict()
+    # The Lambda runtime writes the response with json.dumps' default separators.
+    assert len(json.dumps(response)) < LAMBDA_RESPONSE_LIMIT
+    assert [r["recordId"] for r in response["records"]] == [
+        firehose_record_id(i) for i in range(len(records))
+    ]
+    ok = [r for r in response["records"] if r["result"] == "Ok"]
+    keys = ok[0]["metadata"]["partitionKeys"]
+    assert keys == ({"namespace": name, "container": "c" * 63} if with_header else
+                    {"namespace": "unknown", "container": "unknown"})  # fmt: skip
+    delivered = ok_lines(response)
+    for batch in buffered(stream_endpoint.received("podhose"), PROCESSOR_BUFFER_MAX):
+        again = app.process_event(app.KinesisFirehoseEvent(firehose_event(batch)), settings)
+        assert {r.result for r in again.records} == {"Ok"}
+        delivered += ok_lines(again.asdict())
+    assert sorted(delivered) == sorted(expected)

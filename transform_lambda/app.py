@@ -44,6 +44,7 @@ from transform_lambda.budget import (
     RECORD_OVERHEAD_BYTES,
     RESPONSE_BUDGET_BYTES,
     Candidate,
+    metadata_bytes,
     plan_response,
 )
 from transform_lambda.settings import TransformSettings
@@ -186,11 +187,13 @@ def _fit_response(
     """
     failed_bytes = sum(len(o.original) + RECORD_OVERHEAD_BYTES for o in outcomes if not o.result)
     ok_bytes = sum(map(len, map(_ok_data_of, outcomes))) + sum(map(len, map(_id_of, outcomes)))
+    ok_bytes += sum(map(_metadata_bytes, outcomes))
     if failed_bytes + ok_bytes + RECORD_OVERHEAD_BYTES * len(outcomes) <= budget:
         return set()
     with_data = [o for o in outcomes if o.ok_data]
     candidates = [
-        Candidate(o.record_id, len(o.ok_data), len(o.original), o.attempt) for o in with_data
+        Candidate(o.record_id, len(o.ok_data) + _metadata_bytes(o), len(o.original), o.attempt)
+        for o in with_data
     ]
     plan = plan_response(candidates, budget - failed_bytes, max_attempts)
     fits = set(plan.fits)
@@ -202,6 +205,13 @@ def _fit_response(
         if outcome.record_id not in fits:
             outcome.ok_data = ""
     return failed
+
+
+def _metadata_bytes(outcome: _Outcome) -> int:
+    """Response bytes of the record's partition keys (sent only with data)."""
+    if not outcome.ok_data or outcome.result is None:
+        return 0
+    return metadata_bytes(outcome.result.partition_keys)
 
 
 def _respond(outcome: _Outcome, failed: set[str]) -> KinesisFirehoseDataTransformationRecord:
@@ -289,6 +299,9 @@ def _record_metrics(
     metrics.add_metric(name="DecodeFailures", unit=MetricUnit.Count, value=totals.decode_failures)
     metrics.add_metric(name="InvalidUtf8Lines", unit=MetricUnit.Count, value=totals.invalid_utf8)
     metrics.add_metric(name="UnencodableLines", unit=MetricUnit.Count, value=totals.unencodable)
+    metrics.add_metric(
+        name="LinesWithoutKeptKeys", unit=MetricUnit.Count, value=totals.without_kept_keys
+    )
     if totals.decode_failures or totals.invalid_utf8 or totals.unencodable:
         logger.warning(
             "lines kept as text or repaired",
@@ -297,6 +310,11 @@ def _record_metrics(
                 "invalidUtf8Lines": totals.invalid_utf8,
                 "unencodableLines": totals.unencodable,
             },
+        )
+    if totals.without_kept_keys:
+        logger.info(
+            "lines with none of the kept keys dropped (nothing left to write)",
+            extra={"linesWithoutKeptKeys": totals.without_kept_keys},
         )
 
 

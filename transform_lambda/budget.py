@@ -16,12 +16,26 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 #: Lambda's limit is 6 MB; keep a margin for JSON framing the estimate does not see.
 RESPONSE_BUDGET_BYTES = 6_000_000 - 64 * 1024
 #: Per-record JSON framing: {"recordId":"","result":"ProcessingFailed","data":""}, etc.
 RECORD_OVERHEAD_BYTES = 96
+_METADATA_FRAMING = len(', "metadata": {"partitionKeys": }')
+
+
+def metadata_bytes(partition_keys: dict[str, str] | None) -> int:
+    """What a record's dynamic-partitioning metadata adds to the response (as the Lambda
+    runtime's json.dumps writes it, spaces included); 0 without keys.
+
+        >>> metadata_bytes({"namespace": "default", "container": "app"})
+        77
+    """
+    if not partition_keys:
+        return 0
+    return _METADATA_FRAMING + len(json.dumps(partition_keys))
 
 
 @dataclass(frozen=True, slots=True)

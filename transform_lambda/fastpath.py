@@ -5,9 +5,10 @@ an ordinary Docker json-file line (or an ordinary full CRI line), the batch is
 transformed with a few C-level passes (``map`` over orjson, one regex scan, one
 ``orjson.dumps`` for the whole output); only lines whose ``log`` is not a JSON object get
 a Python call each. Each function returns None as soon as the batch holds anything
-unusual — partial lines, long digit runs, invalid UTF-8, nesting orjson cannot write —
-and the caller then takes the general path, which implements every rule. Both paths emit
-the same bytes; the tests check it on every oracle case.
+unusual — partial lines, invalid UTF-8, nesting orjson cannot write — and the caller then
+takes the general path, which implements every rule. Lines with digit runs orjson might
+misread never reach these functions (transform.py takes them out, line by line). Both
+paths emit the same bytes; the tests check it on every oracle case.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from transform_lambda.jsoncodec import decode_object, dumps_objects, has_long_digits
+from transform_lambda.jsoncodec import decode_object, dumps_objects
 
 _get_log = itemgetter("log")
 _ends_with_newline = methodcaller("endswith", "\n")
@@ -74,8 +75,6 @@ def _to_ndjson(logs: list[str]) -> tuple[bytes, int] | None:
 
 def docker_lines(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
     """Seed-pipeline NDJSON for Docker json-file lines, or None."""
-    if has_long_digits(body):
-        return None
     try:
         envelopes = list(map(orjson.loads, lines))
     except orjson.JSONDecodeError:
@@ -93,8 +92,6 @@ def docker_lines(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
 
 def cri_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
     """Seed-pipeline NDJSON for full CRI lines, or None."""
-    if has_long_digits(body):
-        return None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -85,6 +85,26 @@ def has_long_digits(text: str | bytes) -> bool:
     return _LONG_RUN_STR in zeros_str or _NEGATIVE_RUN_STR in zeros_str
 
 
+def long_digit_lines(body: bytes) -> set[int]:
+    """Indexes of the LF-separated lines of ``body`` with a digit run orjson might misread.
+
+    >>> sorted(long_digit_lines(b'{"a":1}\\n{"id":123456789012345678901}\\n{"b":-1}\\n'))
+    [1]
+    """
+    zeros = body.translate(_DIGITS_TO_ZERO_BYTES)
+    found: set[int] = set()
+    for run in (_LONG_RUN_BYTES, _NEGATIVE_RUN_BYTES):
+        pos, line, counted = zeros.find(run), 0, 0
+        while pos >= 0:
+            line += zeros.count(b"\n", counted, pos)
+            found.add(line)
+            counted = zeros.find(b"\n", pos)
+            if counted < 0:
+                break
+            pos = zeros.find(run, counted)
+    return found
+
+
 def loads_exact(text: str | bytes) -> Any:
     """Parse strict JSON keeping every number's value; raise ValueError when invalid."""
     if has_long_digits(text):

@@ -29,8 +29,14 @@ from operator import methodcaller
 from typing import Any
 
 from transform_lambda import fastpath
-from transform_lambda.envelope import Entry, parse_lines, strip_terminator, text_entry
-from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl
+from transform_lambda.envelope import (
+    Entry,
+    parse_line,
+    parse_lines,
+    strip_terminator,
+    text_entry,
+)
+from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl, long_digit_lines
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire import KubernetesSource, RecordHeader, split_header
 
@@ -52,6 +58,7 @@ class LineCounts:
     decode_failures: int = 0
     invalid_utf8: int = 0
     unencodable: int = 0
+    without_kept_keys: int = 0  # dropped: nothing was left to write (e.g. no ``log`` key)
 
     def add(self, other: LineCounts) -> None:
         self.lines_in += other.lines_in
@@ -59,6 +66,7 @@ class LineCounts:
         self.decode_failures += other.decode_failures
         self.invalid_utf8 += other.invalid_utf8
         self.unencodable += other.unencodable
+        self.without_kept_keys += other.without_kept_keys
 
 
 @dataclass(slots=True)
@@ -105,8 +113,7 @@ def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
     lines = split_lines(body)
     fast = _fast_output(lines, body, settings)
     if fast is not None:
-        output, failures = fast
-        counts = LineCounts(len(lines), len(lines), decode_failures=failures)
+        output, counts = fast
     else:
         output, counts = _general_output(lines, settings, source)
     return RecordResult(
@@ -151,10 +158,10 @@ def _single_line_records(datas: list[bytes], settings: TransformSettings) -> lis
     fast = _fast_output(datas, joined, settings)
     if fast is None:
         return None
-    output, failures = fast
+    output, batch_counts = fast
     # The batch's counts are carried by its first record, so totals stay exact.
     rest = LineCounts()
-    counts = [LineCounts(len(datas), len(datas), failures)] + [rest] * (len(datas) - 1)
+    counts = [batch_counts] + [rest] * (len(datas) - 1)
     # orjson escapes CR, so LF is the only line boundary splitlines() can meet here.
     outputs = output.splitlines(keepends=True)
     return list(map(RecordResult, outputs, counts, repeat(None), datas))
@@ -162,12 +169,68 @@ def _single_line_records(datas: list[bytes], settings: TransformSettings) -> lis
 
 def _fast_output(
     lines: list[bytes], body: bytes, settings: TransformSettings
-) -> tuple[bytes, int] | None:
+) -> tuple[bytes, LineCounts] | None:
+    """The bulk path's output for `lines` (one output line per input line), or None.
+
+    Lines with a digit run orjson might misread go through the exact per-line path and are
+    put back in place; the other lines stay in bulk. A record needs the general path only
+    when one of those lines is a partial piece, or when they are too many to be worth it.
+    """
     if not lines or not settings.is_seed_pipeline:
         return None
+    exact = long_digit_lines(body)
+    if len(exact) * 4 > len(lines):
+        return None
+    counts = LineCounts(len(lines), len(lines))
+    if exact:
+        ordinary = [line for i, line in enumerate(lines) if i not in exact]
+        exact_out = _exact_lines([lines[i] for i in sorted(exact)], settings, counts)
+        if exact_out is None:
+            return None
+        body = b"\n".join(ordinary) + b"\n" if ordinary else b""
+        lines = ordinary
+    fast = _bulk(lines, body) if lines else (b"", 0)
+    if fast is None:
+        return None
+    output, counts.decode_failures = fast
+    if exact:
+        output = _merge(output, exact_out, sorted(exact))  # type: ignore[arg-type]
+    return output, counts
+
+
+def _bulk(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
     if lines[0][:1] == b"{":
         return fastpath.docker_lines(lines, body)
     return fastpath.cri_lines(len(lines), body)
+
+
+def _exact_lines(
+    lines: list[bytes], settings: TransformSettings, counts: LineCounts
+) -> list[bytes] | None:
+    """Per-line output of complete lines (no partial piece, every line written), or None."""
+    out = []
+    for line in lines:
+        kind, entry = parse_line(line)
+        log = entry.fields.get("log")
+        complete = (kind == "docker" and isinstance(log, str) and log.endswith("\n")) or (
+            kind == "cri" and entry.fields.get("_p") == "F"
+        )
+        if not complete or entry.invalid_utf8:
+            return None
+        rendered = _render(entry, settings, None, counts)
+        if not rendered:
+            return None
+        out.append(rendered)
+    return out
+
+
+def _merge(bulk: bytes, exact: list[bytes], positions: list[int]) -> bytes:
+    """Put the exact lines back at their positions among the bulk output's lines."""
+    # orjson escapes CR and every control character: LF is the only line boundary here.
+    out = bulk.splitlines(keepends=True)
+    for position, line in zip(positions, exact, strict=True):
+        out.insert(position, line)
+    return b"".join(out)
 
 
 def _general_output(
@@ -180,7 +243,7 @@ def _general_output(
         entries = (text_entry(strip_terminator(line)) for line in lines)
     metadata = source.as_metadata() if source and settings.add_kubernetes_metadata else None
     out = [_render(entry, settings, metadata, counts) for entry in entries]
-    counts.lines_out = len(out)
+    counts.lines_out = len(out) - counts.without_kept_keys
     return b"".join(out), counts
 
 
@@ -192,6 +255,11 @@ def _render(
 ) -> bytes:
     counts.invalid_utf8 += entry.invalid_utf8
     fields = entry.fields
+    if settings.keep_keys and not any(key in fields for key in settings.keep_keys):
+        # Nothing would be left: Fluent Bit writes no `{}` for such an entry (in a batch it
+        # drops it), so neither do we.
+        counts.without_kept_keys += 1
+        return b""
     log = fields.get("log")
     decoded = decode_object(log) if settings.decode_json and isinstance(log, str) else None
     if decoded is None and isinstance(log, str) and log.lstrip(" ").startswith("{"):
