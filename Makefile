@@ -43,6 +43,7 @@ invoke: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.transform
+	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
 	$(PY) -m bench.forwarder
 
 SOAK_MINUTES ?= 30

@@ -44,7 +44,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         payload = base64.b64decode(record["data"])
         if payload[:2] == b"\x1f\x8b":
             payload = gzip.decompress(payload)
-        lines = payload.decode("utf-8").splitlines()
+        if payload[:1] == b"\x1e":  # the forwarder's source header line (wire format)
+            payload = payload.split(b"\n", 1)[1]
+        lines = payload.decode("utf-8").split("\n")
+        if lines[-1] == "":
+            lines.pop()
         out = "".join(_transform_line(line) + "\n" for line in lines)
         output.append(
             {

@@ -28,6 +28,8 @@ from itertools import repeat
 from operator import methodcaller
 from typing import Any
 
+import orjson
+
 from transform_lambda import fastpath
 from transform_lambda.envelope import (
     Entry,
@@ -210,7 +212,7 @@ def _exact_lines(
     """Per-line output of complete lines (no partial piece, every line written), or None."""
     out = []
     for line in lines:
-        kind, entry = parse_line(line)
+        kind, entry = _exact_entry(line)
         log = entry.fields.get("log")
         complete = (kind == "docker" and isinstance(log, str) and log.endswith("\n")) or (
             kind == "cri" and entry.fields.get("_p") == "F"
@@ -222,6 +224,20 @@ def _exact_lines(
             return None
         out.append(rendered)
     return out
+
+
+def _exact_entry(line: bytes) -> tuple[str, Entry]:
+    """parse_line, with orjson for a Docker envelope whose `log` is a string: the long digit
+    run is then inside `log` (its text is decoded exactly later), and the seed pipeline keeps
+    nothing else of the envelope."""
+    if line[:1] == b"{":
+        try:
+            fields = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            fields = None
+        if isinstance(fields, dict) and isinstance(fields.get("log"), str):
+            return "docker", Entry(fields)
+    return parse_line(line)
 
 
 def _merge(bulk: bytes, exact: list[bytes], positions: list[int]) -> bytes:
