@@ -57,7 +57,11 @@ WORDS = [
 ]
 MODES = {
     "packed": ["--compression", "none"],
-    "packed+gzip (default)": [],
+    "zstd columns (default)": [],
+    "zstd-1 columns": ["--zstd-level", "1"],
+    "zstd-6 columns": ["--zstd-level", "6"],
+    "zstd columns 4 MiB": ["--max-record-bytes", str(4 * 1024 * 1024)],
+    "gzip-1": ["--compression", "gzip", "--gzip-level", "1"],
     "one-line-per-record": ["--one-line-per-record"],
 }
 
@@ -66,7 +70,7 @@ MODES = {
 class Result:
     """Figures of one forwarder run."""
 
-    line_bytes: int
+    line_bytes: int | str
     avg_line_bytes: float
     mode: str
     raw_mb: float
@@ -108,11 +112,17 @@ def docker_line(msg: str, seq: int) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
 
-def write_backlog(root: Path, line_bytes: int, total: int) -> tuple[int, int]:
-    """Write `total` bytes of lines of about `line_bytes` over FILES container logs."""
-    rng = random.Random(line_bytes)
-    content = max(20, (line_bytes - 66) * 9 // 10 - 8)  # envelope ~66 bytes, escaping
-    pool = [docker_line(app_message(rng, content, i), i) for i in range(POOL)]
+def write_backlog(root: Path, line_bytes: int | str, total: int) -> tuple[int, int]:
+    """Write `total` bytes over FILES container logs: lines of about `line_bytes` (from a
+    pool of POOL lines), or of a realistic shape of bench/shapes.py (all distinct)."""
+    if isinstance(line_bytes, str):
+        from bench import shapes
+
+        pool = shapes.lines(line_bytes, total // FILES + 1_000_000)
+    else:
+        rng = random.Random(line_bytes)
+        content = max(20, (line_bytes - 66) * 9 // 10 - 8)  # envelope ~66 bytes, escaping
+        pool = [docker_line(app_message(rng, content, i), i) for i in range(POOL)]
     links = root / "var/log/containers"
     links.mkdir(parents=True, exist_ok=True)
     written = lines = 0
@@ -126,7 +136,7 @@ def write_backlog(root: Path, line_bytes: int, total: int) -> tuple[int, int]:
         with open(target, "wb", buffering=4 * 1024 * 1024) as f:
             i = 0
             while size < per_file:
-                block = pool[i % POOL : i % POOL + 1000]
+                block = pool[i % len(pool) : i % len(pool) + 1000]
                 data = b"".join(block)
                 f.write(data)
                 size += len(data)
@@ -192,7 +202,7 @@ def run_forwarder(root: Path, url: str, extra: list[str]) -> tuple[float, float,
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024.0
 
 
-def bench_one(root: Path, line_bytes: int, raw: int, lines: int, mode: str) -> Result:
+def bench_one(root: Path, line_bytes: int | str, raw: int, lines: int, mode: str) -> Result:
     """One forwarder run in one mode against a fresh endpoint."""
     endpoint, url = start_endpoint()
     try:
@@ -245,12 +255,14 @@ def main() -> None:
     """Run every line size and mode; print and save the results."""
     parser = argparse.ArgumentParser(description="forwarder benchmark")
     parser.add_argument("--mb", type=int, default=500, help="MB of backlog per line size")
-    parser.add_argument("--sizes", default="120,1024", help="line sizes in bytes")
+    parser.add_argument(
+        "--sizes", default="120,1024,fluentbit_mix", help="line sizes in bytes or shape names"
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--out", type=Path, default=RESULTS / "forwarder.json", help="JSON file")
     args = parser.parse_args()
     results: list[Result] = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) if s.isdigit() else s for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="podhose-bench-") as tmp:
             raw, lines = write_backlog(Path(tmp), size, args.mb * MB)
             print(f"{size}-byte lines: {raw / MB:.0f} MB, {lines} lines written", flush=True)

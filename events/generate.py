@@ -12,10 +12,15 @@ import gzip
 import json
 from pathlib import Path
 
+from forwarder.wire import Encoder
+
 HERE = Path(__file__).parent
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose"
 TIME = "2019-12-28T08:19:53.704659587Z"
 SOURCE = b"fakenerd-7d4b9c8f6-x2x9q_default_fakenerd-" + b"0123456789abcdef" * 4 + b".log"
+
+
+ZSTD = Encoder("zstd", 1, 1)
 
 
 def docker_line(log: str, stream: str = "stdout") -> bytes:
@@ -73,14 +78,18 @@ EVENTS: dict[str, list[bytes | str]] = {
     ],
     # What the forwarder sends with compression off: many lines of one file in one record.
     "packed": [b"".join(seed_lines(50))],
-    # The forwarder's default: a gzip-compressed packed record.
+    # What `--compression gzip` (and forwarders before zstd) send: a gzip-compressed record.
     "gzip": [gzip.compress(b"".join(seed_lines(200)), mtime=0)],
+    # The forwarder's default: the envelope in columns, zstd-compressed (wire format).
+    "zstd_columns": [ZSTD.encode(ZSTD.header(SOURCE.decode()), b"".join(seed_lines(200)))],
     # A record with the podhose source header (README.md, "Record wire format").
     "source_header": [b"\x1epodhose/1 src=" + SOURCE + b"\n" + b"".join(seed_lines(3))],
     # Records that cannot be read (ProcessingFailed) or hold odd bytes (Ok, repaired).
     "malformed": [
         "not base64!",
         b"\x1f\x8b\x08\x00not really gzip",
+        b"\x28\xb5\x2f\xfdnot really zstd",
+        b"\x1epodhose/1 enc=cols9\nan encoding this transform does not know\n",
         b"",
         cri_line("café and a stray byte:") + b"\xff\xfe raw invalid utf-8\n",
     ],

@@ -114,7 +114,7 @@ class Batcher:
         self.cfg = cfg
         self.tracker = tracker
         self.queue = queue
-        self.level = cfg.gzip_level if cfg.compression == "gzip" else None
+        self.encoder = wire.Encoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
         self.last_safe: dict[FileKey, int] = {}
@@ -122,7 +122,7 @@ class Batcher:
 
     def track(self, key: FileKey, src: str, offset: int) -> None:
         """Start a file: its header, and the offset its first record starts from."""
-        self.headers[key] = b"" if self.cfg.one_line_per_record else wire.header(src)
+        self.headers[key] = b"" if self.cfg.one_line_per_record else self.encoder.header(src)
         self.last_safe[key] = offset
         self.tracker.start(key, offset)
 
@@ -134,7 +134,7 @@ class Batcher:
     def capacity(self, key: FileKey) -> int:
         """Uncompressed payload bytes one record of this file may hold."""
         cap = self.cfg.max_record_bytes - len(self.headers[key])
-        if self.level is None:
+        if self.cfg.compression == "none":
             cap = min(cap, limits.MAX_RECORD_BYTES - len(self.headers[key]))
         return cap
 
@@ -210,7 +210,7 @@ class Batcher:
 
     def _encode(self, head: bytes, payload: bytes) -> list[tuple[bytes, int]]:
         """(record, lines in it) for `payload`, split in halves until each record fits."""
-        data = wire.encode(head, payload, self.level)
+        data = self.encoder.encode(head, payload)
         if len(data) <= limits.MAX_RECORD_BYTES:
             return [(data, payload.count(b"\n"))]
         # Incompressible payload grew past the record limit: split at a line boundary.

@@ -51,8 +51,9 @@ class Config:
     flush_interval: float = 1.0
     max_line_bytes: int = 512 * 1024
     max_record_bytes: int = 1024 * 1024
-    compression: str = "gzip"
+    compression: str = "zstd"
     gzip_level: int = 1
+    zstd_level: int = 1
     one_line_per_record: bool = False
     max_buffer_bytes: int = 32 * 1024 * 1024
     shutdown_timeout: float = 20.0
@@ -209,8 +210,10 @@ OPTIONS: tuple[Option, ...] = (
            f"longest logical line shipped whole, 1024 to {limits.MAX_LINE_LIMIT}", "N"),
     Option("--max-record-bytes", integer(1024 + limits.RECORD_OVERHEAD, 64 * MIB), 1 * MIB,
            "uncompressed payload bytes per record (a record as sent stays <= 1,024,000)", "N"),
-    Option("--compression", choice("gzip", "none"), "gzip", "gzip or none", "KIND"),
-    Option("--gzip-level", integer(1, 9), 1, "gzip level 1-9", "N"),
+    Option("--compression", choice("zstd", "gzip", "none"), "zstd",
+           "zstd (envelope in columns), gzip or none", "KIND"),
+    Option("--zstd-level", integer(1, 19), 1, "zstd level 1-19", "N"),
+    Option("--gzip-level", integer(1, 9), 1, "gzip level 1-9 (with --compression gzip)", "N"),
     Option("--one-line-per-record", boolean, False,
            "one raw line per record, no header, no gzip (the seed's shape)", switch=True),
     Option("--max-buffer-bytes", integer(1, 4096 * MIB), 32 * MIB,

@@ -31,7 +31,7 @@ def test_make_invoke_runs_every_event(path: Path, capsys: pytest.CaptureFixture[
 def test_invoke_shows_results_and_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert invoke.main([str(generate.HERE / "malformed.json")]) == 0
     out = capsys.readouterr().out
-    assert out.count(": ProcessingFailed") == 2
+    assert out.count(": ProcessingFailed") == 4  # bad base64, gzip, zstd; unknown encoding
     assert ": Dropped" in out
     assert '{"log":"café and a stray byte:"}' in out
 

@@ -6,6 +6,7 @@ import os
 import zlib
 
 import pytest
+import zstandard
 
 from forwarder import limits, wire
 from forwarder.acks import AckTracker
@@ -15,6 +16,7 @@ from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
+from transform_lambda.transform import decode_payload
 
 
 def test_flags_win_over_env_and_env_over_defaults() -> None:
@@ -34,7 +36,7 @@ def test_flags_win_over_env_and_env_over_defaults() -> None:
     assert parse_config(["--include-self"], env).self_prefix is None
     default = parse_config(["--delivery-stream", "s"], {})
     assert default.paths == ["/var/log/containers/*.log"]
-    assert default.compression == "gzip"
+    assert default.compression == "zstd"
     assert default.max_line_bytes == 512 * 1024
     assert default.http_port == 2020
 
@@ -45,7 +47,7 @@ def test_flags_win_over_env_and_env_over_defaults() -> None:
         [],  # no delivery stream
         ["--delivery-stream", "s", "--max-line-bytes", "1024000"],  # a line must fit a record
         ["--delivery-stream", "s", "--max-line-bytes", "1000", "--max-record-bytes", "1200"],
-        ["--delivery-stream", "s", "--compression", "zstd"],
+        ["--delivery-stream", "s", "--compression", "lz4"],
     ],
 )
 def test_invalid_settings_are_refused(argv: list[str]) -> None:
@@ -57,8 +59,15 @@ def test_header_is_omitted_for_names_it_cannot_carry() -> None:
     assert wire.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
     assert wire.header("a b.log") == b""
     assert wire.header("a=b.log") == b""
-    record = wire.encode(wire.header("x.log"), b"line\n", 1)
+    assert wire.header("x.log", columns=True) == b"\x1epodhose/1 src=x.log enc=cols1\n"
+    assert wire.header("a b.log", columns=True) == b"\x1epodhose/1 enc=cols1\n"
+    gzip = wire.Encoder("gzip", 1, 1)
+    record = gzip.encode(gzip.header("x.log"), b"line\n")
     assert zlib.decompress(record, 47) == b"\x1epodhose/1 src=x.log\nline\n"
+    zstd = wire.Encoder("zstd", 1, 1)
+    record = zstd.encode(zstd.header("x.log"), b"line\n")
+    assert zstandard.decompress(record) == b"\x1epodhose/1 src=x.log enc=cols1\nr\nline\n"
+    assert decode_payload(record) == b"\x1epodhose/1 src=x.log\nline\n"
 
 
 def test_docker_escape_detection() -> None:

@@ -29,6 +29,7 @@ from operator import methodcaller
 from typing import Any
 
 import orjson
+import zstandard
 
 from transform_lambda import fastpath
 from transform_lambda.envelope import (
@@ -40,9 +41,18 @@ from transform_lambda.envelope import (
 )
 from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl, long_digit_lines
 from transform_lambda.settings import TransformSettings
-from transform_lambda.wire import KubernetesSource, RecordHeader, split_header
+from transform_lambda.wire import (
+    KubernetesSource,
+    RecordHeader,
+    WireFormatError,
+    expand,
+    split_header,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: Largest decompressed record accepted (the forwarder writes at most 64 MiB a record).
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 + 4096
 _ends_with_newline = methodcaller("endswith", b"\n")
 UNKNOWN_PARTITION = "unknown"
 
@@ -91,13 +101,30 @@ class RecordResult:
 
 
 def decode_payload(data: bytes) -> bytes:
-    """Gunzip ``data`` when it starts with the gzip magic; raise RecordUnreadableError."""
-    if not data.startswith(GZIP_MAGIC):
-        return data
+    """The record's payload as the forwarder read it: gunzipped or un-zstd'ed (detected by
+    the magic bytes), column bodies rebuilt into lines (wire.expand); raise
+    RecordUnreadableError when that is impossible."""
+    if data.startswith(GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
+    elif data.startswith(ZSTD_MAGIC):
+        data = _unzstd(data)
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
+        return expand(data)
+    except WireFormatError as error:
+        raise RecordUnreadableError(str(error)) from None
+
+
+def _unzstd(data: bytes) -> bytes:
+    try:
+        size = zstandard.frame_content_size(data)
+        if size < 0 or size > MAX_PAYLOAD_BYTES:
+            raise RecordUnreadableError(f"zstd frame of unknown or excessive size ({size})")
+        return zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as error:
+        raise RecordUnreadableError(f"corrupt zstd data: {error}") from None
 
 
 def split_lines(body: bytes) -> list[bytes]:

@@ -19,6 +19,16 @@ import re
 from dataclasses import dataclass
 
 HEADER_MAGIC = b"\x1epodhose/1"
+ENC_COLUMNS = "cols1"
+_DOCKER = {b"d": b"stdout", b"D": b"stderr"}
+_CRI = {b"o": b"stdout F", b"e": b"stderr F", b"p": b"stdout P", b"q": b"stderr P"}
+_DOCKER_STDOUT = b'{"log":"%s","stream":"stdout","time":"%s"}\n'
+_DOCKER_LINE = b'{"log":"%s","stream":"%s","time":"%s"}\n'
+
+
+class WireFormatError(ValueError):
+    """A record that claims the podhose wire format but does not follow it."""
+
 
 # kubelet's /var/log/containers naming, as Fluent Bit's kubernetes filter reads it.
 _KUBELET_NAME = re.compile(
@@ -86,6 +96,57 @@ class RecordHeader:
 
     def with_attempt(self, attempt: int) -> RecordHeader:
         return RecordHeader({**self.fields, "n": str(attempt)})
+
+
+def expand(payload: bytes) -> bytes:
+    """The payload with its lines as the files held them: a column body (``enc=cols1``)
+    is rebuilt byte for byte and the header loses its ``enc``; other payloads are returned
+    as they are. Raises WireFormatError for an unknown encoding or a corrupt column body.
+    """
+    if not payload.startswith(HEADER_MAGIC):
+        return payload
+    header, body = split_header(payload)
+    assert header is not None
+    enc = header.fields.get("enc")
+    if enc is None:
+        return payload
+    if enc != ENC_COLUMNS:
+        raise WireFormatError(f"unknown record encoding enc={enc}")
+    fields = {key: value for key, value in header.fields.items() if key != "enc"}
+    head = RecordHeader(fields).encode() if fields else b""
+    return head + decode_columns(body)
+
+
+def decode_columns(body: bytes) -> bytes:
+    """Rebuild newline-terminated lines from a column body (forwarder/wire.py writes it).
+
+    >>> decode_columns(b'dr\\nT1\\nhi\\\\n\\nplain\\n')
+    b'{"log":"hi\\\\n","stream":"stdout","time":"T1"}\\nplain\\n'
+    """
+    end = body.find(b"\n")
+    kinds = body[:end] if end >= 0 else b""
+    parts = body[end + 1 :].split(b"\n")
+    if end < 0 or parts.pop() != b"" or kinds.translate(None, b"dDoepqr"):
+        raise WireFormatError("corrupt column body")
+    lines, enveloped = len(kinds), len(kinds) - kinds.count(b"r")
+    if len(parts) != enveloped + lines:
+        raise WireFormatError("corrupt column body: sections do not match the kinds")
+    times, texts = parts[:enveloped], parts[enveloped:]
+    if kinds.count(b"d") == lines:
+        return b"".join(map(_DOCKER_STDOUT.__mod__, zip(texts, times, strict=True)))
+    out = []
+    next_time = iter(times).__next__
+    for kind, text in zip(kinds, texts, strict=True):
+        k = bytes((kind,))
+        if k == b"r":
+            out.append(text + b"\n")
+        elif k in _DOCKER:
+            out.append(
+                b'{"log":"%s","stream":"%s","time":"%s"}\n' % (text, _DOCKER[k], next_time())
+            )
+        else:
+            out.append(b"%s %s %s\n" % (next_time(), _CRI[k], text))
+    return b"".join(out)
 
 
 def split_header(payload: bytes) -> tuple[RecordHeader | None, bytes]:

@@ -1,0 +1,95 @@
+"""The record wire format end to end: the forwarder's encoder, the transform's decoder."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import pytest
+import zstandard
+
+from bench import shapes
+from forwarder.wire import Encoder, columns
+from tests.conftest import firehose_event
+from transform_lambda.app import lambda_handler
+from transform_lambda.transform import RecordUnreadableError, decode_payload
+from transform_lambda.wire import decode_columns
+
+SRC = "api-7d4b9c8f6-x2x9q_prod_api-" + "ab" * 32 + ".log"
+PIECES = [
+    b'{"log":"', b'","stream":"stdout","time":"', b'","stream":"stderr","time":"', b'"}',
+    b" stdout F ", b" stderr P ", b"\\", b'\\"', b"x", b" ", b"\r", b"\xff\xfe", b"\t",
+    b"2024-05-01T10:00:00.1Z", b"{", b"}", b"\xc3\xa9", b"",
+]  # fmt: skip
+
+
+def random_lines(rng: random.Random) -> bytes:
+    lines = [
+        b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 14)))
+        for _ in range(rng.randint(1, 8))
+    ]
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize("shape", sorted(shapes.SHAPES))
+def test_every_line_is_rebuilt_byte_for_byte(shape: str) -> None:
+    lines = b"".join(shapes.lines(shape, 400_000))
+    encoder = Encoder("zstd", 1, 1)
+    record = encoder.encode(encoder.header(SRC), lines)
+    assert len(record) < len(lines) / 5
+    assert decode_payload(record) == f"\x1epodhose/1 src={SRC}\n".encode() + lines
+
+
+def test_odd_lines_are_rebuilt_byte_for_byte() -> None:
+    rng = random.Random(3)
+    encoder = Encoder("zstd", 1, 1)
+    for _ in range(3000):
+        lines = random_lines(rng)
+        assert decode_columns(columns(lines)) == lines, lines
+        assert decode_payload(encoder.encode(encoder.header("a b"), lines)) == lines
+
+
+def test_gzip_and_plain_records_still_decode() -> None:
+    lines = b"".join(shapes.lines("go_zap", 50_000))
+    for compression in ("gzip", "none"):
+        encoder = Encoder(compression, 1, 1)
+        record = encoder.encode(encoder.header(SRC), lines)
+        assert decode_payload(record) == f"\x1epodhose/1 src={SRC}\n".encode() + lines
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"\x28\xb5\x2f\xfd" + b"\x00" * 20,  # zstd magic, garbage frame
+        zstandard.compress(b"\x1epodhose/1 enc=cols1\nddx\nT\n"),  # kinds and sections disagree
+        zstandard.compress(b"\x1epodhose/1 enc=cols1\nd\n"),  # no sections
+        zstandard.compress(b"\x1epodhose/1 enc=cols1\nz\nline\n"),  # unknown kind
+        b"\x1epodhose/1 enc=cols2\nline\n",  # unknown encoding
+    ],
+)
+def test_corrupt_or_unknown_encodings_fail_with_the_original_data(record: bytes) -> None:
+    with pytest.raises(RecordUnreadableError):
+        decode_payload(record)
+    [answer] = lambda_handler(firehose_event([record]), None)["records"]
+    assert answer["result"] == "ProcessingFailed"
+    assert base64.b64decode(answer["data"]) == record
+
+
+def test_fuzzed_records_never_raise_and_every_record_is_answered() -> None:
+    rng = random.Random(5)
+    encoder = Encoder("zstd", 1, 1)
+    good = encoder.encode(encoder.header(SRC), b"".join(shapes.lines("access_json", 20_000)))
+    records = []
+    for _ in range(200):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        records.append(bytes(data))
+    answers = lambda_handler(firehose_event(records), None)["records"]
+    assert len(answers) == len(records)
+    failed = [a for a in answers if a["result"] == "ProcessingFailed"]
+    assert len(failed) > 150  # the frame checksum catches corruption
+    for record, answer in zip(records, answers, strict=True):
+        assert answer["result"] in ("Ok", "ProcessingFailed")
+        if answer["result"] == "ProcessingFailed":
+            assert base64.b64decode(answer["data"]) == record
