@@ -58,7 +58,6 @@ WORDS = [
 MODES = {
     "packed": ["--compression", "none"],
     "zstd columns (default)": [],
-    "zstd-1 columns": ["--zstd-level", "1"],
     "zstd-6 columns": ["--zstd-level", "6"],
     "zstd columns 4 MiB": ["--max-record-bytes", str(4 * 1024 * 1024)],
     "gzip-1": ["--compression", "gzip", "--gzip-level", "1"],

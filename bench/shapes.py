@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
 from collections.abc import Callable
 
+from forwarder.wire import Encoder
+
 TIME = "2024-05-01T10:00:00.123456789Z"
-HEADER = b"\x1epodhose/1 src=app-7d4b9c8f6-x2x9q_default_app-" + b"ab" * 32 + b".log\n"
+SOURCE = "app-7d4b9c8f6-x2x9q_default_app-" + "ab" * 32 + ".log"
 RECORD_BYTES = 1024 * 1024
 
 
@@ -156,15 +157,18 @@ def lines(shape: str, total_bytes: int, seed: int = 11) -> list[bytes]:
     return out
 
 
-def records(raw_lines: list[bytes]) -> list[bytes]:
-    """Forwarder-style records: header + up to 1 MiB of lines, gzip level 1."""
+def records(raw_lines: list[bytes], compression: str = "gzip") -> list[bytes]:
+    """Forwarder-style records: header + up to 1 MiB of lines, gzip level 1 (what
+    `--compression gzip` sends) or zstd level 1 with the envelope in columns (the default)."""
+    encoder = Encoder(compression, 1, 1)
+    head = encoder.header(SOURCE)
     out, current, size = [], [], 0
     for line in raw_lines:
         if current and size + len(line) > RECORD_BYTES:
-            out.append(zlib.compress(HEADER + b"".join(current), 1, wbits=31))
+            out.append(encoder.encode(head, b"".join(current)))
             current, size = [], 0
         current.append(line)
         size += len(line)
     if current:
-        out.append(zlib.compress(HEADER + b"".join(current), 1, wbits=31))
+        out.append(encoder.encode(head, b"".join(current)))
     return out

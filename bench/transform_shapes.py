@@ -44,6 +44,7 @@ class ShapeRow:
     records: int
     podhose_mb_per_cpu_s: float
     baseline_mb_per_cpu_s: float
+    podhose_zstd_mb_per_cpu_s: float  # on the forwarder's default records (no baseline)
 
     @property
     def speedup(self) -> float:
@@ -69,13 +70,18 @@ def run_shape(shape: str, repeat: int) -> ShapeRow:
         theirs = outputs(baseline_blueprint.lambda_handler(evt, None))
     if ours != theirs:
         raise AssertionError(f"{shape}: podhose and the baseline disagree")
-    ours_s, theirs_s = [], []
+    zstd_evt = event(shapes.records(raw_lines, "zstd"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        if outputs(lambda_handler(zstd_evt, LocalContext())) != ours:
+            raise AssertionError(f"{shape}: zstd and gzip records transform differently")
+    ours_s, theirs_s, zstd_s = [], [], []
     for _ in range(repeat):
         ours_s.append(cpu_time(lambda_handler, evt))
         theirs_s.append(cpu_time(baseline_blueprint.lambda_handler, evt))
+        zstd_s.append(cpu_time(lambda_handler, zstd_evt))
     raw_mb = sum(map(len, raw_lines)) / 1e6
-    return ShapeRow(shape, raw_mb, len(raw_lines), len(records),
-                    raw_mb / min(ours_s), raw_mb / min(theirs_s))  # fmt: skip
+    return ShapeRow(shape, raw_mb, len(raw_lines), len(records), raw_mb / min(ours_s),
+                    raw_mb / min(theirs_s), raw_mb / min(zstd_s))  # fmt: skip
 
 
 def lambda_cost_per_gb(mb_per_cpu_s: float, memory_mb: int) -> tuple[float, float]:
@@ -123,11 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     rows = [run_shape(shape, args.repeat) for shape in shapes.SHAPES]
     print(f"{'shape':18} {'MB':>5} {'lines':>7} {'recs':>4} {'podhose MB/CPU-s':>17} "
-          f"{'baseline MB/CPU-s':>18} {'speedup':>8}")  # fmt: skip
+          f"{'baseline MB/CPU-s':>18} {'speedup':>8} {'zstd-cols MB/CPU-s':>20}")  # fmt: skip
     for r in rows:
         print(f"{r.shape:18} {r.raw_mb:5.2f} {r.lines:7d} {r.records:4d} "
               f"{r.podhose_mb_per_cpu_s:17.1f} {r.baseline_mb_per_cpu_s:18.1f} "
-              f"{r.speedup:7.2f}x")  # fmt: skip
+              f"{r.speedup:7.2f}x {r.podhose_zstd_mb_per_cpu_s:20.1f}")  # fmt: skip
     geomean = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
     print(f"geometric mean speedup: {geomean:.2f}x")
     mix = rows[0]

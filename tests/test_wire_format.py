@@ -11,8 +11,10 @@ import zstandard
 from bench import shapes
 from forwarder.wire import Encoder, columns
 from tests.conftest import firehose_event
+from tests.forwarder_testlib import cri_line, docker_line
 from transform_lambda.app import lambda_handler
-from transform_lambda.transform import RecordUnreadableError, decode_payload
+from transform_lambda.settings import TransformSettings
+from transform_lambda.transform import RecordUnreadableError, decode_payload, transform_record
 from transform_lambda.wire import decode_columns
 
 SRC = "api-7d4b9c8f6-x2x9q_prod_api-" + "ab" * 32 + ".log"
@@ -93,3 +95,39 @@ def test_fuzzed_records_never_raise_and_every_record_is_answered() -> None:
         assert answer["result"] in ("Ok", "ProcessingFailed")
         if answer["result"] == "ProcessingFailed":
             assert base64.b64decode(answer["data"]) == record
+
+
+@pytest.mark.parametrize("shape", sorted(shapes.SHAPES))
+def test_columns_transform_exactly_as_the_lines_they_hold(shape: str) -> None:
+    lines = b"".join(shapes.lines(shape, 300_000))
+    lines += b"".join(docker_line(f'{{"id": {10**25 + i}}}\n', "stderr") for i in range(5))
+    lines += docker_line("a piece ") + docker_line("and its end\n")  # a partial pair
+    zstd, gzip = Encoder("zstd", 1, 1), Encoder("gzip", 1, 1)
+    settings = TransformSettings(partition_keys=("namespace",))
+    by_columns = transform_record(zstd.encode(zstd.header(SRC), lines), settings)
+    by_lines = transform_record(gzip.encode(gzip.header(SRC), lines), settings)
+    assert by_columns.data == by_lines.data
+    assert by_columns.counts == by_lines.counts
+    assert by_columns.partition_keys == by_lines.partition_keys == {"namespace": "prod"}
+    assert by_columns.raw_lines() == lines
+
+
+def test_a_columns_record_of_plain_docker_lines_skips_the_envelopes() -> None:
+    lines = b"".join(docker_line(f'{{"n": {i}}}\n', "stdout" if i % 3 else "stderr")
+                     for i in range(1000))  # fmt: skip
+    zstd = Encoder("zstd", 1, 1)
+    result = transform_record(zstd.encode(zstd.header(SRC), lines), TransformSettings())
+    assert result.columns is not None and result.body == b""  # no line was rebuilt
+    assert result.data == b"".join(b'{"n":%d}\n' % i for i in range(1000))
+
+
+def test_a_columns_record_of_full_cri_lines_skips_the_envelopes() -> None:
+    plain = [cri_line(f'{{"n": {i}}}', "stdout" if i % 3 else "stderr") for i in range(999)]
+    plain += [cri_line("plain text"), cri_line(' {"spaced": 1}')]
+    zstd, gzip = Encoder("zstd", 1, 1), Encoder("gzip", 1, 1)
+    for lines, in_bulk in ((plain, True), ([*plain, cri_line("ends with CR\r")], False)):
+        body = b"".join(lines)
+        by_columns = transform_record(zstd.encode(zstd.header(SRC), body), TransformSettings())
+        by_lines = transform_record(gzip.encode(gzip.header(SRC), body), TransformSettings())
+        assert by_columns.data == by_lines.data
+        assert (by_columns.body == b"") is in_bulk  # bulk: no line was rebuilt

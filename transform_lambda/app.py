@@ -254,7 +254,9 @@ def _reingest(
     for candidate in overflow:
         result = by_id[candidate.record_id].result
         assert result is not None
-        chunks += reingest.chunk_lines(result.body, result.header, attempt=candidate.attempt + 1)
+        chunks += reingest.chunk_lines(
+            result.raw_lines(), result.header, attempt=candidate.attempt + 1
+        )
     stream = reingest.stream_name_from_arn(event.delivery_stream_arn)
     try:
         reingest.put_records(_firehose_client(event.region), stream, chunks)

@@ -73,6 +73,33 @@ def _to_ndjson(logs: list[str]) -> tuple[bytes, int] | None:
         return None
 
 
+def docker_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
+    """Seed-pipeline NDJSON from the JSON-escaped `log` strings of Docker lines (the texts
+    column of podhose's wire format), decoded in one call, or None."""
+    if not texts:
+        return b"", 0
+    try:
+        logs = orjson.loads(b'["' + b'","'.join(texts) + b'"]')
+    except orjson.JSONDecodeError:
+        return None
+    if len(logs) != len(texts) or not all(map(_ends_with_newline, logs)):
+        return None  # a text that was not one JSON string; or a partial line's piece
+    return _to_ndjson(logs)
+
+
+def cri_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
+    """Seed-pipeline NDJSON from the contents of full CRI lines (the texts column of
+    podhose's wire format), or None; the same rules as cri_lines."""
+    joined = b"\n".join(texts)
+    if b"\r" in joined:
+        return None  # CR handling is the general path's
+    try:
+        contents = joined.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
+    return _to_ndjson(contents)
+
+
 def docker_lines(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
     """Seed-pipeline NDJSON for Docker json-file lines, or None."""
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 from operator import methodcaller
@@ -42,10 +43,12 @@ from transform_lambda.envelope import (
 from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl, long_digit_lines
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire import (
+    Columns,
     KubernetesSource,
     RecordHeader,
     WireFormatError,
     expand,
+    read_encoded,
     split_header,
 )
 
@@ -89,8 +92,10 @@ class RecordResult:
         data: NDJSON, every line newline-terminated; empty when no line came out.
         counts: per-line accounting.
         header: the source header, if the record had one.
-        body: the decompressed lines (without header), kept for re-ingesting.
+        body: the decompressed lines (without header), kept for re-ingesting; empty when
+            ``columns`` holds them.
         partition_keys: Firehose dynamic-partitioning keys, when configured.
+        columns: the record's column body, when it came in columns and was read from them.
     """
 
     data: bytes
@@ -98,12 +103,25 @@ class RecordResult:
     header: RecordHeader | None = None
     body: bytes = b""
     partition_keys: dict[str, str] | None = None
+    columns: Columns | None = None
+
+    def raw_lines(self) -> bytes:
+        """The record's lines as the files held them (for re-ingesting)."""
+        return self.columns.lines() if self.columns is not None else self.body
 
 
 def decode_payload(data: bytes) -> bytes:
     """The record's payload as the forwarder read it: gunzipped or un-zstd'ed (detected by
     the magic bytes), column bodies rebuilt into lines (wire.expand); raise
     RecordUnreadableError when that is impossible."""
+    try:
+        return expand(decompress(data))
+    except WireFormatError as error:
+        raise RecordUnreadableError(str(error)) from None
+
+
+def decompress(data: bytes) -> bytes:
+    """Gunzip or un-zstd ``data`` when it starts with their magic bytes."""
     if data.startswith(GZIP_MAGIC):
         try:
             data = gzip.decompress(data)
@@ -111,10 +129,7 @@ def decode_payload(data: bytes) -> bytes:
             raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
     elif data.startswith(ZSTD_MAGIC):
         data = _unzstd(data)
-    try:
-        return expand(data)
-    except WireFormatError as error:
-        raise RecordUnreadableError(str(error)) from None
+    return data
 
 
 def _unzstd(data: bytes) -> bytes:
@@ -137,7 +152,19 @@ def split_lines(body: bytes) -> list[bytes]:
 
 def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
     """Transform one record's (base64-decoded) data; raise RecordUnreadableError."""
-    header, body = split_header(decode_payload(data))
+    header, body = split_header(decompress(data))
+    if header is not None and "enc" in header.fields:
+        try:
+            header, columns = read_encoded(header, body)
+        except WireFormatError as error:
+            raise RecordUnreadableError(str(error)) from None
+        fast = _columns_output(columns, settings)
+        if fast is not None:
+            source = header.source if header is not None else None
+            output, counts = fast
+            keys = _partition_keys(settings, source)
+            return RecordResult(output, counts, header, b"", keys, columns)
+        body = columns.lines()
     source = header.source if header is not None else None
     lines = split_lines(body)
     fast = _fast_output(lines, body, settings)
@@ -207,23 +234,70 @@ def _fast_output(
     """
     if not lines or not settings.is_seed_pipeline:
         return None
-    exact = long_digit_lines(body)
-    if len(exact) * 4 > len(lines):
+
+    def bulk(kept: list[int] | None) -> tuple[bytes, int] | None:
+        if kept is None:
+            return _bulk(lines, body)
+        subset = [lines[i] for i in kept]
+        return _bulk(subset, b"\n".join(subset) + b"\n")
+
+    return _bulk_with_exact_lines(len(lines), body, bulk, lines.__getitem__, settings)
+
+
+def _columns_output(
+    columns: Columns, settings: TransformSettings
+) -> tuple[bytes, LineCounts] | None:
+    """The bulk path straight from a column body of Docker lines (the `log` strings are
+    decoded from the texts column in one call) or of full CRI lines (the texts are the
+    contents): no envelope is rebuilt or parsed."""
+    if not columns.texts or not settings.is_seed_pipeline:
         return None
-    counts = LineCounts(len(lines), len(lines))
+    if columns.all_docker:
+        to_ndjson = fastpath.docker_texts
+    elif columns.all_cri_full and all(map(_starts_with_digit, columns.times)):
+        to_ndjson = fastpath.cri_texts
+    else:
+        return None
+    texts = columns.texts
+
+    def bulk(kept: list[int] | None) -> tuple[bytes, int] | None:
+        return to_ndjson(texts if kept is None else [texts[i] for i in kept])
+
+    joined = b"\n".join(texts) + b"\n"
+    return _bulk_with_exact_lines(len(texts), joined, bulk, columns.enveloped_line, settings)
+
+
+def _starts_with_digit(time: bytes) -> bool:
+    return time[:1].isdigit()
+
+
+def _bulk_with_exact_lines(
+    count: int,
+    joined: bytes,
+    bulk: Callable[[list[int] | None], tuple[bytes, int] | None],
+    line_at: Callable[[int], bytes],
+    settings: TransformSettings,
+) -> tuple[bytes, LineCounts] | None:
+    """`count` lines in bulk, but those whose text (`joined`, one per LF) has a digit run
+    orjson might misread, which go through the exact per-line path and are put back."""
+    exact = sorted(long_digit_lines(joined))
+    if len(exact) * 4 > count:
+        return None
+    counts = LineCounts(count, count)
+    exact_out: list[bytes] = []
+    kept = None
     if exact:
-        ordinary = [line for i, line in enumerate(lines) if i not in exact]
-        exact_out = _exact_lines([lines[i] for i in sorted(exact)], settings, counts)
+        taken = set(exact)
+        kept = [i for i in range(count) if i not in taken]
+        exact_out = _exact_lines([line_at(i) for i in exact], settings, counts)  # type: ignore[assignment]
         if exact_out is None:
             return None
-        body = b"\n".join(ordinary) + b"\n" if ordinary else b""
-        lines = ordinary
-    fast = _bulk(lines, body) if lines else (b"", 0)
+    fast = bulk(kept) if kept != [] else (b"", 0)
     if fast is None:
         return None
     output, counts.decode_failures = fast
     if exact:
-        output = _merge(output, exact_out, sorted(exact))  # type: ignore[arg-type]
+        output = _merge(output, exact_out, exact)
     return output, counts
 
 

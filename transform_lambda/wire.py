@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 HEADER_MAGIC = b"\x1epodhose/1"
@@ -107,46 +108,86 @@ def expand(payload: bytes) -> bytes:
         return payload
     header, body = split_header(payload)
     assert header is not None
-    enc = header.fields.get("enc")
-    if enc is None:
+    if "enc" not in header.fields:
         return payload
+    header, columns = read_encoded(header, body)
+    return (header.encode() if header else b"") + columns.lines()
+
+
+def read_encoded(header: RecordHeader, body: bytes) -> tuple[RecordHeader | None, Columns]:
+    """(the header without ``enc``, or None when nothing else is left; the columns) of a
+    record whose header names an encoding; raise WireFormatError for an unknown one."""
+    enc = header.fields.get("enc")
     if enc != ENC_COLUMNS:
         raise WireFormatError(f"unknown record encoding enc={enc}")
     fields = {key: value for key, value in header.fields.items() if key != "enc"}
-    head = RecordHeader(fields).encode() if fields else b""
-    return head + decode_columns(body)
+    return (RecordHeader(fields) if fields else None), Columns.read(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A column body read apart (forwarder/wire.py writes it): one kind byte per line, the
+    time of each line that has one, the text of each line."""
+
+    kinds: bytes
+    times: list[bytes]
+    texts: list[bytes]
+
+    @classmethod
+    def read(cls, body: bytes) -> Columns:
+        """Split a column body; raise WireFormatError when it is not one."""
+        end = body.find(b"\n")
+        kinds = body[:end] if end >= 0 else b""
+        parts = body[end + 1 :].split(b"\n")
+        if end < 0 or parts.pop() != b"" or kinds.translate(None, b"dDoepqr"):
+            raise WireFormatError("corrupt column body")
+        enveloped = len(kinds) - kinds.count(b"r")
+        if len(parts) != enveloped + len(kinds):
+            raise WireFormatError("corrupt column body: sections do not match the kinds")
+        return cls(kinds, parts[:enveloped], parts[enveloped:])
+
+    @property
+    def all_docker(self) -> bool:
+        """Every line is a Docker json-file entry (stdout or stderr)."""
+        return not self.kinds.translate(None, b"dD")
+
+    @property
+    def all_cri_full(self) -> bool:
+        """Every line is a full CRI line (stdout or stderr)."""
+        return not self.kinds.translate(None, b"oe")
+
+    def lines(self) -> bytes:
+        """Every line rebuilt byte for byte, newline-terminated."""
+        kinds, times, texts = self.kinds, self.times, self.texts
+        if kinds.count(b"d") == len(kinds):
+            return b"".join(map(_DOCKER_STDOUT.__mod__, zip(texts, times, strict=True)))
+        out = []
+        next_time = iter(times).__next__
+        for kind, text in zip(kinds, texts, strict=True):
+            out.append(_line(bytes((kind,)), text, next_time))
+        return b"".join(out)
+
+    def enveloped_line(self, index: int) -> bytes:
+        """Line `index` rebuilt, for a body where every line has a time (no `r` kind)."""
+        kind = self.kinds[index : index + 1]
+        return _line(kind, self.texts[index], iter((self.times[index],)).__next__)
+
+
+def _line(kind: bytes, text: bytes, next_time: Callable[[], bytes]) -> bytes:
+    if kind == b"r":
+        return text + b"\n"
+    if kind in _DOCKER:
+        return _DOCKER_LINE % (text, _DOCKER[kind], next_time())
+    return b"%s %s %s\n" % (next_time(), _CRI[kind], text)
 
 
 def decode_columns(body: bytes) -> bytes:
-    """Rebuild newline-terminated lines from a column body (forwarder/wire.py writes it).
+    """Rebuild newline-terminated lines from a column body.
 
     >>> decode_columns(b'dr\\nT1\\nhi\\\\n\\nplain\\n')
     b'{"log":"hi\\\\n","stream":"stdout","time":"T1"}\\nplain\\n'
     """
-    end = body.find(b"\n")
-    kinds = body[:end] if end >= 0 else b""
-    parts = body[end + 1 :].split(b"\n")
-    if end < 0 or parts.pop() != b"" or kinds.translate(None, b"dDoepqr"):
-        raise WireFormatError("corrupt column body")
-    lines, enveloped = len(kinds), len(kinds) - kinds.count(b"r")
-    if len(parts) != enveloped + lines:
-        raise WireFormatError("corrupt column body: sections do not match the kinds")
-    times, texts = parts[:enveloped], parts[enveloped:]
-    if kinds.count(b"d") == lines:
-        return b"".join(map(_DOCKER_STDOUT.__mod__, zip(texts, times, strict=True)))
-    out = []
-    next_time = iter(times).__next__
-    for kind, text in zip(kinds, texts, strict=True):
-        k = bytes((kind,))
-        if k == b"r":
-            out.append(text + b"\n")
-        elif k in _DOCKER:
-            out.append(
-                b'{"log":"%s","stream":"%s","time":"%s"}\n' % (text, _DOCKER[k], next_time())
-            )
-        else:
-            out.append(b"%s %s %s\n" % (next_time(), _CRI[k], text))
-    return b"".join(out)
+    return Columns.read(body).lines()
 
 
 def split_header(payload: bytes) -> tuple[RecordHeader | None, bytes]:
