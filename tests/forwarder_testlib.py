@@ -167,6 +167,13 @@ class ForwarderProc:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def up(self) -> bool:
+        """True once /healthz answers 200."""
+        try:
+            return self.get("/healthz")[0] == 200
+        except OSError:
+            return False
+
     def metric(self, name: str) -> float:
         """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
         _status, text = self.get("/metrics")
@@ -201,6 +208,11 @@ def delivered(records: Iterable[bytes]) -> dict[str | None, Counter[bytes]]:
         src, lines = decode(record)
         out.setdefault(src, Counter()).update(lines)
     return out
+
+
+def delivered_of(records: Iterable[bytes], c: Container) -> Counter[bytes]:
+    """Every delivered line of one container, counted."""
+    return delivered(records).get(c.src, Counter())
 
 
 def lines_of(data: bytes) -> Counter[bytes]:

@@ -21,6 +21,7 @@ from tests.forwarder_testlib import (
     Node,
     cri_line,
     delivered,
+    delivered_of,
     docker_line,
     docker_split,
     lines_of,
@@ -48,7 +49,7 @@ def stored_offsets(db: Path) -> dict[str, int]:
 
 
 def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
-    return delivered(endpoint.received()).get(c.src, Counter())
+    return delivered_of(endpoint.received(), c)
 
 
 def test_exit_on_eof_ships_docker_and_cri_with_partials_joined(
@@ -187,7 +188,7 @@ def test_running_forwarder_follows_new_files_rotation_and_serves_metrics(
     cri = node.add("api-1", "cri")
     docker = node.add("worker-1", "docker")
     with running(fwd(endpoint, node, db)) as proc:
-        wait_for(lambda: _up(proc), 30, "healthz")
+        wait_for(proc.up, 30, "healthz")
         batch1 = b"".join(cri_line(f"cri before rotation {i}") for i in range(2000))
         dbatch1 = b"".join(docker_line(f"docker before rotation {i}\n") for i in range(2000))
         cri.write(batch1)
@@ -248,7 +249,7 @@ def test_deleted_pod_files_are_drained(endpoint: FirehoseEndpoint, node: Node, d
     limit = 1024 * 1024
     extra = ("--max-buffer-bytes", str(limit), "--max-line-bytes", str(64 * 1024))
     with running(fwd(endpoint, node, db, *extra)) as proc:
-        wait_for(lambda: _up(proc) and proc.metric("podhose_buffered_bytes") > 0, 30, "reading")
+        wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 0, 30, "reading")
         wait_for(lambda: proc.metric("podhose_retries_total") > 0, 30, "retries")
         assert proc.metric("podhose_bytes_read_total") < len(data)  # lines are unread
         c.link.unlink()
@@ -266,7 +267,7 @@ def test_sigterm_flushes_everything(endpoint: FirehoseEndpoint, node: Node, db: 
     data = b"".join(docker_line(f"line {i}\n") for i in range(3000))
     c.write(data)
     with running(fwd(endpoint, node, db, "--flush-interval", "60")) as proc:
-        wait_for(lambda: _up(proc) and proc.metric("podhose_lines_read_total") == 3000, 30, "read")
+        wait_for(lambda: proc.up() and proc.metric("podhose_lines_read_total") == 3000, 30, "read")
         assert endpoint.received() == []  # waiting for the 60 s flush interval
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -319,13 +320,6 @@ def test_new_inode_at_same_path_is_read_from_head(
     with running(fwd(endpoint, node, db, "--exit-on-eof")) as proc:
         assert proc.wait(60) == 0
     assert got(endpoint, c) == lines_of(old + new)
-
-
-def _up(proc: ForwarderProc) -> bool:
-    try:
-        return proc.get("/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def _total(counter: Counter[bytes]) -> int:

@@ -23,7 +23,7 @@ from tests.forwarder_testlib import (
     ForwarderProc,
     Node,
     cri_line,
-    delivered,
+    delivered_of,
     docker_line,
     lines_of,
     running,
@@ -38,14 +38,7 @@ def fwd(endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, *extra: str) -> 
 
 
 def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
-    return delivered(endpoint.received()).get(c.src, Counter())
-
-
-def up(proc: ForwarderProc) -> bool:
-    try:
-        return proc.get("/healthz")[0] == 200
-    except OSError:
-        return False
+    return delivered_of(endpoint.received(), c)
 
 
 def backlog(c: Container, lines: int, label: str = "backlog", width: int = 100) -> bytes:
@@ -64,7 +57,7 @@ def test_a_file_rotated_while_the_buffer_is_full_keeps_its_tail(
     quiet.write(head)
     endpoint.throttle()
     with running(fwd(endpoint, node, tmp_path, *SMALL)) as proc:
-        wait_for(lambda: up(proc) and proc.metric("podhose_lines_read_total") >= 10, 30, "head")
+        wait_for(lambda: proc.up() and proc.metric("podhose_lines_read_total") >= 10, 30, "head")
         busy_data = backlog(busy, 30_000)  # ~4 MB: fills the 256 KiB buffer at once
         wait_for(lambda: proc.metric("podhose_buffered_bytes") > 190_000, 30, "full buffer")
         tail = b"".join(cri_line(f"tail {i}") for i in range(200))
@@ -251,7 +244,7 @@ def test_sigkill_and_restart_during_an_outage_lose_and_duplicate_nothing(
         proc.signal(signal.SIGKILL)
         proc.wait(10)
     with running(fwd(endpoint, node, tmp_path, *SMALL)) as proc:
-        wait_for(lambda: up(proc) and proc.metric("podhose_failures_total") > 0, 30, "retrying")
+        wait_for(lambda: proc.up() and proc.metric("podhose_failures_total") > 0, 30, "retrying")
         after = backlog(c, 1_000, "after")
         endpoint.clear_faults()
         want = lines_of(before + during + after)
