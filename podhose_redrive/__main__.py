@@ -1,0 +1,7 @@
+"""``python -m podhose_redrive``: the same as the ``podhose-redrive`` console script."""
+
+import sys
+
+from podhose_redrive import main
+
+sys.exit(main())
