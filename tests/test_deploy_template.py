@@ -175,3 +175,57 @@ def test_outputs(template):
         "ForwarderPolicyArn",
         "TransformFunctionName",
     }
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: r["Properties"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_alarms_cover_each_kind_and_notify(template):
+    alarms = _alarms(template)
+    watched = {(a["Namespace"], a["MetricName"]) for a in alarms.values()}
+    assert watched >= {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/Firehose", "DeliveryToS3.DataFreshness"),
+        ("AWS/Firehose", "ExecuteProcessing.Success"),
+        ("AWS/Firehose", "ThrottledRecords"),
+        ("podhose", "RecordsProcessingFailed"),  # the transform's own EMF metric
+    }
+    topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [topic]
+    freshness = next(a for a in alarms.values() if a["MetricName"].startswith("DeliveryToS3"))
+    assert freshness["Threshold"] == {"Ref": "DataFreshnessThresholdSeconds"}
+    emf = next(a for a in alarms.values() if a["Namespace"] == "podhose")
+    service = _environment(template)["POWERTOOLS_SERVICE_NAME"]
+    assert emf["Dimensions"] == [{"Name": "service", "Value": service}]
+    assert template["Resources"]["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
+
+
+def test_athena_table_projects_the_partitions_firehose_writes(template):
+    table = template["Resources"]["LogTable"]["Properties"]["TableInput"]
+    params = table["Parameters"]
+    assert params["projection.enabled"] == "true"
+    s3 = template["Resources"]["DeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    _, partitioned, plain = s3["Prefix"]["Fn::If"]
+    _, partitioned_location, plain_location = params["storage.location.template"]["Fn::If"]
+    _, partitioned_keys, plain_keys = table["PartitionKeys"]["Fn::If"]
+    for prefix, location, keys in (
+        (partitioned, partitioned_location["Fn::Sub"], partitioned_keys),
+        (plain, plain_location["Fn::Sub"], plain_keys),
+    ):
+        # logs/namespace=!{partitionKeyFromLambda:namespace}/.../hour=!{timestamp:HH}/
+        firehose_keys = re.findall(r"(\w+)=!\{", prefix)
+        assert firehose_keys == [k["Name"] for k in keys]
+        assert location == "s3://${LogBucket}/" + re.sub(
+            r"(\w+)=!\{[^}]*\}", lambda m: f"{m[1]}=${{!{m[1]}}}", prefix
+        )
+        for key in firehose_keys:
+            assert f"projection.{key}.type" in params
+    columns = table["StorageDescriptor"]["Columns"]
+    assert columns == [{"Name": "line", "Type": "string"}]  # no schema to break on
