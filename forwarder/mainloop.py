@@ -31,6 +31,7 @@ class Forwarder:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
+        self.metrics.buffer_limit.set(cfg.max_buffer_bytes)
         self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
         self.db = OffsetsDB(cfg.db)
         self.stored = self.db.load()

@@ -50,6 +50,9 @@ class Metrics:
         self.buffered = Gauge(
             "podhose_buffered_bytes", "File bytes read but not yet acknowledged", registry=r
         )
+        self.buffer_limit = Gauge(
+            "podhose_buffer_limit_bytes", "--max-buffer-bytes: reading pauses above it", registry=r
+        )
         self.lag = Gauge(
             "podhose_file_lag_bytes", "File size minus acknowledged offset", ["file"], registry=r
         )
