@@ -195,7 +195,39 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
             print("--- forwarder log (tail) ---")
             print(forwarder.log_tail())
         outcome = _report(pipe, workload, problems)
+        _query(pipe, root / "s3")
     return outcome
+
+
+# The Athena example's shape (README, "Alarms and the Athena table"), over a local copy of
+# the bucket: one VARCHAR column `line`, the partitions from the hive-style key names.
+QUERY = """
+SELECT {group}, count(*) AS lines,
+       count(json_extract_string(line, '$.name')) AS seed_app_lines
+FROM read_csv('{root}/logs/**/*', delim='\x01', header=false, quote='', escape='',
+              columns={{'line': 'VARCHAR'}}, hive_partitioning=true)
+GROUP BY {group} ORDER BY {group}
+"""
+
+
+def _query(pipe: LocalPipeline, root: Path) -> None:
+    """Copy the data objects out of the local S3 and query them with DuckDB."""
+    import duckdb
+
+    keys = pipe.data_keys()
+    if not keys:
+        return
+    for key in keys:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = pipe.moto.s3.get_object(Bucket=pipe.config.bucket_name, Key=key)["Body"].read()
+        path.write_bytes(body)
+    group = "namespace, container" if pipe.config.dynamic_partitioning else "year, month, day, hour"
+    sql = QUERY.format(group=group, root=root)
+    rows = duckdb.connect().sql(sql).fetchall()
+    print(f"\nDuckDB on the S3 output (the Athena table's SQL shape, lines per {group}):")
+    for row in rows:
+        print("  " + "  ".join(str(value) for value in row))
 
 
 def _report(pipe: LocalPipeline, workload: Workload, problems: list[str]) -> Outcome:

@@ -213,5 +213,8 @@ def test_demo_runs_reports_and_cleans_up(
     faults = re.search(r"^faults the forwarder recovered from: (.*)$", out, re.MULTILINE)
     assert faults, out
     assert "'server_error': 1" in faults[1]  # armed at 2 s (and 'drop' at 4 s)
+    # it ends with DuckDB's query over the S3 output: the hour's row counts every line
+    query = out.split("DuckDB on the S3 output", 1)[1].splitlines()[1:]
+    assert sum(int(row.split()[4]) for row in query if row.strip()) == int(match[2])
     assert list(tmp_path.iterdir()) == []
     assert not _no_children_left()
