@@ -44,7 +44,7 @@ invoke: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.transform
 	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
-	$(PY) -m bench.forwarder
+	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
 
 SOAK_MINUTES ?= 30
 soak: $(STAMP)

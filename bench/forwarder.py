@@ -27,6 +27,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+# Prices for $ per GB of logs (us-east-1): Firehose ingestion per billed GB, a node vCPU-hour,
+# and the transform Lambda per GB of logs (bench.transform_shapes, 1,024 MB arm64).
+FIREHOSE_USD_PER_GB = 0.029
+VCPU_USD_PER_HOUR = 0.0385
+LAMBDA_USD_PER_GB = 0.00024
+# Fluent Bit 4.2, simple_aggregation + gzip, on its own 1 GB throughput backlog (figures from
+# the cost issue): billed/raw and node CPU-s per GB.
+FLUENT_BIT_BILLED, FLUENT_BIT_CPU_S_PER_GB = 0.0754, 54.0
 MB = 1_000_000
 GB = 1_000_000_000
 FILES = 4
@@ -85,6 +93,17 @@ class Result:
     calls: int
     records: int
     billed_gb_per_gb: float
+
+    @property
+    def usd_per_gb(self) -> float:
+        """$ per GB of logs: Firehose bytes + node CPU + the transform Lambda."""
+        return usd_per_gb(self.billed_gb_per_gb, self.cpu_s_per_gb)
+
+
+def usd_per_gb(billed_per_raw: float, cpu_s_per_gb: float) -> float:
+    """$ per GB of logs for a billed/raw ratio and node CPU-seconds per GB."""
+    node = cpu_s_per_gb * VCPU_USD_PER_HOUR / 3600
+    return billed_per_raw * FIREHOSE_USD_PER_GB + node + LAMBDA_USD_PER_GB
 
 
 def app_message(rng: random.Random, size: int, seq: int) -> str:
@@ -230,6 +249,43 @@ def bench_one(root: Path, line_bytes: int | str, raw: int, lines: int, mode: str
     )
 
 
+def plot(results: list[Result], fluent_bit_usd: float, path: Path) -> None:
+    """$ per GB of logs by mode, per line size, beside Fluent Bit's best configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if r.mode not in ("one-line-per-record", "packed")]
+    sizes = list(dict.fromkeys(str(r.line_bytes) for r in shown))
+    modes = list(dict.fromkeys(r.mode for r in shown))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(modes)
+    for m, mode in enumerate(modes):
+        values = [
+            next(
+                (
+                    r.usd_per_gb * 1000
+                    for r in shown
+                    if r.mode == mode and str(r.line_bytes) == size
+                ),
+                0,
+            )
+            for size in sizes
+        ]
+        ax.bar([i + m * width for i in range(len(sizes))], values, width, label=mode)
+    label = "Fluent Bit simple_aggregation+gzip, its own 1 GB backlog (published)"
+    ax.axhline(fluent_bit_usd * 1000, color="black", linestyle="--", label=label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sizes))], sizes)
+    ax.set_xlabel("backlog (line bytes or shape)")
+    ax.set_ylabel("$ per 1,000 GB of logs")
+    ax.set_title("Firehose ingestion + node CPU + transform Lambda, by forwarder setting")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def table(results: list[Result]) -> str:
     """Results as a fixed-width table."""
     cols = [
@@ -237,11 +293,12 @@ def table(results: list[Result]) -> str:
         ("MB/s", "mb_per_s"),
         ("lines/s", "lines_per_s"), ("CPU s/GB", "cpu_s_per_gb"), ("MB/CPU-s", "mb_per_cpu_s"),
         ("peak RSS MB", "peak_rss_mb"), ("calls", "calls"), ("records", "records"),
-        ("billed/raw", "billed_gb_per_gb"), ("lines ok", "lines_delivered"),
+        ("billed/raw", "billed_gb_per_gb"), ("$/GB", "usd_per_gb"), ("lines ok", "lines_delivered"),
     ]  # fmt: skip
     rows = [[h for h, _ in cols]]
     for r in results:
         row = [str(getattr(r, attr)) for _, attr in cols]
+        row[-2] = f"{r.usd_per_gb:.5f}"
         row[-1] = "yes" if r.lines_delivered == r.lines else f"NO ({r.lines_delivered}/{r.lines})"
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
@@ -259,6 +316,7 @@ def main() -> None:
     )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--out", type=Path, default=RESULTS / "forwarder.json", help="JSON file")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of $ per GB by setting")
     args = parser.parse_args()
     results: list[Result] = []
     for size in (int(s) if s.isdigit() else s for s in args.sizes.split(",")):
@@ -270,6 +328,12 @@ def main() -> None:
                 print(table(results[-1:]).splitlines()[1], flush=True)
     print()
     print(table(results))
+    fluent_bit = usd_per_gb(FLUENT_BIT_BILLED, FLUENT_BIT_CPU_S_PER_GB)
+    print(f"\nFluent Bit 4.2 simple_aggregation+gzip (published): billed {FLUENT_BIT_BILLED}, "
+          f"{FLUENT_BIT_CPU_S_PER_GB} CPU-s/GB, ${fluent_bit:.5f} per GB")  # fmt: skip
+    if args.plot:
+        plot(results, fluent_bit, args.plot)
+        print(f"plot written to {args.plot}")
     out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"command": " ".join(["python -m bench.forwarder", *sys.argv[1:]]), "results": []}
