@@ -149,6 +149,8 @@ class Sender:
             failed.append(record)
             self.metrics.failures.labels(code).inc()
             kind = classify(code, None)
+            if kind is Kind.INVALID:
+                kind = Kind.RETRY  # a record refused inside a 200 answer: try it again
             if worst.kind is None or kind is Kind.PERMANENT:
                 worst = Outcome(failed, kind, code, str(result.get("ErrorMessage", "")))
         if failed:
@@ -156,8 +158,6 @@ class Sender:
         self.tracker.ack(r.mark for r in ok)
         self.metrics.records_sent.inc(len(ok))
         self.metrics.bytes_sent.inc(sum(len(r.data) for r in ok))
-        if worst.kind is Kind.INVALID:
-            worst.kind = Kind.RETRY  # a record refused inside a 200 answer: try it again
         return worst
 
     def _call_failed(

@@ -66,3 +66,11 @@ def test_an_entry_without_log_is_dropped_not_written_as_an_empty_object() -> Non
     assert result.counts.lines_in == 2
     assert result.counts.lines_out == 1
     assert result.counts.without_kept_keys == 1
+
+
+def test_decode_failures_are_counted_on_both_paths_of_a_mixed_record() -> None:
+    body = docker_line('{"broken": 12345678901234567890123,\n') + docker_line('{"also": broken}\n')
+    body += docker_line(SEED) * 10
+    result = transform_record(body, TransformSettings())
+    _, general = _general_output(split_lines(body), TransformSettings(), None)
+    assert result.counts.decode_failures == general.decode_failures == 2

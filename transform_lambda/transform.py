@@ -284,21 +284,23 @@ def _bulk_with_exact_lines(
     if len(exact) * 4 > count:
         return None
     counts = LineCounts(count, count)
-    exact_out: list[bytes] = []
-    kept = None
-    if exact:
-        taken = set(exact)
-        kept = [i for i in range(count) if i not in taken]
-        exact_out = _exact_lines([line_at(i) for i in exact], settings, counts)  # type: ignore[assignment]
-        if exact_out is None:
+    if not exact:
+        fast = bulk(None)
+        if fast is None:
             return None
-    fast = bulk(kept) if kept != [] else (b"", 0)
+        output, counts.decode_failures = fast
+        return output, counts
+    exact_out = _exact_lines([line_at(i) for i in exact], settings, counts)
+    if exact_out is None:
+        return None
+    taken = set(exact)
+    kept = [i for i in range(count) if i not in taken]
+    fast = bulk(kept) if kept else (b"", 0)
     if fast is None:
         return None
-    output, counts.decode_failures = fast
-    if exact:
-        output = _merge(output, exact_out, exact)
-    return output, counts
+    output, failures = fast
+    counts.decode_failures += failures  # the exact lines' failures are counted already
+    return _merge(output, exact_out, exact), counts
 
 
 def _bulk(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
