@@ -21,12 +21,11 @@ CALL_TARGET_BYTES = 1024 * 1024
 class Record:
     """One Firehose record as sent, the mark it acknowledges, and how many lines it holds."""
 
-    __slots__ = ("born", "data", "lines", "mark")
+    __slots__ = ("data", "lines", "mark")
 
-    def __init__(self, data: bytes, mark: Mark, born: float, lines: int) -> None:
+    def __init__(self, data: bytes, mark: Mark, lines: int) -> None:
         self.data = data
         self.mark = mark
-        self.born = born
         self.lines = lines
 
 
@@ -90,7 +89,7 @@ class SendQueue:
         full = len(self._queue) >= limits.MAX_RECORDS_PER_CALL or self._cost >= CALL_TARGET_BYTES
         if full or self._flushing:
             return 0.0
-        return self._queue[0].born + self.flush_interval - time.monotonic()
+        return self._queue[0].mark.born + self.flush_interval - time.monotonic()
 
     def _pop_call(self) -> list[Record]:
         call: list[Record] = []
@@ -202,7 +201,7 @@ class Batcher:
         mark = self.tracker.mark(key, op.safe_offset, len(datas), op.born)
         if datas:
             self.records_made += len(datas)
-            self.queue.put([Record(d, mark, op.born, lines) for d, lines in datas])
+            self.queue.put([Record(d, mark, lines) for d, lines in datas])
 
     def oldest_open(self) -> float | None:
         """Monotonic time the oldest line not yet closed into a record was read."""

@@ -27,7 +27,7 @@ import zlib
 import zstandard
 
 GZIP_WBITS = 31  # zlib wbits value that selects the gzip container
-ENC_COLUMNS = b"cols1"
+ENC_COLUMNS = b"cols1"  # the `enc` value of a column body
 _FORBIDDEN = (" ", "=", "\n")
 # One line: a Docker json-file entry as dockerd writes it, a CRI line, or anything else.
 _LINE = re.compile(
@@ -51,10 +51,10 @@ _KIND = {
 
 def header(src: str, columns: bool = False) -> bytes:
     """The header line for lines of file `src` (b'' when the name cannot be carried)."""
-    if not src or any(ch in src for ch in _FORBIDDEN):
-        return b"\x1epodhose/1 enc=cols1\n" if columns else b""
-    head = b"\x1epodhose/1 src=" + src.encode("utf-8", "surrogateescape")
-    return head + (b" enc=cols1\n" if columns else b"\n")
+    fields = [b"enc=" + ENC_COLUMNS] if columns else []
+    if src and not any(ch in src for ch in _FORBIDDEN):
+        fields.insert(0, b"src=" + src.encode("utf-8", "surrogateescape"))
+    return b"\x1epodhose/1 " + b" ".join(fields) + b"\n" if fields else b""
 
 
 def columns(lines: bytes) -> bytes:

@@ -153,32 +153,23 @@ def split_lines(body: bytes) -> list[bytes]:
 def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
     """Transform one record's (base64-decoded) data; raise RecordUnreadableError."""
     header, body = split_header(decompress(data))
+    columns, fast = None, None
     if header is not None and "enc" in header.fields:
         try:
             header, columns = read_encoded(header, body)
         except WireFormatError as error:
             raise RecordUnreadableError(str(error)) from None
         fast = _columns_output(columns, settings)
-        if fast is not None:
-            source = header.source if header is not None else None
-            output, counts = fast
-            keys = _partition_keys(settings, source)
-            return RecordResult(output, counts, header, b"", keys, columns)
-        body = columns.lines()
+        if fast is None:  # not in bulk from the columns: read the rebuilt lines as usual
+            body, columns = columns.lines(), None
     source = header.source if header is not None else None
-    lines = split_lines(body)
-    fast = _fast_output(lines, body, settings)
-    if fast is not None:
-        output, counts = fast
-    else:
-        output, counts = _general_output(lines, settings, source)
-    return RecordResult(
-        data=output,
-        counts=counts,
-        header=header,
-        body=body,
-        partition_keys=_partition_keys(settings, source),
-    )
+    if fast is None:
+        lines = split_lines(body)
+        fast = _fast_output(lines, body, settings) or _general_output(lines, settings, source)
+    output, counts = fast
+    keys = _partition_keys(settings, source)
+    body = b"" if columns is not None else body  # the columns hold the lines
+    return RecordResult(output, counts, header, body, keys, columns)
 
 
 def transform_records(
