@@ -13,12 +13,14 @@ from forwarder import logs
 from forwarder.config import parse_config, resolve_region, unknown_variables
 from forwarder.health import serve
 from forwarder.mainloop import Forwarder
+from forwarder.memory import tune_malloc
 
 log = logging.getLogger("forwarder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (`podhose-forwarder`)."""
+    tune_malloc()
     cfg = resolve_region(parse_config(argv))
     logs.setup(cfg.log_level)
     for name in unknown_variables(dict(os.environ)):

@@ -209,9 +209,9 @@ class Batcher:
 
     def _encode(self, head: bytes, payload: bytes) -> list[tuple[bytes, int]]:
         """(record, lines in it) for `payload`, split in halves until each record fits."""
-        data = self.encoder.encode(head, payload)
+        data, lines = self.encoder.encode_counted(head, payload)
         if len(data) <= limits.MAX_RECORD_BYTES:
-            return [(data, payload.count(b"\n"))]
+            return [(data, lines)]
         # Incompressible payload grew past the record limit: split at a line boundary.
         mid = payload.rfind(b"\n", 0, len(payload) // 2) + 1 or len(payload) // 2
         return self._encode(head, payload[:mid]) + self._encode(head, payload[mid:])

@@ -53,7 +53,7 @@ class Config:
     max_record_bytes: int = 1024 * 1024
     compression: str = "zstd"
     gzip_level: int = 1
-    zstd_level: int = 1
+    zstd_level: int = 6
     one_line_per_record: bool = False
     max_buffer_bytes: int = 32 * 1024 * 1024
     shutdown_timeout: float = 20.0
@@ -212,7 +212,7 @@ OPTIONS: tuple[Option, ...] = (
            "uncompressed payload bytes per record (a record as sent stays <= 1,024,000)", "N"),
     Option("--compression", choice("zstd", "gzip", "none"), "zstd",
            "zstd (envelope in columns), gzip or none", "KIND"),
-    Option("--zstd-level", integer(1, 19), 1, "zstd level 1-19", "N"),
+    Option("--zstd-level", integer(1, 19), 6, "zstd level 1-19 (with --compression zstd)", "N"),
     Option("--gzip-level", integer(1, 9), 1, "gzip level 1-9 (with --compression gzip)", "N"),
     Option("--one-line-per-record", boolean, False,
            "one raw line per record, no header, no gzip (the seed's shape)", switch=True),

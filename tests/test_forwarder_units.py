@@ -59,15 +59,23 @@ def test_header_is_omitted_for_names_it_cannot_carry() -> None:
     assert wire.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
     assert wire.header("a b.log") == b""
     assert wire.header("a=b.log") == b""
-    assert wire.header("x.log", columns=True) == b"\x1epodhose/1 src=x.log enc=cols1\n"
-    assert wire.header("a b.log", columns=True) == b"\x1epodhose/1 enc=cols1\n"
+    assert wire.with_encoding(wire.header("x.log"), b"cols1") == (
+        b"\x1epodhose/1 src=x.log enc=cols1\n"
+    )
+    assert wire.with_encoding(wire.header("a b.log"), b"cols1") == b"\x1epodhose/1 enc=cols1\n"
     gzip = wire.Encoder("gzip", 1, 1)
     record = gzip.encode(gzip.header("x.log"), b"line\n")
     assert zlib.decompress(record, 47) == b"\x1epodhose/1 src=x.log\nline\n"
     zstd = wire.Encoder("zstd", 1, 1)
     record = zstd.encode(zstd.header("x.log"), b"line\n")
-    assert zstandard.decompress(record) == b"\x1epodhose/1 src=x.log enc=cols1\nr\nline\n"
+    assert zstandard.decompress(record) == b"\x1epodhose/1 src=x.log enc=cols2\nr\n0\n\nline\n"
     assert decode_payload(record) == b"\x1epodhose/1 src=x.log\nline\n"
+    docker = b'{"log":"hi\\n","stream":"stdout","time":"T1.5"}\n'
+    record = zstd.encode(zstd.header("x.log"), docker)
+    assert zstandard.decompress(record) == (
+        b"\x1epodhose/1 src=x.log enc=cols2\nd\n4\nT1.5\nhi\\n\n"
+    )
+    assert decode_payload(record) == b"\x1epodhose/1 src=x.log\n" + docker
 
 
 def test_docker_escape_detection() -> None:

@@ -9,6 +9,8 @@ import pytest
 import zstandard
 
 from bench import shapes
+from forwarder.config import parse_config
+from forwarder.limits import billed_bytes
 from forwarder.wire import Encoder, columns
 from tests.conftest import firehose_event
 from tests.forwarder_testlib import cri_line, docker_line
@@ -47,8 +49,44 @@ def test_odd_lines_are_rebuilt_byte_for_byte() -> None:
     encoder = Encoder("zstd", 1, 1)
     for _ in range(3000):
         lines = random_lines(rng)
-        assert decode_columns(columns(lines)) == lines, lines
+        enc, body = columns(lines)
+        assert decode_columns(body, enc.decode()) == lines, lines
         assert decode_payload(encoder.encode(encoder.header("a b"), lines)) == lines
+
+
+def random_time(rng: random.Random, nanos: int) -> bytes:
+    second = f"2024-05-01T10:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}".encode()
+    form = rng.choice(["docker", "containerd", "odd"])
+    if form == "docker":
+        return b"%s.%09dZ" % (second, nanos)
+    if form == "containerd":
+        return second + ((b".%09d" % nanos).rstrip(b"0") if nanos else b"") + b"Z"
+    return rng.choice([b"", b"x", second + b"+01:00", b"2024-05-01 10:00:00,123"])
+
+
+def test_times_of_any_width_are_transposed_and_rebuilt_byte_for_byte() -> None:
+    rng = random.Random(8)
+    for _ in range(400):
+        lines = []
+        for _ in range(rng.randint(1, 30)):
+            time = random_time(rng, rng.choice([0, 999_999_999, rng.randrange(10**9)]))
+            docker = b'{"log":"x\\n","stream":"%s","time":"%s"}' % (
+                rng.choice([b"stdout", b"stderr"]), time)  # fmt: skip
+            cri = b"%s stdout %s y" % (time or b"t", rng.choice([b"F", b"P"]))
+            lines.append(rng.choice([docker, docker, cri, b"plain"]))
+        body = b"\n".join(lines) + b"\n"
+        enc, encoded = columns(body)
+        assert enc == b"cols2", body
+        assert decode_columns(encoded, "cols2") == body, body
+
+
+def test_a_cols1_body_from_an_older_forwarder_still_decodes() -> None:
+    body = b'{"log":"x\\n","stream":"stdout","time":"2024-05-01T10:00:00.000000001Z"}\n'
+    body += b"2024-05-01T10:00:00.5Z stderr F y\nplain\n"
+    cols1 = b"der\n2024-05-01T10:00:00.000000001Z\n2024-05-01T10:00:00.5Z\nx\\n\ny\nplain\n"
+    assert decode_columns(cols1) == body
+    record = zstandard.compress(b"\x1epodhose/1 src=%s enc=cols1\n" % SRC.encode() + cols1)
+    assert decode_payload(record) == b"\x1epodhose/1 src=%s\n" % SRC.encode() + body
 
 
 def test_gzip_and_plain_records_still_decode() -> None:
@@ -66,7 +104,12 @@ def test_gzip_and_plain_records_still_decode() -> None:
         zstandard.compress(b"\x1epodhose/1 enc=cols1\nddx\nT\n"),  # kinds and sections disagree
         zstandard.compress(b"\x1epodhose/1 enc=cols1\nd\n"),  # no sections
         zstandard.compress(b"\x1epodhose/1 enc=cols1\nz\nline\n"),  # unknown kind
-        b"\x1epodhose/1 enc=cols2\nline\n",  # unknown encoding
+        zstandard.compress(b"\x1epodhose/1 enc=cols2\nd\nx\nT\nt\n"),  # width not a number
+        zstandard.compress(b"\x1epodhose/1 enc=cols2\ndd\n2\nT1T\nt\nu\n"),  # block too short
+        zstandard.compress(b"\x1epodhose/1 enc=cols2\nd\n1\nT\nt\nu\n"),  # a text too many
+        zstandard.compress(b"\x1epodhose/1 enc=cols2\nd\n99999\nT\nt\n"),  # width too large
+        zstandard.compress(b"\x1epodhose/1 enc=cols2\nd\n"),  # no width
+        b"\x1epodhose/1 enc=cols9\nline\n",  # unknown encoding
     ],
 )
 def test_corrupt_or_unknown_encodings_fail_with_the_original_data(record: bytes) -> None:
@@ -131,3 +174,20 @@ def test_a_columns_record_of_full_cri_lines_skips_the_envelopes() -> None:
         by_lines = transform_record(gzip.encode(gzip.header(SRC), body), TransformSettings())
         assert by_columns.data == by_lines.data
         assert (by_columns.body == b"") is in_bulk  # bulk: no line was rebuilt
+
+
+def test_default_records_bill_under_the_cost_bar_on_fluent_bits_backlog() -> None:
+    """The cost issue's bar: <= 0.070x the raw bytes billed (5 KB rounding) with the
+    default settings, where gzip level 1 bills ~0.110x (bench/shapes.py calibrates it)."""
+    lines = shapes.lines("fluentbit_backlog", 8 * 1024 * 1024)
+    cfg = parse_config(["--delivery-stream", "s"], {})
+    billed = {}
+    for name, encoder in (
+        ("default", Encoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)),
+        ("gzip-1", Encoder("gzip", 1, 1)),
+    ):
+        records = [encoder.encode(b"", b"".join(lines[i : i + 4256]))
+                   for i in range(0, len(lines), 4256)]  # fmt: skip
+        billed[name] = sum(billed_bytes(len(r)) for r in records) / sum(map(len, lines))
+    assert billed["default"] <= 0.070, billed
+    assert billed["gzip-1"] > 0.10, billed

@@ -245,7 +245,7 @@ def _columns_output(
         return None
     if columns.all_docker:
         to_ndjson = fastpath.docker_texts
-    elif columns.all_cri_full and all(map(_starts_with_digit, columns.times)):
+    elif columns.all_cri_full and columns.times_start_with_digits:
         to_ndjson = fastpath.cri_texts
     else:
         return None
@@ -256,10 +256,6 @@ def _columns_output(
 
     joined = b"\n".join(texts) + b"\n"
     return _bulk_with_exact_lines(len(texts), joined, bulk, columns.enveloped_line, settings)
-
-
-def _starts_with_digit(time: bytes) -> bool:
-    return time[:1].isdigit()
 
 
 def _bulk_with_exact_lines(

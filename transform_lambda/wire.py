@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 HEADER_MAGIC = b"\x1epodhose/1"
-ENC_COLUMNS = "cols1"
+ENC_COLUMNS = "cols1"  # times as they are
+ENC_TRANSPOSED_COLUMNS = "cols2"  # times transposed
+_MAX_TIME_WIDTH = 4096
 _DOCKER = {b"d": b"stdout", b"D": b"stderr"}
 _CRI = {b"o": b"stdout F", b"e": b"stderr F", b"p": b"stdout P", b"q": b"stderr P"}
 _DOCKER_STDOUT = b'{"log":"%s","stream":"stdout","time":"%s"}\n'
@@ -100,9 +102,9 @@ class RecordHeader:
 
 
 def expand(payload: bytes) -> bytes:
-    """The payload with its lines as the files held them: a column body (``enc=cols1``)
-    is rebuilt byte for byte and the header loses its ``enc``; other payloads are returned
-    as they are. Raises WireFormatError for an unknown encoding or a corrupt column body.
+    """The payload with its lines as the files held them: a column body (``enc=cols2`` or
+    ``cols1``) is rebuilt byte for byte and the header loses its ``enc``; other payloads are
+    returned as they are. Raises WireFormatError for an unknown encoding or a corrupt column body.
     """
     if not payload.startswith(HEADER_MAGIC):
         return payload
@@ -118,33 +120,73 @@ def read_encoded(header: RecordHeader, body: bytes) -> tuple[RecordHeader | None
     """(the header without ``enc``, or None when nothing else is left; the columns) of a
     record whose header names an encoding; raise WireFormatError for an unknown one."""
     enc = header.fields.get("enc")
-    if enc != ENC_COLUMNS:
+    if enc not in (ENC_COLUMNS, ENC_TRANSPOSED_COLUMNS):
         raise WireFormatError(f"unknown record encoding enc={enc}")
     fields = {key: value for key, value in header.fields.items() if key != "enc"}
-    return (RecordHeader(fields) if fields else None), Columns.read(body)
+    return (RecordHeader(fields) if fields else None), Columns.read(
+        body, transposed=enc == ENC_TRANSPOSED_COLUMNS
+    )
 
 
-@dataclass(frozen=True, slots=True)
 class Columns:
     """A column body read apart (forwarder/wire.py writes it): one kind byte per line, the
-    time of each line that has one, the text of each line."""
+    time of each line that has one, the text of each line. A ``cols2`` body's times are
+    put back in order only when asked for (the seed's output needs only the texts)."""
 
-    kinds: bytes
-    times: list[bytes]
-    texts: list[bytes]
+    __slots__ = ("_block", "_times", "_width", "kinds", "texts")
+
+    def __init__(self, kinds: bytes, texts: list[bytes], times: list[bytes]) -> None:
+        self.kinds, self.texts, self._times = kinds, texts, times
+        self._width, self._block = 0, b""
 
     @classmethod
-    def read(cls, body: bytes) -> Columns:
-        """Split a column body; raise WireFormatError when it is not one."""
+    def read(cls, body: bytes, transposed: bool = False) -> Columns:
+        """Split a column body (``cols2`` if `transposed`, else ``cols1``); raise
+        WireFormatError when it is not one."""
         end = body.find(b"\n")
         kinds = body[:end] if end >= 0 else b""
-        parts = body[end + 1 :].split(b"\n")
-        if end < 0 or parts.pop() != b"" or kinds.translate(None, b"dDoepqr"):
+        if end < 0 or kinds.translate(None, b"dDoepqr"):
             raise WireFormatError("corrupt column body")
         enveloped = len(kinds) - kinds.count(b"r")
-        if len(parts) != enveloped + len(kinds):
+        if transposed:
+            return cls._read_transposed(kinds, enveloped, body[end + 1 :])
+        parts = body[end + 1 :].split(b"\n")
+        if parts.pop() != b"" or len(parts) != enveloped + len(kinds):
             raise WireFormatError("corrupt column body: sections do not match the kinds")
-        return cls(kinds, parts[:enveloped], parts[enveloped:])
+        return cls(kinds, parts[enveloped:], parts[:enveloped])
+
+    @classmethod
+    def _read_transposed(cls, kinds: bytes, enveloped: int, rest: bytes) -> Columns:
+        end = rest.find(b"\n")
+        width = rest[:end]
+        if end < 0 or not width.isdigit() or int(width) > _MAX_TIME_WIDTH:
+            raise WireFormatError("corrupt column body: bad time width")
+        start, stop = end + 1, end + 1 + int(width) * enveloped
+        texts = rest[stop + 1 :].split(b"\n")
+        if rest[stop : stop + 1] != b"\n" or texts.pop() != b"" or len(texts) != len(kinds):
+            raise WireFormatError("corrupt column body: sections do not match the kinds")
+        columns = cls(kinds, texts, [])
+        columns._times, columns._width, columns._block = None, int(width), rest[start:stop]
+        return columns
+
+    @property
+    def _enveloped(self) -> int:
+        return len(self.kinds) - self.kinds.count(b"r")
+
+    @property
+    def times(self) -> list[bytes]:
+        """The time of every line that has one, as the runtime wrote it."""
+        if self._times is None:
+            self._times = _untransposed(self._block, self._width, self._enveloped)
+        return self._times
+
+    @property
+    def times_start_with_digits(self) -> bool:
+        """Every time starts with a digit (as Fluent Bit's CRI parser requires)."""
+        if self._times is None:  # the first bytes of the times come first
+            count = self._enveloped
+            return count == 0 or (self._width > 0 and self._block[:count].isdigit())
+        return all(time[:1].isdigit() for time in self._times)
 
     @property
     def all_docker(self) -> bool:
@@ -173,6 +215,22 @@ class Columns:
         return _line(kind, self.texts[index], iter((self.times[index],)).__next__)
 
 
+def _untransposed(block: bytes, width: int, count: int) -> list[bytes]:
+    """The `count` times of a ``cols2`` block: W slices put them back side by side.
+
+    >>> _untransposed(b"1100::0000::0011..57Z5\\nZ", 12, 2)
+    [b'10:00:01.5Z', b'10:00:01.75Z']
+    """
+    if width == 0:
+        return [b""] * count
+    joined = bytearray(count * width)
+    for i in range(width):
+        joined[i::width] = block[i * count : (i + 1) * count]
+    if b"\n" not in block:
+        return [bytes(joined[j : j + width]) for j in range(0, len(joined), width)]
+    return [bytes(joined[j : j + width]).rstrip(b"\n") for j in range(0, len(joined), width)]
+
+
 def _line(kind: bytes, text: bytes, next_time: Callable[[], bytes]) -> bytes:
     if kind == b"r":
         return text + b"\n"
@@ -181,13 +239,13 @@ def _line(kind: bytes, text: bytes, next_time: Callable[[], bytes]) -> bytes:
     return b"%s %s %s\n" % (next_time(), _CRI[kind], text)
 
 
-def decode_columns(body: bytes) -> bytes:
-    """Rebuild newline-terminated lines from a column body.
+def decode_columns(body: bytes, enc: str = ENC_COLUMNS) -> bytes:
+    """Rebuild newline-terminated lines from a column body of encoding `enc`.
 
     >>> decode_columns(b'dr\\nT1\\nhi\\\\n\\nplain\\n')
     b'{"log":"hi\\\\n","stream":"stdout","time":"T1"}\\nplain\\n'
     """
-    return Columns.read(body).lines()
+    return Columns.read(body, transposed=enc == ENC_TRANSPOSED_COLUMNS).lines()
 
 
 def split_header(payload: bytes) -> tuple[RecordHeader | None, bytes]:
