@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 
-from forwarder.wire import Encoder
+from forwarder.wire_encoder import RecordEncoder
 
 START_NANOS = 1714557600 * 10**9  # 2024-05-01T10:00:00Z
 SOURCE = "app-7d4b9c8f6-x2x9q_default_app-" + "ab" * 32 + ".log"
@@ -194,7 +194,7 @@ def lines(shape: str, total_bytes: int, seed: int = 11) -> list[bytes]:
 def records(raw_lines: list[bytes], compression: str = "gzip") -> list[bytes]:
     """Forwarder-style records: header + up to 1 MiB of lines, gzip level 1 (what
     `--compression gzip` sends) or zstd level 1 with the envelope in columns (the default)."""
-    encoder = Encoder(compression, 1, 1)
+    encoder = RecordEncoder(compression, 1, 1)
     head = encoder.header(SOURCE)
     out, current, size = [], [], 0
     for line in raw_lines:

@@ -12,7 +12,7 @@ import gzip
 import json
 from pathlib import Path
 
-from forwarder.wire import Encoder
+from forwarder.wire_encoder import RecordEncoder
 
 HERE = Path(__file__).parent
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose"
@@ -20,7 +20,7 @@ TIME = "2019-12-28T08:19:53.704659587Z"
 SOURCE = b"fakenerd-7d4b9c8f6-x2x9q_default_fakenerd-" + b"0123456789abcdef" * 4 + b".log"
 
 
-ZSTD = Encoder("zstd", 1, 1)
+ZSTD = RecordEncoder("zstd", 1, 1)
 
 
 def docker_line(log: str, stream: str = "stdout") -> bytes:

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from forwarder import limits, wire
+from forwarder import limits, wire_encoder
 from forwarder.acks import AckTracker, Mark
 from forwarder.config import Config
 from forwarder.scan import FileKey
@@ -113,7 +113,7 @@ class Batcher:
         self.cfg = cfg
         self.tracker = tracker
         self.queue = queue
-        self.encoder = wire.Encoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)
+        self.encoder = wire_encoder.RecordEncoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
         self.last_safe: dict[FileKey, int] = {}

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from localaws.node import Workload
-from localaws.pipeline import Forwarder, LocalPipeline, wait_for
+from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
 from localaws.stack_config import StackConfig
 
 MIB = 1024 * 1024
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
         assert pipe.delivery is not None
         print(f"  Firehose endpoint {pipe.endpoint.url}, S3 (moto) {pipe.moto.url}")
         workload = Workload(root / "node", args.containers, rate=args.rate)
-        forwarder = Forwarder(
+        forwarder = ForwarderProcess(
             glob=workload.glob,
             stream=config.stream_name,
             endpoint_url=pipe.endpoint.url,

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from transform_lambda.transform import decode_payload
-from transform_lambda.wire import split_header
+from transform_lambda.wire_decoder import split_header
 
 MAX_RECORDS_PER_CALL = 500
 MAX_RECORD_BYTES = 1_024_000

@@ -32,7 +32,7 @@ from localaws.moto_server import LOCAL_CREDENTIALS, MotoS3
 from localaws.node import canonical
 from localaws.stack_config import REGION, StackConfig
 from transform_lambda.transform import decode_payload
-from transform_lambda.wire import split_header
+from transform_lambda.wire_decoder import split_header
 
 
 @contextmanager
@@ -240,7 +240,7 @@ def _refresh_transform_module() -> Callable[[], None]:
     return undo
 
 
-class Forwarder:
+class ForwarderProcess:
     """The real forwarder as a subprocess (``python -m forwarder``), output to a log file."""
 
     def __init__(
@@ -281,7 +281,7 @@ class Forwarder:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> Forwarder:
+    def start(self) -> ForwarderProcess:
         env = {
             k: v
             for k, v in os.environ.items()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transform_lambda.transform import decode_payload
-from transform_lambda.wire import split_header
+from transform_lambda.wire_decoder import split_header
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"

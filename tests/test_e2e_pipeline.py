@@ -21,7 +21,7 @@ import pytest
 from localaws import demo
 from localaws.moto_server import local_client
 from localaws.node import Workload, canonical
-from localaws.pipeline import Forwarder, LocalPipeline, wait_for
+from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
 from localaws.stack_config import StackConfig
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,7 +57,7 @@ def test_every_line_reaches_s3_once_across_a_rotation(stack: LocalPipeline, tmp_
     pipe = stack
     assert pipe.delivery is not None
     workload = Workload(tmp_path / "node", containers=4, rate=8)
-    forwarder = Forwarder(
+    forwarder = ForwarderProcess(
         glob=workload.glob,
         stream=pipe.config.stream_name,
         endpoint_url=pipe.endpoint.url,

@@ -8,7 +8,7 @@ import zlib
 import pytest
 import zstandard
 
-from forwarder import limits, wire
+from forwarder import limits, wire_encoder
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import parse_config, resolve_region
@@ -56,17 +56,20 @@ def test_invalid_settings_are_refused(argv: list[str]) -> None:
 
 
 def test_header_is_omitted_for_names_it_cannot_carry() -> None:
-    assert wire.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
-    assert wire.header("a b.log") == b""
-    assert wire.header("a=b.log") == b""
-    assert wire.with_encoding(wire.header("x.log"), b"cols1") == (
+    assert wire_encoder.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
+    assert wire_encoder.header("a b.log") == b""
+    assert wire_encoder.header("a=b.log") == b""
+    assert wire_encoder.with_encoding(wire_encoder.header("x.log"), b"cols1") == (
         b"\x1epodhose/1 src=x.log enc=cols1\n"
     )
-    assert wire.with_encoding(wire.header("a b.log"), b"cols1") == b"\x1epodhose/1 enc=cols1\n"
-    gzip = wire.Encoder("gzip", 1, 1)
+    assert (
+        wire_encoder.with_encoding(wire_encoder.header("a b.log"), b"cols1")
+        == b"\x1epodhose/1 enc=cols1\n"
+    )
+    gzip = wire_encoder.RecordEncoder("gzip", 1, 1)
     record = gzip.encode(gzip.header("x.log"), b"line\n")
     assert zlib.decompress(record, 47) == b"\x1epodhose/1 src=x.log\nline\n"
-    zstd = wire.Encoder("zstd", 1, 1)
+    zstd = wire_encoder.RecordEncoder("zstd", 1, 1)
     record = zstd.encode(zstd.header("x.log"), b"line\n")
     assert zstandard.decompress(record) == b"\x1epodhose/1 src=x.log enc=cols2\nr\n0\n\nline\n"
     assert decode_payload(record) == b"\x1epodhose/1 src=x.log\nline\n"

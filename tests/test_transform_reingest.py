@@ -18,7 +18,7 @@ from localaws.firehose_endpoint import FirehoseEndpoint
 from tests.conftest import STREAM_ARN, firehose_event
 from transform_lambda import app
 from transform_lambda.settings import TransformSettings
-from transform_lambda.wire import split_header
+from transform_lambda.wire_decoder import split_header
 
 LAMBDA_RESPONSE_LIMIT = 6_000_000
 PROCESSOR_BUFFER_MAX = 3 * 1024 * 1024  # Firehose's largest Lambda processor buffer

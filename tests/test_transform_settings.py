@@ -8,7 +8,7 @@ import pytest
 
 from transform_lambda.settings import ENV_VARS, SettingsError, TransformSettings
 from transform_lambda.transform import transform_record
-from transform_lambda.wire import HEADER_MAGIC, KubernetesSource, RecordHeader, split_header
+from transform_lambda.wire_decoder import HEADER_MAGIC, KubernetesSource, RecordHeader, split_header
 
 TIME = "2019-12-28T08:19:53.704659587Z"
 SEED_LINE = (

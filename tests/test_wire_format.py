@@ -11,13 +11,13 @@ import zstandard
 from bench import shapes
 from forwarder.config import parse_config
 from forwarder.limits import billed_bytes
-from forwarder.wire import Encoder, columns
+from forwarder.wire_encoder import RecordEncoder, columns
 from tests.conftest import firehose_event
 from tests.forwarder_testlib import cri_line, docker_line
 from transform_lambda.app import lambda_handler
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import RecordUnreadableError, decode_payload, transform_record
-from transform_lambda.wire import decode_columns
+from transform_lambda.wire_decoder import decode_columns
 
 SRC = "api-7d4b9c8f6-x2x9q_prod_api-" + "ab" * 32 + ".log"
 PIECES = [
@@ -38,7 +38,7 @@ def random_lines(rng: random.Random) -> bytes:
 @pytest.mark.parametrize("shape", sorted(shapes.SHAPES))
 def test_every_line_is_rebuilt_byte_for_byte(shape: str) -> None:
     lines = b"".join(shapes.lines(shape, 400_000))
-    encoder = Encoder("zstd", 1, 1)
+    encoder = RecordEncoder("zstd", 1, 1)
     record = encoder.encode(encoder.header(SRC), lines)
     assert len(record) < len(lines) / 5
     assert decode_payload(record) == f"\x1epodhose/1 src={SRC}\n".encode() + lines
@@ -46,7 +46,7 @@ def test_every_line_is_rebuilt_byte_for_byte(shape: str) -> None:
 
 def test_odd_lines_are_rebuilt_byte_for_byte() -> None:
     rng = random.Random(3)
-    encoder = Encoder("zstd", 1, 1)
+    encoder = RecordEncoder("zstd", 1, 1)
     for _ in range(3000):
         lines = random_lines(rng)
         enc, body = columns(lines)
@@ -92,7 +92,7 @@ def test_a_cols1_body_from_an_older_forwarder_still_decodes() -> None:
 def test_gzip_and_plain_records_still_decode() -> None:
     lines = b"".join(shapes.lines("go_zap", 50_000))
     for compression in ("gzip", "none"):
-        encoder = Encoder(compression, 1, 1)
+        encoder = RecordEncoder(compression, 1, 1)
         record = encoder.encode(encoder.header(SRC), lines)
         assert decode_payload(record) == f"\x1epodhose/1 src={SRC}\n".encode() + lines
 
@@ -122,7 +122,7 @@ def test_corrupt_or_unknown_encodings_fail_with_the_original_data(record: bytes)
 
 def test_fuzzed_records_never_raise_and_every_record_is_answered() -> None:
     rng = random.Random(5)
-    encoder = Encoder("zstd", 1, 1)
+    encoder = RecordEncoder("zstd", 1, 1)
     good = encoder.encode(encoder.header(SRC), b"".join(shapes.lines("access_json", 20_000)))
     records = []
     for _ in range(200):
@@ -145,7 +145,7 @@ def test_columns_transform_exactly_as_the_lines_they_hold(shape: str) -> None:
     lines = b"".join(shapes.lines(shape, 300_000))
     lines += b"".join(docker_line(f'{{"id": {10**25 + i}}}\n', "stderr") for i in range(5))
     lines += docker_line("a piece ") + docker_line("and its end\n")  # a partial pair
-    zstd, gzip = Encoder("zstd", 1, 1), Encoder("gzip", 1, 1)
+    zstd, gzip = RecordEncoder("zstd", 1, 1), RecordEncoder("gzip", 1, 1)
     settings = TransformSettings(partition_keys=("namespace",))
     by_columns = transform_record(zstd.encode(zstd.header(SRC), lines), settings)
     by_lines = transform_record(gzip.encode(gzip.header(SRC), lines), settings)
@@ -158,7 +158,7 @@ def test_columns_transform_exactly_as_the_lines_they_hold(shape: str) -> None:
 def test_a_columns_record_of_plain_docker_lines_skips_the_envelopes() -> None:
     lines = b"".join(docker_line(f'{{"n": {i}}}\n', "stdout" if i % 3 else "stderr")
                      for i in range(1000))  # fmt: skip
-    zstd = Encoder("zstd", 1, 1)
+    zstd = RecordEncoder("zstd", 1, 1)
     result = transform_record(zstd.encode(zstd.header(SRC), lines), TransformSettings())
     assert result.columns is not None and result.body == b""  # no line was rebuilt
     assert result.data == b"".join(b'{"n":%d}\n' % i for i in range(1000))
@@ -167,7 +167,7 @@ def test_a_columns_record_of_plain_docker_lines_skips_the_envelopes() -> None:
 def test_a_columns_record_of_full_cri_lines_skips_the_envelopes() -> None:
     plain = [cri_line(f'{{"n": {i}}}', "stdout" if i % 3 else "stderr") for i in range(999)]
     plain += [cri_line("plain text"), cri_line(' {"spaced": 1}')]
-    zstd, gzip = Encoder("zstd", 1, 1), Encoder("gzip", 1, 1)
+    zstd, gzip = RecordEncoder("zstd", 1, 1), RecordEncoder("gzip", 1, 1)
     for lines, in_bulk in ((plain, True), ([*plain, cri_line("ends with CR\r")], False)):
         body = b"".join(lines)
         by_columns = transform_record(zstd.encode(zstd.header(SRC), body), TransformSettings())
@@ -183,8 +183,8 @@ def test_default_records_bill_under_the_cost_bar_on_fluent_bits_backlog() -> Non
     cfg = parse_config(["--delivery-stream", "s"], {})
     billed = {}
     for name, encoder in (
-        ("default", Encoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)),
-        ("gzip-1", Encoder("gzip", 1, 1)),
+        ("default", RecordEncoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)),
+        ("gzip-1", RecordEncoder("gzip", 1, 1)),
     ):
         records = [encoder.encode(b"", b"".join(lines[i : i + 4256]))
                    for i in range(0, len(lines), 4256)]  # fmt: skip

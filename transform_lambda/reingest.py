@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from transform_lambda.wire import RecordHeader
+from transform_lambda.wire_decoder import RecordHeader
 
 CHUNK_BYTES = 256 * 1024
 MAX_BATCH_RECORDS = 500

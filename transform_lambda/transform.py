@@ -42,7 +42,7 @@ from transform_lambda.envelope import (
 )
 from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl, long_digit_lines
 from transform_lambda.settings import TransformSettings
-from transform_lambda.wire import (
+from transform_lambda.wire_decoder import (
     Columns,
     KubernetesSource,
     RecordHeader,
@@ -112,7 +112,7 @@ class RecordResult:
 
 def decode_payload(data: bytes) -> bytes:
     """The record's payload as the forwarder read it: gunzipped or un-zstd'ed (detected by
-    the magic bytes), column bodies rebuilt into lines (wire.expand); raise
+    the magic bytes), column bodies rebuilt into lines (wire_decoder.expand); raise
     RecordUnreadableError when that is impossible."""
     try:
         return expand(decompress(data))

@@ -129,7 +129,7 @@ def read_encoded(header: RecordHeader, body: bytes) -> tuple[RecordHeader | None
 
 
 class Columns:
-    """A column body read apart (forwarder/wire.py writes it): one kind byte per line, the
+    """A column body read apart (forwarder/wire_encoder.py writes it): one kind byte per line, the
     time of each line that has one, the text of each line. A ``cols2`` body's times are
     put back in order only when asked for (the seed's output needs only the texts)."""
 

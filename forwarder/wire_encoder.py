@@ -1,4 +1,4 @@
-"""Encoder of the podhose/1 record wire format (see README.md, "Record wire format").
+"""RecordEncoder of the podhose/1 record wire format (see README.md, "Record wire format").
 
 A record is `compress(header + body)`. With zstd (the default) the body is the record's
 lines split into columns — `enc=cols2` in the header — because the runtime's envelope
@@ -129,7 +129,7 @@ def _mixed_columns(body: bytes) -> Sections:
     return b"".join(kinds), times, texts
 
 
-class Encoder:
+class RecordEncoder:
     """Turns a file's header and lines into one record's bytes."""
 
     def __init__(self, compression: str, gzip_level: int, zstd_level: int) -> None:
