@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed-stamp
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help demo test lint unit invoke bench soak clean
+.PHONY: help demo test lint unit invoke bench soak clean image
 
 help:
 	@echo "make demo    run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
 	@echo "make test    lint + every test (what CI runs)"
 	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
 	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline)"
+	@echo "make image  the forwarder image (ARCH=amd64|arm64 IMAGE=<name:tag>; wheels fetched on the host)"
 	@echo "make soak    the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/"
 	@echo "make deploy-check   validate template.yaml and k8s/ (sam, cfn-lint, checkov, kubectl, kubernetes-validate)"
 
@@ -45,6 +46,21 @@ bench: $(STAMP)
 	$(PY) -m bench.transform
 	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
 	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
+
+# The forwarder image, built without network inside `docker build`: the pinned, hashed
+# wheels of deploy/forwarder/requirements.txt are downloaded here for the image's platform.
+ARCH       ?= amd64
+IMAGE      ?= podhose-forwarder:dev
+BASE_IMAGE ?= python:3.13.9-slim-trixie
+WHEEL_PLATFORM_amd64 := manylinux2014_x86_64
+WHEEL_PLATFORM_arm64 := manylinux2014_aarch64
+image: $(STAMP)
+	rm -rf build/wheels/forwarder-$(ARCH)
+	$(PY) -m pip download --quiet --require-hashes --only-binary=:all: --no-deps \
+		--platform $(WHEEL_PLATFORM_$(ARCH)) --implementation cp --python-version 3.13 \
+		--dest build/wheels/forwarder-$(ARCH) --requirement deploy/forwarder/requirements.txt
+	docker build --platform linux/$(ARCH) -f forwarder/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg WHEELS=build/wheels/forwarder-$(ARCH) -t $(IMAGE) .
 
 SOAK_MINUTES ?= 30
 soak: $(STAMP)
