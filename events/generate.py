@@ -82,7 +82,7 @@ EVENTS: dict[str, list[bytes | str]] = {
     "gzip": [gzip.compress(b"".join(seed_lines(200)), mtime=0)],
     # The forwarder's default: the envelope in columns, zstd-compressed (wire format).
     "zstd_columns": [ZSTD.encode(ZSTD.header(SOURCE.decode()), b"".join(seed_lines(200)))],
-    # A record with the podhose source header (README.md, "Record wire format").
+    # A record with the podhose source header (docs/architecture.md, "Record wire format").
     "source_header": [b"\x1epodhose/1 src=" + SOURCE + b"\n" + b"".join(seed_lines(3))],
     # Records that cannot be read (ProcessingFailed) or hold odd bytes (Ok, repaired).
     "malformed": [

@@ -199,8 +199,8 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
     return outcome
 
 
-# The Athena example's shape (README, "Alarms and the Athena table"), over a local copy of
-# the bucket: one VARCHAR column `line`, the partitions from the hive-style key names.
+# The Athena example's shape (docs/operations.md, "Alarms and the Athena table"), over a
+# local copy of the bucket: one VARCHAR column `line`, the partitions from the hive-style key names.
 QUERY = """
 SELECT {group}, count(*) AS lines,
        count(json_extract_string(line, '$.name')) AS seed_app_lines

@@ -51,7 +51,7 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
 
 
 def count_lines(record: bytes) -> tuple[int, bool]:
-    """(log lines, re-ingested?) of one record: gzip or not, header or not (see README.md).
+    """(log lines, re-ingested?) of one record: gzip or not, header or not (docs/architecture.md).
 
     Records the transform re-ingests carry ``n=<attempt>`` in their header; they are not
     the forwarder's.

@@ -1,7 +1,8 @@
 """The pure transformation of one Firehose record: no AWS, no Powertools.
 
-A record's data is one or more newline-separated log-file lines, optionally
-gzip-compressed and optionally led by a podhose source header (README.md, wire format).
+A record's data is one or more newline-separated log-file lines, optionally gzip- or
+zstd-compressed (a podhose column body is rebuilt into its lines) and optionally led by a
+podhose source header (docs/architecture.md, "Record wire format").
 Each line goes through the seed Fluent Bit pipeline's steps (see settings.py):
 
 1. parse the envelope (Docker json-file or CRI, detected per line; partials joined);

@@ -1,6 +1,6 @@
 """The record wire format: an optional source header line before the raw log lines.
 
-See README.md, "Record wire format". A record may start with::
+See docs/architecture.md, "Record wire format". A record may start with::
 
     \\x1epodhose/1 src=<pod>_<namespace>_<container>-<containerid>.log\\n
 
@@ -129,15 +129,19 @@ def read_encoded(header: RecordHeader, body: bytes) -> tuple[RecordHeader | None
 
 
 class Columns:
-    """A column body read apart (forwarder/wire_encoder.py writes it): one kind byte per line, the
-    time of each line that has one, the text of each line. A ``cols2`` body's times are
+    """A column body read apart (forwarder/wire_encoder.py writes it): one kind byte per
+    line, the time of each line that has one, the text of each line. A ``cols2`` body's times are
     put back in order only when asked for (the seed's output needs only the texts)."""
 
     __slots__ = ("_block", "_times", "_width", "kinds", "texts")
 
-    def __init__(self, kinds: bytes, texts: list[bytes], times: list[bytes]) -> None:
+    def __init__(
+        self, kinds: bytes, texts: list[bytes], times: list[bytes] | None,
+        width: int = 0, block: bytes = b"",
+    ) -> None:  # fmt: skip
+        """`times` as they are, or None and the ``cols2`` block of `width` they come from."""
         self.kinds, self.texts, self._times = kinds, texts, times
-        self._width, self._block = 0, b""
+        self._width, self._block = width, block
 
     @classmethod
     def read(cls, body: bytes, transposed: bool = False) -> Columns:
@@ -158,16 +162,14 @@ class Columns:
     @classmethod
     def _read_transposed(cls, kinds: bytes, enveloped: int, rest: bytes) -> Columns:
         end = rest.find(b"\n")
-        width = rest[:end]
-        if end < 0 or not width.isdigit() or int(width) > _MAX_TIME_WIDTH:
+        if end < 0 or not rest[:end].isdigit() or int(rest[:end]) > _MAX_TIME_WIDTH:
             raise WireFormatError("corrupt column body: bad time width")
-        start, stop = end + 1, end + 1 + int(width) * enveloped
+        width = int(rest[:end])
+        start, stop = end + 1, end + 1 + width * enveloped
         texts = rest[stop + 1 :].split(b"\n")
         if rest[stop : stop + 1] != b"\n" or texts.pop() != b"" or len(texts) != len(kinds):
             raise WireFormatError("corrupt column body: sections do not match the kinds")
-        columns = cls(kinds, texts, [])
-        columns._times, columns._width, columns._block = None, int(width), rest[start:stop]
-        return columns
+        return cls(kinds, texts, None, width, rest[start:stop])
 
     @property
     def _enveloped(self) -> int:
