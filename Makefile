@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed-stamp
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help demo test lint unit invoke bench soak clean image
+.PHONY: help demo test lint unit invoke bench soak clean image container-test
 
 help:
 	@echo "make demo    run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
 	@echo "make test    lint + every test (what CI runs)"
+	@echo "make container-test   the forwarder image and sam local invoke in real containers (in make test)"
 	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
 	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline)"
 	@echo "make image  the forwarder image (ARCH=amd64|arm64 IMAGE=<name:tag>; wheels fetched on the host)"
@@ -29,14 +30,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m localaws.demo $(DEMO_ARGS)
 
+# Every Dockerfile in the repository, with hadolint's default rules (exceptions are inline).
+DOCKERFILES := forwarder/Dockerfile k8s/examples/Dockerfile tests/containers/lambda-python/Dockerfile
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 unit: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/containers $(PYTEST_ARGS)
 
-test: lint deploy-tools unit deploy-check
+test: lint deploy-tools unit deploy-check container-test
+
+# Real containers (tests/containers/): the forwarder image built by `make image` and run with
+# the DaemonSet's options, and `sam local invoke` on every events/*.json. Uses the running
+# Docker engine, or installs Debian's docker.io and starts dockerd (vfs, no bridge) for the
+# run; base images are made with debootstrap and cached in ~/.cache/podhose (PODHOSE_CACHE).
+container-test: $(STAMP) deploy-tools
+	$(PY) -m pytest tests/containers --timeout 1800 $(PYTEST_ARGS)
 
 EVENT ?= events/docker_seed.json
 invoke: $(STAMP)
@@ -59,7 +71,7 @@ image: $(STAMP)
 	$(PY) -m pip download --quiet --require-hashes --only-binary=:all: --no-deps \
 		--platform $(WHEEL_PLATFORM_$(ARCH)) --implementation cp --python-version 3.13 \
 		--dest build/wheels/forwarder-$(ARCH) --requirement deploy/forwarder/requirements.txt
-	docker build --platform linux/$(ARCH) -f forwarder/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	docker build --network none --platform linux/$(ARCH) -f forwarder/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 		--build-arg WHEELS=build/wheels/forwarder-$(ARCH) -t $(IMAGE) .
 
 SOAK_MINUTES ?= 30

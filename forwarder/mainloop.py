@@ -47,6 +47,7 @@ class Forwarder:
         self.closed: dict[FileKey, TailedFile] = {}  # drained, waiting for their acks
         self.saved: dict[FileKey, int] = {}
         self.buffered = 0
+        self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
         self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
         self.poll = min(MAX_POLL, max(cfg.scan_interval, 0.01), max(cfg.flush_interval, 0.01))
 
@@ -58,7 +59,9 @@ class Forwarder:
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_scan and not (self.cfg.exit_on_eof and not first):
-                found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix)
+                unreadable: dict[str, str] = {}
+                found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix, unreadable)
+                self.report_unreadable(unreadable)
                 self.reconcile(found)
                 if first:
                     self.recover(found)
@@ -94,6 +97,20 @@ class Forwarder:
             if key not in found:
                 tailed.start_draining()
         self.metrics.files.set(len(self.files))
+
+    def report_unreadable(self, unreadable: dict[str, str]) -> None:
+        """Warn once per matched path that leads to no file; keep their count in a gauge.
+
+        Usually a pod's log removed between kubelet's two deletions; on a Docker Engine node
+        without /var/lib/docker/containers mounted, every file (docs/deploy.md).
+        """
+        for path in sorted(unreadable.keys() - self.unreadable.keys()):
+            log.warning(
+                "matched path leads to no readable file",
+                extra={"path": path, "reason": unreadable[path]},
+            )
+        self.unreadable = unreadable
+        self.metrics.unreadable_files.set(len(unreadable))
 
     def open_file(self, item: Found) -> None:
         """Start tailing a new file, from its stored offset if that belongs to it."""

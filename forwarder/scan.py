@@ -31,8 +31,17 @@ def is_excluded(path: str, excludes: list[str], self_prefix: str | None) -> bool
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in excludes)
 
 
-def scan(patterns: list[str], excludes: list[str], self_prefix: str | None) -> dict[FileKey, Found]:
-    """Every regular file matched by `patterns`, keyed by the (st_dev, st_ino) of its target."""
+def scan(
+    patterns: list[str],
+    excludes: list[str],
+    self_prefix: str | None,
+    unreadable: dict[str, str] | None = None,
+) -> dict[FileKey, Found]:
+    """Every regular file matched by `patterns`, keyed by the (st_dev, st_ino) of its target.
+
+    Matched paths that lead to no file (a symlink whose target is gone or not mounted) are
+    put in `unreadable`, path -> reason, when it is given.
+    """
     found: dict[FileKey, Found] = {}
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):
@@ -40,8 +49,10 @@ def scan(patterns: list[str], excludes: list[str], self_prefix: str | None) -> d
                 continue
             try:
                 st = os.stat(path)  # follows /var/log/containers -> /var/log/pods symlinks
-            except OSError:
-                continue  # dangling symlink: the target was deleted
+            except OSError as exc:  # dangling symlink: target deleted, or not mounted here
+                if unreadable is not None:
+                    unreadable[path] = exc.strerror or type(exc).__name__
+                continue
             if not is_regular(st.st_mode):
                 continue
             key = (st.st_dev, st.st_ino)

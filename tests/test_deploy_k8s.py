@@ -8,6 +8,7 @@ through forwarder.config's own parser: nothing here lists the forwarder's flags 
 from __future__ import annotations
 
 import argparse
+import os
 import posixpath
 import subprocess
 from pathlib import Path
@@ -21,11 +22,13 @@ from forwarder import config as fconfig
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = ROOT / ".tools" / "k8s" / "bin" / "kubectl"
 
-# Where kubelet and container runtimes put the files the forwarder reads.
-LOG_DIRS = ("/var/log/containers", "/var/log/pods", "/var/lib/docker/containers")
+# Where kubelet and containerd / CRI-O put the files the forwarder reads ...
+LOG_DIRS = ("/var/log/containers", "/var/log/pods")
+# ... and where Docker Engine nodes keep them (k8s/components/docker-engine-nodes).
+DOCKER_DIR = "/var/lib/docker/containers"
 
 
-def _render(directory: str) -> list[dict[str, Any]]:
+def _render(directory: str | Path) -> list[dict[str, Any]]:
     if not KUBECTL.exists():
         pytest.fail("pinned kubectl missing: run `make deploy-tools` (make test does)")
     out = subprocess.run(
@@ -171,6 +174,40 @@ def test_mounts_cover_every_path_the_forwarder_reads(daemonset, container, forwa
     db_mount = mount_for(db_dir)
     assert not db_mount.get("readOnly"), "the offsets DB directory must be writable"
     assert volumes[db_mount["name"]]["hostPath"]["type"] == "DirectoryOrCreate"
+
+
+def _pod_volumes(daemonset: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_only_the_log_directories_are_mounted_and_none_is_created(daemonset, container):
+    host_paths = {
+        m["mountPath"]: _pod_volumes(daemonset)[m["name"]]["hostPath"]
+        for m in container["volumeMounts"]
+        if "hostPath" in _pod_volumes(daemonset)[m["name"]]
+    }
+    assert set(host_paths) == {*LOG_DIRS, "/var/lib/podhose"}  # not all of /var/log
+    for path in LOG_DIRS:
+        assert host_paths[path]["type"] == "Directory"  # must exist; never created
+
+
+def test_docker_engine_component_adds_dockers_directory_read_only(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = Path(os.path.relpath(ROOT / "k8s", overlay))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {"resources": [str(base)], "components": [str(base / "components/docker-engine-nodes")]}
+        )
+    )
+    daemonset = _one(_render(overlay), "DaemonSet")
+    mounts = daemonset["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    mount = next(m for m in mounts if m["mountPath"] == DOCKER_DIR)
+    assert mount["readOnly"] is True
+    assert _pod_volumes(daemonset)[mount["name"]]["hostPath"] == {
+        "path": DOCKER_DIR,
+        "type": "Directory",
+    }
 
 
 def test_http_port_probes_and_scrape_annotations(daemonset, container, forwarder_config):

@@ -229,3 +229,57 @@ def test_athena_table_projects_the_partitions_firehose_writes(template):
             assert f"projection.{key}.type" in params
     columns = table["StorageDescriptor"]["Columns"]
     assert columns == [{"Name": "line", "Type": "string"}]  # no schema to break on
+
+
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012"}
+
+
+def _evaluate(value: Any, names: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    """The intrinsics of the forwarder role's trust policy (Ref, If, Sub, Select, Split)."""
+    if isinstance(value, list):
+        return [_evaluate(v, names, conditions) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and next(iter(value)).startswith(("Ref", "Fn::")):
+        ((fn, arg),) = value.items()
+        return _intrinsic(fn, arg, names, conditions)
+    return {k: _evaluate(v, names, conditions) for k, v in value.items()}
+
+
+def _intrinsic(fn: str, arg: Any, names: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    if fn == "Fn::If":
+        name, if_true, if_false = arg
+        return _evaluate(if_true if conditions[name] else if_false, names, conditions)
+    if fn == "Fn::Sub":
+        text, local = (arg, {}) if isinstance(arg, str) else arg
+        scope = {**names, **{k: _evaluate(v, names, conditions) for k, v in local.items()}}
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: str(scope[m.group(1)]), text)
+    functions = {
+        "Ref": lambda: names[arg],
+        "Fn::Select": lambda: _evaluate(arg[1], names, conditions)[int(arg[0])],
+        "Fn::Split": lambda: _evaluate(arg[1], names, conditions).split(arg[0]),
+    }
+    return functions[fn]()
+
+
+@pytest.mark.parametrize("cluster", ["", "prod-eu"])
+@pytest.mark.parametrize(
+    "oidc", ["", "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/ABC"]
+)
+def test_pod_identity_trust_is_scoped_to_namespace_service_account_and_cluster(
+    template, cluster: str, oidc: str
+) -> None:
+    params = {name: p.get("Default", "") for name, p in template["Parameters"].items()}
+    params.update(ClusterName=cluster, OidcProviderArn=oidc, **PSEUDO)
+    conditions = {"HasClusterName": bool(cluster), "HasOidcProvider": bool(oidc)}
+    role = template["Resources"]["ForwarderRole"]["Properties"]
+    document = _evaluate(role["AssumeRolePolicyDocument"], params, conditions)
+    document = yaml.safe_load(document) if isinstance(document, str) else document
+    (statement,) = [s for s in document["Statement"] if s["Sid"] == "EksPodIdentity"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"] == {
+        "aws:RequestTag/kubernetes-namespace": params["ForwarderNamespace"],
+        "aws:RequestTag/kubernetes-service-account": params["ForwarderServiceAccount"],
+    }
+    arn = statement["Condition"]["StringLike"]["aws:RequestTag/eks-cluster-arn"]
+    assert arn == f"arn:aws:eks:eu-west-1:123456789012:cluster/{cluster or '*'}"

@@ -426,3 +426,25 @@ def _docker_rotate(c: Container) -> None:
         os.rename(path, path.with_name(f"{c.target.name}.{number + 1}"))
     os.rename(c.target, c.target.with_name(c.target.name + ".1"))
     c.target.touch()
+
+
+def test_paths_leading_to_no_file_are_counted_and_logged(
+    endpoint: FirehoseEndpoint, node: Node, db: Path
+) -> None:
+    """A Docker Engine node without /var/lib/docker/containers mounted: links lead nowhere."""
+    c = node.add("web-1", "cri")
+    data = cri_line(SEED.rstrip("\n"))
+    c.write(data)
+    missing = node.root / "var/lib/docker/containers/0123/0123-json.log"
+    dangling = node.containers_dir / "web-2_default_app-0123.log"
+    dangling.symlink_to(missing)
+    with running(fwd(endpoint, node, db)) as proc:
+        wait_for(lambda: proc.up() and proc.metric("podhose_unreadable_files") == 1, 30, "gauge")
+        wait_for(lambda: got(endpoint, c) == lines_of(data), 30, "the readable file's line")
+        missing.parent.mkdir(parents=True)
+        missing.write_bytes(docker_line(SEED))
+        wait_for(lambda: proc.metric("podhose_unreadable_files") == 0, 30, "gauge back to 0")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        warnings = [line for line in proc.log().splitlines() if "no readable file" in line]
+    assert len(warnings) == 1 and str(dangling) in warnings[0]

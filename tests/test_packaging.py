@@ -3,6 +3,7 @@ local AWS stand-ins, benchmarks or tests (which run from the repository)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -34,3 +35,14 @@ def test_the_wheel_holds_the_product_only(tmp_path: Path) -> None:
         next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("entry_points.txt"))
     )
     assert b"podhose-forwarder = forwarder.__main__:main" in entry_points
+
+
+def test_make_lint_runs_hadolint_on_every_dockerfile() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    listed = set(re.search(r"^DOCKERFILES := (.*)$", makefile, re.M).group(1).split())  # type: ignore[union-attr]
+    found = {
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("Dockerfile*")
+        if not {".venv", ".tools", "build", ".aws-sam"} & set(p.relative_to(ROOT).parts)
+    }
+    assert found == listed
