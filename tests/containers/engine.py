@@ -72,6 +72,15 @@ def ensure_command(command: str, package: str) -> str:
     return found
 
 
+def _unmount_under(root: Path) -> None:
+    """Lazily unmount whatever is still mounted below ``root`` (deepest first)."""
+    prefix = str(root) + "/"
+    with open("/proc/self/mounts") as mounts:
+        targets = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for target in sorted(targets, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
 @dataclass
 class DockerEngine:
     """A reachable Docker engine; ``started`` when this process started it (and will stop it)."""
@@ -139,6 +148,7 @@ class DockerEngine:
                 proc.kill()
                 proc.wait()
         if self.runtime_dir is not None:
+            _unmount_under(self.runtime_dir)  # dockerd leaves its netns/default mounted
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.runtime_dir = None
 
