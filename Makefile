@@ -46,7 +46,7 @@ test: lint deploy-tools unit deploy-check container-test
 # Real containers (tests/containers/): the forwarder image built by `make image` and run with
 # the DaemonSet's options, and `sam local invoke` on every events/*.json. Uses the running
 # Docker engine, or installs Debian's docker.io and starts dockerd (vfs, no bridge) for the
-# run; base images are made with debootstrap and cached in ~/.cache/podhose (PODHOSE_CACHE).
+# run; base images are made with debootstrap and cached in ~/.cache/podhose ($XDG_CACHE_HOME).
 container-test: $(STAMP) deploy-tools
 	$(PY) -m pytest tests/containers --timeout 1800 $(PYTEST_ARGS)
 
@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) -m bench.transform
 	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
 	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
+	$(PY) -m bench.multiline
 
 # The forwarder image, built without network inside `docker build`: the pinned, hashed
 # wheels of deploy/forwarder/requirements.txt are downloaded here for the image's platform.

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from forwarder import limits, wire_encoder
+from forwarder import limits, multiline_cut, wire_encoder
 from forwarder.acks import AckTracker, Mark
 from forwarder.config import Config
 from forwarder.scan import FileKey
@@ -118,6 +118,11 @@ class Batcher:
         self.headers: dict[FileKey, bytes] = {}
         self.last_safe: dict[FileKey, int] = {}
         self.records_made = 0
+        self.continues = (
+            multiline_cut.continuation_test(cfg.multiline, cfg.multiline_start)
+            if cfg.multiline != "none"
+            else None
+        )
 
     def track(self, key: FileKey, src: str, offset: int) -> None:
         """Start a file: its header, and the offset its first record starts from."""
@@ -143,6 +148,10 @@ class Batcher:
         op = self._open(key, now)
         while len(data) - pos > cap - op.size:
             cut = data.rfind(b"\n", pos, pos + cap - op.size) + 1
+            if cut > pos and self.continues is not None:
+                # Not before a line that continues a multi-line event, if avoidable.
+                shifted = multiline_cut.event_boundary(data, pos, cut, self.continues)
+                cut = shifted if shifted > pos or op.size else cut
             if cut <= pos:
                 if op.size:
                     self._close(key, op)

@@ -65,6 +65,8 @@ class Config:
     pod_name: str | None = None
     pod_namespace: str | None = None
     send_concurrency: int = 2
+    multiline: str = "none"
+    multiline_start: str = ""
 
     @property
     def self_prefix(self) -> str | None:
@@ -233,6 +235,10 @@ OPTIONS: tuple[Option, ...] = (
            switch=True),
     Option("--send-concurrency", integer(1, 64), 2, "PutRecordBatch calls in flight, 1 to 64",
            "N"),
+    Option("--multiline", choice("none", "java", "python", "go", "regex"), "none",
+           "the transform's multi-line mode: records are not cut inside such events", "MODE"),
+    Option("--multiline-start", text, "",
+           "with --multiline regex: the transform's start-of-event pattern", "REGEX"),
 )  # fmt: skip
 
 
@@ -294,6 +300,19 @@ def _value(opt: Option, flag_value: Any, env: dict[str, str]) -> tuple[str, Any]
     return "default", opt.default
 
 
+def _check_multiline(
+    parser: argparse.ArgumentParser, values: dict[str, Any], sources: dict[str, str]
+) -> None:
+    if values["multiline"] != "regex":
+        return
+    if not values["multiline_start"]:
+        parser.error("--multiline regex needs --multiline-start (PODHOSE_MULTILINE_START)")
+    try:
+        re.compile(values["multiline_start"])
+    except re.error as exc:
+        parser.error(f"{sources['multiline_start']}: not a regular expression: {exc}")
+
+
 def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> Config:
     """Merge flags (which win), PODHOSE_* environment variables and defaults into a Config.
 
@@ -317,6 +336,7 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
             f"{sources['max_record_bytes']}: --max-record-bytes must be at least "
             f"--max-line-bytes + {limits.RECORD_OVERHEAD}"
         )
+    _check_multiline(parser, values, sources)
     values["pod_name"] = env.get("POD_NAME") or None
     values["pod_namespace"] = env.get("POD_NAMESPACE") or None
     return Config(**values)

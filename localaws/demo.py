@@ -59,6 +59,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every 2 s make the local Firehose throttle, fail records, 500 or drop a call",
     )
+    parser.add_argument(
+        "--multiline",
+        action="store_true",
+        help="apps also print Java stack traces; transform and forwarder join them (java mode)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp node root")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.containers < 1 or args.rate <= 0:
@@ -66,6 +71,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if any("=" not in item for item in args.parameter_overrides):
         parser.error("--parameter-overrides takes KEY=VALUE items")
     args.parameters = dict(item.split("=", 1) for item in args.parameter_overrides)
+    if args.multiline:
+        args.parameters.setdefault("Multiline", "java")
     return args
 
 
@@ -146,14 +153,8 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
         pipe = stack.enter_context(LocalPipeline(config))
         assert pipe.delivery is not None
         print(f"  Firehose endpoint {pipe.endpoint.url}, S3 (moto) {pipe.moto.url}")
-        workload = Workload(root / "node", args.containers, rate=args.rate)
-        forwarder = ForwarderProcess(
-            glob=workload.glob,
-            stream=config.stream_name,
-            endpoint_url=pipe.endpoint.url,
-            db=root / "forwarder.db",
-            log_path=root / "forwarder.log",
-        )
+        workload = Workload(root / "node", args.containers, rate=args.rate, traces=args.multiline)
+        forwarder = _forwarder(config, workload, pipe, root)
         stack.callback(forwarder.terminate)
         forwarder.start()
         print(f"  forwarder: {' '.join(forwarder.args[1:])}")
@@ -194,9 +195,34 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
         if problems or code != 0:
             print("--- forwarder log (tail) ---")
             print(forwarder.log_tail())
-        outcome = _report(pipe, workload, problems)
+        outcome = _report(pipe, workload, problems, show_joined=args.multiline)
         _query(pipe, root / "s3")
     return outcome
+
+
+def _forwarder(
+    config: StackConfig, workload: Workload, pipe: LocalPipeline, root: Path
+) -> ForwarderProcess:
+    """The forwarder for this stack; with the transform's multi-line mode when it has one."""
+    mode = config.lambda_env.get("PODHOSE_MULTILINE", "")
+    return ForwarderProcess(
+        glob=workload.glob,
+        stream=config.stream_name,
+        endpoint_url=pipe.endpoint.url,
+        db=root / "forwarder.db",
+        log_path=root / "forwarder.log",
+        extra_args=["--multiline", mode] if mode else None,
+    )
+
+
+def _show_joined(pipe: LocalPipeline) -> None:
+    """Print one stack trace as it arrived in S3: one event, its lines joined."""
+    for line in pipe.output_lines():
+        if b"\\tat " in line:
+            print("\none stack trace in S3, a single event:")
+            print("  " + line.decode())
+            return
+    print("\nno joined stack trace found in S3")
 
 
 # The Athena example's shape (docs/operations.md, "Alarms and the Athena table"), over a
@@ -230,7 +256,9 @@ def _query(pipe: LocalPipeline, root: Path) -> None:
         print("  " + "  ".join(str(value) for value in row))
 
 
-def _report(pipe: LocalPipeline, workload: Workload, problems: list[str]) -> Outcome:
+def _report(
+    pipe: LocalPipeline, workload: Workload, problems: list[str], *, show_joined: bool = False
+) -> Outcome:
     assert pipe.delivery is not None
     stats = pipe.delivery.stats
     problems += [f"Lambda contract violation: {v}" for v in stats.violations]
@@ -246,6 +274,8 @@ def _report(pipe: LocalPipeline, workload: Workload, problems: list[str]) -> Out
         print(f"\nfirst lines of the newest object {newest}:")
         for line in pipe.read_object(newest)[:5]:
             print(f"  {_short(line)}")
+    if show_joined:
+        _show_joined(pipe)
     if errors:
         problems.append(f"{len(errors)} records in the processing-failed prefix")
     expected = workload.expected()
@@ -266,7 +296,8 @@ def _report(pipe: LocalPipeline, workload: Workload, problems: list[str]) -> Out
         print("content check: every line written is in S3 exactly once, as the transform emits it")
     for problem in problems:
         print(f"PROBLEM: {problem}")
-    print(f"lines written = {workload.written}, lines in S3 = {in_s3}")
+    events = " (a stack trace is one line in S3)" if workload.traces else ""
+    print(f"lines written = {workload.written}, lines in S3 = {in_s3}{events}")
     return Outcome(workload.written, in_s3, missing, unexpected, problems)
 
 

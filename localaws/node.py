@@ -41,6 +41,8 @@ from typing import Any
 
 #: dockerd's and containerd's maximum log line piece (bytes).
 MAX_PIECE = 16 * 1024
+#: With traces on, one line in this many is a multi-line Java stack trace instead.
+TRACE_EVERY = 15
 #: The seed's demo app, unchanged (what k8s/examples deploys): one JSON line per second.
 SEED_APP = Path(__file__).resolve().parent.parent / "k8s" / "examples" / "app.py"
 
@@ -59,6 +61,18 @@ def fakenerd_line(seq: int, now_ms: int) -> tuple[str, str]:
     if seq % 25 == 12:  # a line longer than 16 KiB: the runtime splits it, the forwarder joins
         return "stdout", json.dumps({"name": "fakenerd", "time_ms": now_ms, "blob": "x" * 40000})
     return "stdout", json.dumps({"name": "fakenerd", "time_ms": now_ms})
+
+
+def java_trace(seq: int) -> list[str]:
+    """A Java stack trace as an app prints it to stderr, one line per frame."""
+    return [
+        f"java.lang.IllegalStateException: order {seq} failed",
+        "\tat com.example.fakenerd.Orders.place(Orders.java:42)",
+        "\tat com.example.fakenerd.Api.handle(Api.java:17)",
+        "Caused by: java.net.SocketTimeoutException: Read timed out",
+        "\tat java.base/java.net.SocketInputStream.read(SocketInputStream.java:168)",
+        "\t... 12 more",
+    ]
 
 
 def expected_output(runtime: str, content: str) -> str:
@@ -114,6 +128,22 @@ class Container:
 
     def write(self, stream: str, content: str) -> None:
         """Write one logical app line the way this container's runtime stores it."""
+        out = self._stored(stream, content)
+        with self._lock:
+            self._fh.write(out)
+            self.written += 1
+            self.expected.append(expected_output(self.runtime, content))
+
+    def write_event(self, stream: str, lines: list[str]) -> None:
+        """Write a multi-line event (a stack trace) in one write; expect it joined in S3."""
+        out = b"".join(self._stored(stream, line) for line in lines)
+        with self._lock:
+            self._fh.write(out)
+            self.written += len(lines)
+            self.expected.append(expected_output(self.runtime, "\n".join(lines)))
+
+    def _stored(self, stream: str, content: str) -> bytes:
+        """One logical line as the runtime stores it (pieces over 16 KiB split)."""
         raw = content.encode()
         pieces = [raw[i : i + MAX_PIECE] for i in range(0, len(raw), MAX_PIECE)] or [b""]
         out = bytearray()
@@ -127,10 +157,7 @@ class Container:
                 out += b"\n"
             else:
                 out += f"{stamp} {stream} {'F' if last else 'P'} {text}\n".encode()
-        with self._lock:
-            self._fh.write(bytes(out))
-            self.written += 1
-            self.expected.append(expected_output(self.runtime, content))
+        return bytes(out)
 
     def rotate(self) -> Path:
         """Rotate the log file like the runtime/kubelet does; return the rotated file."""
@@ -159,11 +186,18 @@ class Workload:
     """
 
     def __init__(
-        self, root: Path, containers: int, rate: float = 5.0, *, seed_app: bool = True
+        self,
+        root: Path,
+        containers: int,
+        rate: float = 5.0,
+        *,
+        seed_app: bool = True,
+        traces: bool = False,
     ) -> None:
         runtimes = ["docker", "cri"]
         self.containers = [Container(root, runtimes[i % 2], i) for i in range(containers)]
         self.rate = rate
+        self.traces = traces  # every TRACE_EVERY-th line of an app is a Java stack trace
         self.seed_container: Container | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         if seed_app and SEED_APP.exists():
@@ -231,8 +265,11 @@ class Workload:
         try:
             while not self._stop.wait(max(0.0, next_at - time.monotonic())):
                 self._maybe_rotate(container, n)
-                stream, content = fakenerd_line(seq, int(time.time() * 1000))
-                container.write(stream, content)
+                if self.traces and seq % TRACE_EVERY == TRACE_EVERY - 1:
+                    container.write_event("stderr", java_trace(seq))
+                else:
+                    stream, content = fakenerd_line(seq, int(time.time() * 1000))
+                    container.write(stream, content)
                 seq += 1
                 next_at += period
         except BaseException as exc:  # surfaced by stop()

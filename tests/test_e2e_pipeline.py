@@ -218,3 +218,37 @@ def test_demo_runs_reports_and_cleans_up(
     assert sum(int(row.split()[4]) for row in query if row.strip()) == int(match[2])
     assert list(tmp_path.iterdir()) == []
     assert not _no_children_left()
+
+
+def test_stack_traces_arrive_as_one_event_each_with_multiline(tmp_path: Path) -> None:
+    """Multiline=java in the template and --multiline java: each trace is one S3 line."""
+    config = StackConfig.from_template(parameters={"Multiline": "java"}, processor_interval_s=0.5)
+    assert config.lambda_env["PODHOSE_MULTILINE"] == "java"
+    with LocalPipeline(config) as pipe:
+        assert pipe.delivery is not None
+        workload = Workload(tmp_path / "node", containers=2, rate=30, seed_app=False, traces=True)
+        forwarder = ForwarderProcess(
+            glob=workload.glob,
+            stream=pipe.config.stream_name,
+            endpoint_url=pipe.endpoint.url,
+            db=tmp_path / "offsets.db",
+            log_path=tmp_path / "forwarder.log",
+            extra_args=["--multiline", "java"],
+        )
+        try:
+            forwarder.start()
+            workload.start(rotate_after_s=2.0)
+            assert wait_for(lambda: workload.written >= 300, timeout_s=20)
+        finally:
+            workload.stop()
+            written = workload.written
+            caught_up = wait_for(lambda: pipe.lines >= written, timeout_s=20)
+            code = forwarder.terminate()
+        assert caught_up and code == 0, forwarder.log_tail()
+        assert pipe.delivery.drain(30)
+        expected = workload.expected()
+        got = pipe.output_counter()
+        assert got == expected, _diff(expected, got)
+        traces = [line for line in pipe.output_lines() if b"IllegalStateException" in line]
+        assert traces and all(json.loads(t)["log"].count("\tat ") == 3 for t in traces)
+        assert sum(got.values()) < written  # six lines became one event, per trace

@@ -278,3 +278,60 @@ def test_region_from_flag_chain_or_local_endpoint(monkeypatch: pytest.MonkeyPatc
         resolve_region(parse_config(base, env={}))
     monkeypatch.setenv("AWS_REGION", "ap-south-1")
     assert resolve_region(parse_config(base, env={})).region == "ap-south-1"
+
+
+def _records_of(queue: SendQueue) -> list[bytes]:
+    queue.flush()
+    payloads = []
+    while len(queue):
+        call = queue.take()
+        assert call is not None
+        payloads += [b"".join(decode(record.data)[1]) for record in call]
+    return payloads
+
+
+JAVA_TRACE = [
+    "java.lang.IllegalStateException: boom",
+    *[f"\tat com.example.Service.method{i}(Service.java:{i})" for i in range(40)],
+    "Caused by: java.lang.NullPointerException",
+    "\tat com.example.Other.run(Other.java:7)",
+    "\t... 12 more",
+]
+
+
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_multiline_records_are_not_cut_inside_a_stack_trace(runtime: str) -> None:
+    line_of = (lambda t: docker_line(t + "\n")) if runtime == "docker" else cri_line
+    plain = [line_of(f"request {i} served") for i in range(30)]
+    trace = b"".join(map(line_of, JAVA_TRACE))
+    data = (b"".join(plain) + trace) * 6
+    record_bytes = len(trace) * 2 + 3000  # a natural cut falls inside some trace
+    batcher, queue, _ = _batcher(compression="none", max_record_bytes=record_bytes,
+                                 max_line_bytes=1024, multiline="java")  # fmt: skip
+    batcher.add((1, 1), Chunk(data, 0, len(data), len(data), 0), 0.0)
+    batcher.flush_all()
+    payloads = _records_of(queue)
+    assert b"".join(payloads) == data and len(payloads) > 2
+    for payload in payloads:
+        first = payload.split(b"\n", 1)[0] + b"\n"
+        assert first not in map(line_of, JAVA_TRACE[1:]), "record starts inside a trace"
+
+    # Without --multiline the same data is cut inside traces (what the option prevents).
+    batcher, queue, _ = _batcher(compression="none", max_record_bytes=record_bytes,
+                                 max_line_bytes=1024)  # fmt: skip
+    batcher.add((1, 1), Chunk(data, 0, len(data), len(data), 0), 0.0)
+    batcher.flush_all()
+    firsts = {p.split(b"\n", 1)[0] + b"\n" for p in _records_of(queue)}
+    assert firsts & set(map(line_of, JAVA_TRACE[1:]))
+
+
+def test_multiline_regex_needs_a_valid_start_pattern() -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--delivery-stream", "s", "--multiline", "regex"], {})
+    with pytest.raises(SystemExit):
+        parse_config(
+            ["--delivery-stream", "s", "--multiline", "regex", "--multiline-start", "("], {}
+        )
+    cfg = parse_config([], {"PODHOSE_DELIVERY_STREAM": "s", "PODHOSE_MULTILINE": "regex",
+                            "PODHOSE_MULTILINE_START": r"^\d{4}-"})  # fmt: skip
+    assert (cfg.multiline, cfg.multiline_start) == ("regex", r"^\d{4}-")

@@ -45,6 +45,9 @@ def test_env_vars_are_read() -> None:
         "PODHOSE_ADD_KUBERNETES_METADATA": "yes",
         "PODHOSE_PARTITION_KEYS": "namespace,container",
         "PODHOSE_MAX_REINGEST_ATTEMPTS": "5",
+        "PODHOSE_MULTILINE": "regex",
+        "PODHOSE_MULTILINE_START": r"^\d{4}-",
+        "PODHOSE_MULTILINE_MAX_BYTES": "1000",
     }
     assert set(env) == set(ENV_VARS)
     settings = TransformSettings.from_env(env)
@@ -56,6 +59,9 @@ def test_env_vars_are_read() -> None:
         add_kubernetes_metadata=True,
         partition_keys=("namespace", "container"),
         max_reingest_attempts=5,
+        multiline="regex",
+        multiline_start=r"^\d{4}-",
+        multiline_max_bytes=1000,
     )
 
 

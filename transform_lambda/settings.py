@@ -10,8 +10,11 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from transform_lambda.multiline import MODES
 
 ENV_PARSE_ENVELOPE = "PODHOSE_PARSE_ENVELOPE"
 ENV_DECODE_JSON = "PODHOSE_DECODE_JSON"
@@ -20,6 +23,9 @@ ENV_LIFT_KEY = "PODHOSE_LIFT_KEY"
 ENV_ADD_KUBERNETES_METADATA = "PODHOSE_ADD_KUBERNETES_METADATA"
 ENV_PARTITION_KEYS = "PODHOSE_PARTITION_KEYS"
 ENV_MAX_REINGEST_ATTEMPTS = "PODHOSE_MAX_REINGEST_ATTEMPTS"
+ENV_MULTILINE = "PODHOSE_MULTILINE"
+ENV_MULTILINE_START = "PODHOSE_MULTILINE_START"
+ENV_MULTILINE_MAX_BYTES = "PODHOSE_MULTILINE_MAX_BYTES"
 
 #: Every environment variable the transform reads (template.yaml must set exactly these).
 ENV_VARS: tuple[str, ...] = (
@@ -30,7 +36,12 @@ ENV_VARS: tuple[str, ...] = (
     ENV_ADD_KUBERNETES_METADATA,
     ENV_PARTITION_KEYS,
     ENV_MAX_REINGEST_ATTEMPTS,
+    ENV_MULTILINE,
+    ENV_MULTILINE_START,
+    ENV_MULTILINE_MAX_BYTES,
 )
+
+DEFAULT_MULTILINE_MAX_BYTES = 256 * 1024
 
 #: Partition keys the transform can return (values come from the record's source header).
 PARTITION_KEY_NAMES: tuple[str, ...] = ("namespace", "pod", "container", "container_id")
@@ -64,6 +75,13 @@ class TransformSettings:
         max_reingest_attempts: how often a record that does not fit the 6 MB response may
             be put back into the stream before it is returned as ``ProcessingFailed``.
             Default 3.
+        multiline: join multi-line events (stack traces) within each record: ``java``,
+            ``python``, ``go`` (Fluent Bit's built-in parsers) or ``regex``; empty is off.
+            Default off (the seed's output).
+        multiline_start: with ``regex``, the pattern (Python ``re``, searched) a line
+            matches when it starts an event; other lines continue the event before them.
+        multiline_max_bytes: an event is closed when joining the next line would make
+            it longer; that line continues it as a new event. Default 262144 (256 KiB).
     """
 
     parse_envelope: bool = True
@@ -73,6 +91,9 @@ class TransformSettings:
     add_kubernetes_metadata: bool = False
     partition_keys: tuple[str, ...] = ()
     max_reingest_attempts: int = 3
+    multiline: str = ""
+    multiline_start: str = ""
+    multiline_max_bytes: int = DEFAULT_MULTILINE_MAX_BYTES
 
     @property
     def is_seed_pipeline(self) -> bool:
@@ -83,6 +104,7 @@ class TransformSettings:
             and self.keep_keys == ("log",)
             and self.lift_key == "log"
             and not self.add_kubernetes_metadata
+            and not self.multiline
         )
 
     @classmethod
@@ -104,7 +126,26 @@ class TransformSettings:
             add_kubernetes_metadata=_flag(env, ENV_ADD_KUBERNETES_METADATA, default=False),
             partition_keys=partition_keys,
             max_reingest_attempts=_count(env, ENV_MAX_REINGEST_ATTEMPTS, default=3),
+            **_multiline(env),
         )
+
+
+def _multiline(env: Mapping[str, str]) -> dict[str, object]:
+    mode = env.get(ENV_MULTILINE, "").strip().lower()
+    start = env.get(ENV_MULTILINE_START, "")
+    if mode and mode not in MODES:
+        raise SettingsError(f"{ENV_MULTILINE}: unknown mode {mode!r}; choose from {list(MODES)}")
+    if mode == "regex":
+        if not start:
+            raise SettingsError(f"{ENV_MULTILINE}=regex needs {ENV_MULTILINE_START}")
+        try:
+            re.compile(start)
+        except re.error as error:
+            raise SettingsError(f"{ENV_MULTILINE_START}: {error}") from None
+    max_bytes = _count(env, ENV_MULTILINE_MAX_BYTES, default=DEFAULT_MULTILINE_MAX_BYTES)
+    if max_bytes < 1:
+        raise SettingsError(f"{ENV_MULTILINE_MAX_BYTES}: must be >= 1")
+    return {"multiline": mode, "multiline_start": start, "multiline_max_bytes": max_bytes}
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

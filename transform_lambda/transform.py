@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from operator import methodcaller
@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from transform_lambda import fastpath
+from transform_lambda import fastpath, multiline
 from transform_lambda.envelope import (
     Entry,
     parse_line,
@@ -345,9 +345,14 @@ def _general_output(
 ) -> tuple[bytes, LineCounts]:
     counts = LineCounts(lines_in=len(lines))
     if settings.parse_envelope:
-        entries = parse_lines(lines)
+        entries: Iterable[Entry] = parse_lines(lines)
     else:
         entries = (text_entry(strip_terminator(line)) for line in lines)
+    if settings.multiline:
+        join = multiline.joiner(
+            settings.multiline, settings.multiline_start, settings.multiline_max_bytes
+        )
+        entries = join.join(entries)
     metadata = source.as_metadata() if source and settings.add_kubernetes_metadata else None
     out = [_render(entry, settings, metadata, counts) for entry in entries]
     counts.lines_out = len(out) - counts.without_kept_keys

@@ -7,8 +7,8 @@ overlay module or bridge networking:
 
     dockerd --storage-driver=vfs --bridge=none --iptables=false --ip6tables=false
 
-Its data root is ``~/.cache/podhose/dockerd`` (``PODHOSE_CACHE`` moves it), so the locally
-built base images survive between runs; its socket, pid file and runtime state live in a
+Its data root is ``~/.cache/podhose/dockerd`` (under ``$XDG_CACHE_HOME`` when set), so the
+locally built base images survive between runs; its socket, pid file and runtime state live in a
 temporary directory that is removed when the engine started here is stopped. No network is
 ever created: containers run with ``--network none`` or ``--network host``.
 
@@ -44,9 +44,11 @@ STOP_TIMEOUT_S = 30.0
 
 
 def cache_dir() -> Path:
-    """Where the container tests keep what survives between runs (``PODHOSE_CACHE``)."""
-    root = os.environ.get("PODHOSE_CACHE") or Path.home() / ".cache" / "podhose"
-    path = Path(root)
+    """Where the container tests keep what survives between runs: the user cache directory.
+
+    Not a PODHOSE_* variable: the forwarder reads those and warns about unknown ones.
+    """
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "podhose"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
