@@ -7,9 +7,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from forwarder import limits, multiline_cut, wire_encoder
+from forwarder import limits, multiline_cut, pod_metadata, wire_encoder
 from forwarder.acks import AckTracker, Mark
 from forwarder.config import Config
+from forwarder.pod_metadata import PodLookup
 from forwarder.scan import FileKey
 from forwarder.tail import Chunk
 
@@ -109,13 +110,21 @@ class SendQueue:
 class Batcher:
     """Accumulates lines per file and closes them into records when full or aged."""
 
-    def __init__(self, cfg: Config, tracker: AckTracker, queue: SendQueue) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        tracker: AckTracker,
+        queue: SendQueue,
+        metadata: PodLookup | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.metadata = metadata
         self.tracker = tracker
         self.queue = queue
         self.encoder = wire_encoder.RecordEncoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
+        self.sources: dict[FileKey, str] = {}
         self.last_safe: dict[FileKey, int] = {}
         self.records_made = 0
         self.continues = (
@@ -127,19 +136,23 @@ class Batcher:
     def track(self, key: FileKey, src: str, offset: int) -> None:
         """Start a file: its header, and the offset its first record starts from."""
         self.headers[key] = b"" if self.cfg.one_line_per_record else self.encoder.header(src)
+        self.sources[key] = src
         self.last_safe[key] = offset
         self.tracker.start(key, offset)
 
     def untrack(self, key: FileKey) -> None:
         """Forget a closed file (after flush_file)."""
         self.headers.pop(key, None)
+        self.sources.pop(key, None)
         self.last_safe.pop(key, None)
 
     def capacity(self, key: FileKey) -> int:
         """Uncompressed payload bytes one record of this file may hold."""
-        cap = self.cfg.max_record_bytes - len(self.headers[key])
+        cap = self.cfg.max_record_bytes - len(self.headers[key]) - self._metadata_reserve
         if self.cfg.compression == "none":
-            cap = min(cap, limits.MAX_RECORD_BYTES - len(self.headers[key]))
+            cap = min(
+                cap, limits.MAX_RECORD_BYTES - len(self.headers[key]) - self._metadata_reserve
+            )
         return cap
 
     def add(self, key: FileKey, chunk: Chunk, now: float) -> None:
@@ -205,12 +218,30 @@ class Batcher:
         if self.cfg.one_line_per_record:
             datas = [(line + b"\n", 1) for line in payload.split(b"\n")[:-1]]
         else:
-            datas = self._encode(self.headers[key], payload)
+            head, without_metadata = self._header(key)
+            datas = self._encode(head, payload)
+            if without_metadata and self.metadata is not None:
+                self.metadata.missing(len(datas))
         # A mark without records (only an offset move) settles as soon as its turn comes.
         mark = self.tracker.mark(key, op.safe_offset, len(datas), op.born)
         if datas:
             self.records_made += len(datas)
             self.queue.put([Record(d, mark, lines) for d, lines in datas])
+
+    @property
+    def _metadata_reserve(self) -> int:
+        return pod_metadata.MAX_FIELD_BYTES + 8 if self.metadata is not None else 0
+
+    def _header(self, key: FileKey) -> tuple[bytes, bool]:
+        """(the file's header, with the pod's metadata as ``k8s=`` when that is on and
+        known; True when it is on and not known)."""
+        head = self.headers[key]
+        if self.metadata is None or not head:
+            return head, False
+        found = self.metadata.header_field(self.sources[key])
+        if found is None:
+            return head, True
+        return head[:-1] + b" k8s=" + found + b"\n", False
 
     def oldest_open(self) -> float | None:
         """Monotonic time the oldest line not yet closed into a record was read."""

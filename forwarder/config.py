@@ -67,6 +67,11 @@ class Config:
     send_concurrency: int = 2
     multiline: str = "none"
     multiline_start: str = ""
+    kubernetes_metadata: bool = False
+    kubernetes_api: str | None = None
+    kubernetes_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    kubernetes_annotations: list[str] = field(default_factory=list)
+    node_name: str | None = None
 
     @property
     def self_prefix(self) -> str | None:
@@ -239,6 +244,19 @@ OPTIONS: tuple[Option, ...] = (
            "the transform's multi-line mode: records are not cut inside such events", "MODE"),
     Option("--multiline-start", text, "",
            "with --multiline regex: the transform's start-of-event pattern", "REGEX"),
+    Option("--kubernetes-metadata", boolean, False,
+           "add the pod's labels, chosen annotations, node and uid to each record's header "
+           "(watches this node's pods; needs --node-name and RBAC to list/watch pods)",
+           switch=True),
+    Option("--kubernetes-api", url, None,
+           "API server URL (default: in-cluster, KUBERNETES_SERVICE_HOST/PORT)", "URL"),
+    Option("--kubernetes-token-file", text, "/var/run/secrets/kubernetes.io/serviceaccount/token",
+           "bearer token file for the API server (re-read on every connection)", "PATH"),
+    Option("--kubernetes-annotations", globs, [],
+           "globs of pod annotation names to include (none by default)", "GLOB",
+           repeatable=True),
+    Option("--node-name", text, None,
+           "this node's name (the DaemonSet sets it from spec.nodeName)", "NAME"),
 )  # fmt: skip
 
 
@@ -337,6 +355,8 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
             f"--max-line-bytes + {limits.RECORD_OVERHEAD}"
         )
     _check_multiline(parser, values, sources)
+    if values["kubernetes_metadata"] and not values["node_name"]:
+        parser.error("--kubernetes-metadata needs --node-name (PODHOSE_NODE_NAME)")
     values["pod_name"] = env.get("POD_NAME") or None
     values["pod_namespace"] = env.get("POD_NAMESPACE") or None
     return Config(**values)

@@ -13,6 +13,7 @@ from forwarder.config import Config
 from forwarder.health import Health
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
+from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rotation import Drain, recover_at_start
 from forwarder.scan import FileKey, Found, scan
 from forwarder.sender import Sender
@@ -22,6 +23,7 @@ log = logging.getLogger("forwarder")
 
 COMMIT_INTERVAL = 0.2  # seconds between offset saves (bounds re-sends after a crash)
 MAX_POLL = 0.2  # seconds the loop sleeps when no file had anything new
+METADATA_STARTUP_WAIT = 5.0  # seconds the first read waits for the pod list (never longer)
 READS_PER_FILE = 8  # rounds of one chunk per file in one pass over the files
 
 
@@ -38,7 +40,8 @@ class Forwarder:
         self.last_save = self.db.last_save()
         self.tracker = AckTracker()
         self.queue = SendQueue(cfg.flush_interval)
-        self.batcher = Batcher(cfg, self.tracker, self.queue)
+        self.pods = self._pod_metadata(cfg)
+        self.batcher = Batcher(cfg, self.tracker, self.queue, self.pods)
         self.stop = threading.Event()
         self.hard_stop = threading.Event()
         self.sender = Sender(cfg, self.queue, self.tracker, self.metrics, self.hard_stop)
@@ -51,9 +54,20 @@ class Forwarder:
         self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
         self.poll = min(MAX_POLL, max(cfg.scan_interval, 0.01), max(cfg.flush_interval, 0.01))
 
+    def _pod_metadata(self, cfg: Config) -> PodLookup | None:
+        """The pod watcher when --kubernetes-metadata is on (started by run())."""
+        if not cfg.kubernetes_metadata or cfg.node_name is None:
+            return None
+        access = ApiAccess.in_cluster(cfg.kubernetes_api, cfg.kubernetes_token_file)
+        watcher = PodMetadataWatcher(access, cfg.node_name, cfg.kubernetes_annotations)
+        return PodLookup(watcher, self.metrics.records_without_metadata.inc)
+
     def run(self) -> int:
         """Run until stopped (or until everything is delivered with --exit-on-eof)."""
         self.sender.start()
+        if self.pods is not None:
+            # Give the first list a moment, so a backlog goes out with its pods' metadata.
+            self.pods.watcher.start().synced.wait(METADATA_STARTUP_WAIT)
         first = True
         next_scan = next_commit = 0.0
         while not self.stop.is_set():

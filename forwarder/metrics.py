@@ -47,6 +47,11 @@ class Metrics:
         )
         self.truncations = Counter("podhose_truncations", "Files truncated in place", registry=r)
         self.files = Gauge("podhose_files_tracked", "Open log files", registry=r)
+        self.records_without_metadata = Counter(
+            "podhose_records_without_metadata",
+            "Records sent without pod metadata while --kubernetes-metadata is on",
+            registry=r,
+        )
         self.unreadable_files = Gauge(
             "podhose_unreadable_files",
             "Matched paths that lead to no file (dangling symlinks), at the last scan",

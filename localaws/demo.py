@@ -15,18 +15,21 @@ removed on exit, Ctrl-C and SIGTERM included.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from localaws.node import Workload
+from localaws.kube_api import FakeKubeApi
+from localaws.node import Workload, canonical
 from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
 from localaws.stack_config import StackConfig
 
@@ -64,6 +67,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="apps also print Java stack traces; transform and forwarder join them (java mode)",
     )
+    parser.add_argument(
+        "--pod-labels",
+        action="store_true",
+        help="a local Kubernetes API serves the pods' labels; forwarder and transform add them",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp node root")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.containers < 1 or args.rate <= 0:
@@ -73,6 +81,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.parameters = dict(item.split("=", 1) for item in args.parameter_overrides)
     if args.multiline:
         args.parameters.setdefault("Multiline", "java")
+    if args.pod_labels:
+        args.parameters.setdefault("AddKubernetesMetadata", "true")
     return args
 
 
@@ -83,13 +93,13 @@ class Outcome:
     missing: int
     unexpected: int
     problems: list[str]
+    expected_in_s3: int = -1  # events expected (a joined stack trace is one); -1: = written
 
     @property
     def ok(self) -> bool:
+        expected = self.written if self.expected_in_s3 < 0 else self.expected_in_s3
         return (
-            not self.problems
-            and self.written == self.in_s3
-            and not (self.missing or self.unexpected)
+            not self.problems and self.in_s3 == expected and not (self.missing or self.unexpected)
         )
 
 
@@ -141,6 +151,10 @@ def _banner(config: StackConfig, args: argparse.Namespace, root: Path) -> None:
     )
 
 
+#: The simulated node's name (what spec.nodeName would be) with --pod-labels.
+DEMO_NODE = "demo-node-1"
+
+
 def run(args: argparse.Namespace, root: Path) -> Outcome:
     config = StackConfig.from_template(
         parameters=args.parameters,
@@ -154,7 +168,8 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
         assert pipe.delivery is not None
         print(f"  Firehose endpoint {pipe.endpoint.url}, S3 (moto) {pipe.moto.url}")
         workload = Workload(root / "node", args.containers, rate=args.rate, traces=args.multiline)
-        forwarder = _forwarder(config, workload, pipe, root)
+        extra = _pod_labels(stack, workload, root) if args.pod_labels else []
+        forwarder = _forwarder(config, workload, pipe, root, extra)
         stack.callback(forwarder.terminate)
         forwarder.start()
         print(f"  forwarder: {' '.join(forwarder.args[1:])}")
@@ -195,13 +210,15 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
         if problems or code != 0:
             print("--- forwarder log (tail) ---")
             print(forwarder.log_tail())
-        outcome = _report(pipe, workload, problems, show_joined=args.multiline)
+        outcome = _report(
+            pipe, workload, problems, show_joined=args.multiline, labels=args.pod_labels
+        )
         _query(pipe, root / "s3")
     return outcome
 
 
 def _forwarder(
-    config: StackConfig, workload: Workload, pipe: LocalPipeline, root: Path
+    config: StackConfig, workload: Workload, pipe: LocalPipeline, root: Path, extra: list[str]
 ) -> ForwarderProcess:
     """The forwarder for this stack; with the transform's multi-line mode when it has one."""
     mode = config.lambda_env.get("PODHOSE_MULTILINE", "")
@@ -211,8 +228,34 @@ def _forwarder(
         endpoint_url=pipe.endpoint.url,
         db=root / "forwarder.db",
         log_path=root / "forwarder.log",
-        extra_args=["--multiline", mode] if mode else None,
+        extra_args=(["--multiline", mode] if mode else []) + extra,
     )
+
+
+def _pod_labels(stack: ExitStack, workload: Workload, root: Path) -> list[str]:
+    """Start the local Kubernetes API with the workload's pods; the forwarder's flags for it."""
+    token = root / "serviceaccount-token"
+    token.write_text("demo-token")
+    api = stack.enter_context(FakeKubeApi(token="demo-token"))
+    for container in workload.containers:
+        labels = {"app": "fakenerd", "team": "payments" if container.namespace == "shop" else "web"}
+        api.put_pod(container.namespace, container.pod, DEMO_NODE, labels=labels)
+    print(f"  Kubernetes API (local) {api.url}: {len(workload.containers)} pods on {DEMO_NODE}")
+    return ["--kubernetes-metadata", "--kubernetes-api", api.url, "--node-name", DEMO_NODE,
+            "--kubernetes-token-file", str(token)]  # fmt: skip
+
+
+def _labelled_check(pipe: LocalPipeline, problems: list[str]) -> Counter[str]:
+    """Check every line carries its pod's labels; the lines without ``kubernetes``."""
+    lines = [json.loads(line) for line in pipe.output_lines()]
+    labelled = [line for line in lines if line.get("kubernetes", {}).get("labels")]
+    print(f"\npod labels: {len(labelled)} of {len(lines)} lines carry kubernetes.labels")
+    if labelled:
+        print(f"  e.g. {json.dumps(labelled[-1]['kubernetes'], separators=(',', ':'))}")
+    if len(labelled) != len(lines):
+        problems.append(f"{len(lines) - len(labelled)} lines without their pod's labels")
+    return Counter(canonical(json.dumps({k: v for k, v in line.items() if k != "kubernetes"}))
+                   for line in lines)  # fmt: skip
 
 
 def _show_joined(pipe: LocalPipeline) -> None:
@@ -257,7 +300,12 @@ def _query(pipe: LocalPipeline, root: Path) -> None:
 
 
 def _report(
-    pipe: LocalPipeline, workload: Workload, problems: list[str], *, show_joined: bool = False
+    pipe: LocalPipeline,
+    workload: Workload,
+    problems: list[str],
+    *,
+    show_joined: bool = False,
+    labels: bool = False,
 ) -> Outcome:
     assert pipe.delivery is not None
     stats = pipe.delivery.stats
@@ -279,7 +327,7 @@ def _report(
     if errors:
         problems.append(f"{len(errors)} records in the processing-failed prefix")
     expected = workload.expected()
-    got = pipe.output_counter()
+    got = _labelled_check(pipe, problems) if labels else pipe.output_counter()
     missing = sum((expected - got).values())
     unexpected = sum((got - expected).values())
     in_s3 = sum(got.values())
@@ -298,7 +346,7 @@ def _report(
         print(f"PROBLEM: {problem}")
     events = " (a stack trace is one line in S3)" if workload.traces else ""
     print(f"lines written = {workload.written}, lines in S3 = {in_s3}{events}")
-    return Outcome(workload.written, in_s3, missing, unexpected, problems)
+    return Outcome(workload.written, in_s3, missing, unexpected, problems, sum(expected.values()))
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

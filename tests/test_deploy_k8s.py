@@ -191,16 +191,17 @@ def test_only_the_log_directories_are_mounted_and_none_is_created(daemonset, con
         assert host_paths[path]["type"] == "Directory"  # must exist; never created
 
 
-def test_docker_engine_component_adds_dockers_directory_read_only(tmp_path: Path) -> None:
+def _render_with_component(tmp_path: Path, component: str) -> list[dict[str, Any]]:
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     base = Path(os.path.relpath(ROOT / "k8s", overlay))
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {"resources": [str(base)], "components": [str(base / "components/docker-engine-nodes")]}
-        )
-    )
-    daemonset = _one(_render(overlay), "DaemonSet")
+    kustomization = {"resources": [str(base)], "components": [str(base / "components" / component)]}
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return _render(overlay)
+
+
+def test_docker_engine_component_adds_dockers_directory_read_only(tmp_path: Path) -> None:
+    daemonset = _one(_render_with_component(tmp_path, "docker-engine-nodes"), "DaemonSet")
     mounts = daemonset["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     mount = next(m for m in mounts if m["mountPath"] == DOCKER_DIR)
     assert mount["readOnly"] is True
@@ -208,6 +209,30 @@ def test_docker_engine_component_adds_dockers_directory_read_only(tmp_path: Path
         "path": DOCKER_DIR,
         "type": "Directory",
     }
+
+
+def test_pod_metadata_component_grants_only_pod_reads_and_configures_the_forwarder(
+    tmp_path: Path,
+) -> None:
+    objects = _render_with_component(tmp_path, "pod-metadata")
+    role = _one(objects, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = _one(objects, "ClusterRoleBinding")
+    account = _one(objects, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]  # fmt: skip
+    pod = _one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True  # the token only with this component
+    env = {v["name"]: v for v in pod["containers"][0]["env"]}
+    assert env["PODHOSE_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    configmap = _one(objects, "ConfigMap")["data"]
+    switch = env["PODHOSE_KUBERNETES_METADATA"]["value"]
+    node = {"PODHOSE_NODE_NAME": "ip-10-0-0-1.ec2.internal"}
+    cfg = fconfig.parse_config([], env={**configmap, "PODHOSE_KUBERNETES_METADATA": switch, **node})
+    assert cfg.kubernetes_metadata and cfg.node_name == "ip-10-0-0-1.ec2.internal"
 
 
 def test_http_port_probes_and_scrape_annotations(daemonset, container, forwarder_config):

@@ -252,3 +252,21 @@ def test_stack_traces_arrive_as_one_event_each_with_multiline(tmp_path: Path) ->
         traces = [line for line in pipe.output_lines() if b"IllegalStateException" in line]
         assert traces and all(json.loads(t)["log"].count("\tat ") == 3 for t in traces)
         assert sum(got.values()) < written  # six lines became one event, per trace
+
+
+def test_demo_with_pod_labels_and_multiline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make demo DEMO_ARGS="--pod-labels --multiline"`: labels on every line, traces joined."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    args = ["--duration", "4", "--containers", "2", "--rate", "8", "--pod-labels", "--multiline"]
+    code = demo.main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    labelled = re.search(r"^pod labels: (\d+) of (\d+) lines carry kubernetes.labels$", out, re.M)
+    assert labelled and labelled[1] == labelled[2] and int(labelled[1]) > 10, out
+    assert '"labels":{"app":"fakenerd"' in out
+    assert "one stack trace in S3, a single event:" in out
+    assert "content check: every line written is in S3 exactly once" in out
+    assert list(tmp_path.iterdir()) == []
+    assert not _no_children_left()

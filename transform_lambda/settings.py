@@ -71,7 +71,10 @@ class TransformSettings:
             container_name, docker_id) to each line of records that carry a source header.
             Default off.
         partition_keys: Firehose dynamic-partitioning keys to return per record, from
-            ``namespace``, ``pod``, ``container``, ``container_id``. Default none.
+            ``namespace``, ``pod``, ``container``, ``container_id``, and ``label:<name>``
+            (a pod label; the forwarder's ``--kubernetes-metadata`` sends labels; returned
+            as ``label_<name>`` with other characters than letters, digits and ``_``
+            replaced by ``_``). Default none.
         max_reingest_attempts: how often a record that does not fit the 6 MB response may
             be put back into the stream before it is returned as ``ProcessingFailed``.
             Default 3.
@@ -112,11 +115,15 @@ class TransformSettings:
         """Build settings from ``environ`` (default ``os.environ``); raise SettingsError."""
         env = os.environ if environ is None else environ
         partition_keys = _names(env.get(ENV_PARTITION_KEYS, ""))
-        unknown = sorted(set(partition_keys) - set(PARTITION_KEY_NAMES))
+        unknown = sorted(
+            key
+            for key in set(partition_keys) - set(PARTITION_KEY_NAMES)
+            if not (key.startswith("label:") and len(key) > len("label:"))
+        )
         if unknown:
             raise SettingsError(
                 f"{ENV_PARTITION_KEYS}: unknown key(s) {unknown}; "
-                f"choose from {list(PARTITION_KEY_NAMES)}"
+                f"choose from {list(PARTITION_KEY_NAMES)} or label:<pod label>"
             )
         return cls(
             parse_envelope=_flag(env, ENV_PARSE_ENVELOPE, default=True),

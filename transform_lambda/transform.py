@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,7 +46,6 @@ from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl, long
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire_decoder import (
     Columns,
-    KubernetesSource,
     RecordHeader,
     WireFormatError,
     expand,
@@ -163,12 +163,11 @@ def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
         fast = _columns_output(columns, settings)
         if fast is None:  # not in bulk from the columns: read the rebuilt lines as usual
             body, columns = columns.lines(), None
-    source = header.source if header is not None else None
     if fast is None:
         lines = split_lines(body)
-        fast = _fast_output(lines, body, settings) or _general_output(lines, settings, source)
+        fast = _fast_output(lines, body, settings) or _general_output(lines, settings, header)
     output, counts = fast
-    keys = _partition_keys(settings, source)
+    keys = _partition_keys(settings, header)
     body = b"" if columns is not None else body  # the columns hold the lines
     return RecordResult(output, counts, header, body, keys, columns)
 
@@ -341,7 +340,7 @@ def _merge(bulk: bytes, exact: list[bytes], positions: list[int]) -> bytes:
 
 
 def _general_output(
-    lines: list[bytes], settings: TransformSettings, source: KubernetesSource | None
+    lines: list[bytes], settings: TransformSettings, header: RecordHeader | None
 ) -> tuple[bytes, LineCounts]:
     counts = LineCounts(lines_in=len(lines))
     if settings.parse_envelope:
@@ -353,7 +352,7 @@ def _general_output(
             settings.multiline, settings.multiline_start, settings.multiline_max_bytes
         )
         entries = join.join(entries)
-    metadata = source.as_metadata() if source and settings.add_kubernetes_metadata else None
+    metadata = header.kubernetes() if header and settings.add_kubernetes_metadata else None
     out = [_render(entry, settings, metadata, counts) for entry in entries]
     counts.lines_out = len(out) - counts.without_kept_keys
     return b"".join(out), counts
@@ -405,10 +404,18 @@ def _reshape(
 
 
 def _partition_keys(
-    settings: TransformSettings, source: KubernetesSource | None
+    settings: TransformSettings, header: RecordHeader | None
 ) -> dict[str, str] | None:
     if not settings.partition_keys:
         return None
-    if source is None:
-        return dict.fromkeys(settings.partition_keys, UNKNOWN_PARTITION)
-    return {key: source.partition_value(key) for key in settings.partition_keys}
+    return {
+        partition_key_name(key): (header.partition_value(key) if header else None)
+        or UNKNOWN_PARTITION
+        for key in settings.partition_keys
+    }
+
+
+def partition_key_name(key: str) -> str:
+    """The key name Firehose sees: ``label:app.kubernetes.io/name`` ->
+    ``label_app_kubernetes_io_name``; the other keys as they are."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", key)

@@ -15,9 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 HEADER_MAGIC = b"\x1epodhose/1"
 ENC_COLUMNS = "cols1"  # times as they are
@@ -27,6 +31,10 @@ _DOCKER = {b"d": b"stdout", b"D": b"stderr"}
 _CRI = {b"o": b"stdout F", b"e": b"stderr F", b"p": b"stdout P", b"q": b"stderr P"}
 _DOCKER_STDOUT = b'{"log":"%s","stream":"stdout","time":"%s"}\n'
 _DOCKER_LINE = b'{"log":"%s","stream":"%s","time":"%s"}\n'
+
+
+#: PODHOSE_PARTITION_KEYS entry for a pod label (needs the forwarder's --kubernetes-metadata).
+LABEL_KEY_PREFIX = "label:"
 
 
 class WireFormatError(ValueError):
@@ -85,6 +93,36 @@ class RecordHeader:
     def source(self) -> KubernetesSource | None:
         name = self.source_file
         return KubernetesSource.from_filename(name) if name else None
+
+    @property
+    def pod_metadata(self) -> dict[str, Any] | None:
+        """What the forwarder's ``--kubernetes-metadata`` put in ``k8s=`` (``pod_id``,
+        ``host``, ``labels``, ``annotations``), or None (absent or unreadable)."""
+        raw = self.fields.get("k8s")
+        if not raw:
+            return None
+        try:
+            value = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def kubernetes(self) -> dict[str, Any] | None:
+        """The ``kubernetes`` object for this record's lines: the file name's fields plus
+        the pod metadata, in Fluent Bit's key names; None without a kubelet file name."""
+        source = self.source
+        if source is None:
+            return None
+        return {**source.as_metadata(), **(self.pod_metadata or {})}
+
+    def partition_value(self, key: str) -> str | None:
+        """A dynamic-partitioning key's value: a file-name field, or ``label:<name>``."""
+        if key.startswith(LABEL_KEY_PREFIX):
+            labels = (self.pod_metadata or {}).get("labels") or {}
+            value = labels.get(key.removeprefix(LABEL_KEY_PREFIX))
+            return value if isinstance(value, str) else None
+        source = self.source
+        return source.partition_value(key) if source is not None else None
 
     @property
     def attempt(self) -> int:
