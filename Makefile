@@ -58,7 +58,7 @@ bench: $(STAMP)
 	$(PY) -m bench.transform
 	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
 	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
-	$(PY) -m bench.multiline
+	$(PY) -m bench.opt_in
 
 # The forwarder image, built without network inside `docker build`: the pinned, hashed
 # wheels of deploy/forwarder/requirements.txt are downloaded here for the image's platform.

@@ -191,11 +191,14 @@ def lines(shape: str, total_bytes: int, seed: int = 11) -> list[bytes]:
     return out
 
 
-def records(raw_lines: list[bytes], compression: str = "gzip") -> list[bytes]:
-    """Forwarder-style records: header + up to 1 MiB of lines, gzip level 1 (what
-    `--compression gzip` sends) or zstd level 1 with the envelope in columns (the default)."""
+def records(
+    raw_lines: list[bytes], compression: str = "gzip", head: bytes | None = None
+) -> list[bytes]:
+    """Forwarder-style records: header (``head``, else SOURCE's) + up to 1 MiB of lines,
+    gzip level 1 (what `--compression gzip` sends) or zstd level 1 with the envelope in
+    columns (the default)."""
     encoder = RecordEncoder(compression, 1, 1)
-    head = encoder.header(SOURCE)
+    head = head or encoder.header(SOURCE)
     out, current, size = [], [], 0
     for line in raw_lines:
         if current and size + len(line) > RECORD_BYTES:

@@ -1,23 +1,31 @@
-"""What multi-line joining costs the transform: CPU and output bytes, off vs on, one run.
+"""What the opt-in features cost the transform: CPU and output bytes, off vs on, one run.
 
-``python -m bench.multiline`` (in ``make bench``): ~3 MB of Docker lines per language
-(bench/shapes.py's Java text logs with stack traces; Python logs with tracebacks; Go logs
-with panics), packed as the forwarder packs them by default (zstd, envelope in columns),
-transformed with PODHOSE_MULTILINE off and with the language's mode; best of --repeat.
+``python -m bench.opt_in`` (in ``make bench``), best of --repeat, records packed as the
+forwarder packs them by default (zstd, envelope in columns):
+
+- multi-line joining: ~3 MB of Docker lines per language (bench/shapes.py's Java text logs
+  with stack traces; Python logs with tracebacks; Go logs with panics), PODHOSE_MULTILINE
+  off and with the language's mode;
+- pod metadata: Fluent Bit's mix (bench/shapes.py) with the seed's output, with the file
+  name's ``kubernetes`` fields, and with labels, node and uid in the header as the
+  forwarder's ``--kubernetes-metadata`` sends them (three labels).
 
 Example::
 
-    python -m bench.multiline --repeat 5
+    python -m bench.opt_in --repeat 5
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import random
 import time
 from collections.abc import Callable
 
 from bench import shapes
+from forwarder.wire_encoder import header
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_records
 
@@ -93,6 +101,34 @@ def measure(
     return best, len(data), data.count(b"\n")
 
 
+POD_FIELD = base64.urlsafe_b64encode(json.dumps({
+    "pod_id": "5b9c4616-3674-4ac5-894c-b25a532123b8", "host": "ip-10-0-1-23.ec2.internal",
+    "labels": {"app": "checkout", "team": "payments", "app.kubernetes.io/version": "1.4.2"},
+}, separators=(",", ":")).encode()).rstrip(b"=")  # fmt: skip
+
+
+def pod_metadata_table(repeat: int) -> None:
+    raw = shapes.lines("fluentbit_mix", EVENT_BYTES)
+    mb = sum(map(len, raw)) / 1e6
+    plain = shapes.records(raw, "zstd")
+    head = header(shapes.SOURCE)
+    labelled_head = head[:-1] + b" k8s=" + POD_FIELD + b"\n"
+    labelled = shapes.records(raw, "zstd", labelled_head)
+    base = measure(plain, TransformSettings(), repeat)
+    names = measure(plain, TransformSettings(add_kubernetes_metadata=True), repeat)
+    labels = measure(labelled, TransformSettings(add_kubernetes_metadata=True), repeat)
+    header_bytes = (len(labelled_head) - len(head)) * len(labelled)
+    print(f"\nPod metadata on fluentbit_mix ({len(raw):,} lines, {mb:.2f} MB):\n")
+    print("| output | MB/CPU-s | CPU vs seed | output bytes vs seed |")
+    print("|---|---|---|---|")
+    for name, (cpu, out, _lines) in (("seed (default)", base), ("file-name fields", names),
+                                      ("+ labels, host, pod_id", labels)):  # fmt: skip
+        print(f"| {name} | {mb / cpu:.1f} | {cpu / base[0]:.2f}x | {out / base[1]:.2f}x |")
+    share = header_bytes / (mb * 1e6)
+    print(f"\nheader field: {len(POD_FIELD)} bytes per record, {header_bytes:,} bytes "
+          f"uncompressed in {len(labelled)} records ({share:.4%} of the input)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -111,6 +147,7 @@ def main() -> None:
                  f"{mb / on[0]:.1f}", f"{on[0] / off[0]:.2f}x", f"{off[2]:,}", f"{on[2]:,}",
                  f"{on[1] / off[1]:.3f}"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
+    pod_metadata_table(args.repeat)
 
 
 if __name__ == "__main__":
