@@ -63,6 +63,24 @@ def fakenerd_line(seq: int, now_ms: int) -> tuple[str, str]:
     return "stdout", json.dumps({"name": "fakenerd", "time_ms": now_ms})
 
 
+def runtime_lines(runtime: str, stream: str, content: str) -> bytes:
+    """One logical line as the runtime stores it ("docker" or "cri"; pieces over 16 KiB)."""
+    raw = content.encode()
+    pieces = [raw[i : i + MAX_PIECE] for i in range(0, len(raw), MAX_PIECE)] or [b""]
+    out = bytearray()
+    for n, piece in enumerate(pieces):
+        last = n == len(pieces) - 1
+        stamp = rfc3339_nano(time.time_ns())
+        text = piece.decode()
+        if runtime == "docker":
+            entry = {"log": text + ("\n" if last else ""), "stream": stream, "time": stamp}
+            out += json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+            out += b"\n"
+        else:
+            out += f"{stamp} {stream} {'F' if last else 'P'} {text}\n".encode()
+    return bytes(out)
+
+
 def java_trace(seq: int) -> list[str]:
     """A Java stack trace as an app prints it to stderr, one line per frame."""
     return [
@@ -128,7 +146,7 @@ class Container:
 
     def write(self, stream: str, content: str) -> None:
         """Write one logical app line the way this container's runtime stores it."""
-        out = self._stored(stream, content)
+        out = runtime_lines(self.runtime, stream, content)
         with self._lock:
             self._fh.write(out)
             self.written += 1
@@ -136,28 +154,11 @@ class Container:
 
     def write_event(self, stream: str, lines: list[str]) -> None:
         """Write a multi-line event (a stack trace) in one write; expect it joined in S3."""
-        out = b"".join(self._stored(stream, line) for line in lines)
+        out = b"".join(runtime_lines(self.runtime, stream, line) for line in lines)
         with self._lock:
             self._fh.write(out)
             self.written += len(lines)
             self.expected.append(expected_output(self.runtime, "\n".join(lines)))
-
-    def _stored(self, stream: str, content: str) -> bytes:
-        """One logical line as the runtime stores it (pieces over 16 KiB split)."""
-        raw = content.encode()
-        pieces = [raw[i : i + MAX_PIECE] for i in range(0, len(raw), MAX_PIECE)] or [b""]
-        out = bytearray()
-        for n, piece in enumerate(pieces):
-            last = n == len(pieces) - 1
-            stamp = rfc3339_nano(time.time_ns())
-            text = piece.decode()
-            if self.runtime == "docker":
-                entry = {"log": text + ("\n" if last else ""), "stream": stream, "time": stamp}
-                out += json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
-                out += b"\n"
-            else:
-                out += f"{stamp} {stream} {'F' if last else 'P'} {text}\n".encode()
-        return bytes(out)
 
     def rotate(self) -> Path:
         """Rotate the log file like the runtime/kubelet does; return the rotated file."""

@@ -53,17 +53,24 @@ def stack(request: pytest.FixtureRequest) -> Any:
     assert not _no_children_left()
 
 
-def test_every_line_reaches_s3_once_across_a_rotation(stack: LocalPipeline, tmp_path: Path) -> None:
-    pipe = stack
-    assert pipe.delivery is not None
-    workload = Workload(tmp_path / "node", containers=4, rate=8)
-    forwarder = ForwarderProcess(
+def _forwarder(
+    pipe: LocalPipeline, workload: Workload, tmp_path: Path, *extra: str
+) -> ForwarderProcess:
+    return ForwarderProcess(
         glob=workload.glob,
         stream=pipe.config.stream_name,
         endpoint_url=pipe.endpoint.url,
         db=tmp_path / "offsets.db",
         log_path=tmp_path / "forwarder.log",
+        extra_args=list(extra),
     )
+
+
+def test_every_line_reaches_s3_once_across_a_rotation(stack: LocalPipeline, tmp_path: Path) -> None:
+    pipe = stack
+    assert pipe.delivery is not None
+    workload = Workload(tmp_path / "node", containers=4, rate=8)
+    forwarder = _forwarder(pipe, workload, tmp_path)
     try:
         forwarder.start()
         workload.start(rotate_after_s=3.0)
@@ -227,14 +234,7 @@ def test_stack_traces_arrive_as_one_event_each_with_multiline(tmp_path: Path) ->
     with LocalPipeline(config) as pipe:
         assert pipe.delivery is not None
         workload = Workload(tmp_path / "node", containers=2, rate=30, seed_app=False, traces=True)
-        forwarder = ForwarderProcess(
-            glob=workload.glob,
-            stream=pipe.config.stream_name,
-            endpoint_url=pipe.endpoint.url,
-            db=tmp_path / "offsets.db",
-            log_path=tmp_path / "forwarder.log",
-            extra_args=["--multiline", "java"],
-        )
+        forwarder = _forwarder(pipe, workload, tmp_path, "--multiline", "java")
         try:
             forwarder.start()
             workload.start(rotate_after_s=2.0)

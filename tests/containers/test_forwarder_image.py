@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from localaws.moto_server import LOCAL_CREDENTIALS
-from localaws.node import canonical, expected_output, rfc3339_nano
+from localaws.node import canonical, expected_output, runtime_lines
 from localaws.pipeline import LocalPipeline, wait_for
 from localaws.stack_config import REGION, StackConfig
 from tests.containers.daemonset_run import DaemonSetRun
@@ -36,7 +36,6 @@ from tests.containers.engine import DockerEngine
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".tools" / "k8s" / "bin" / "kubectl"
-MAX_PIECE = 16 * 1024  # dockerd's and containerd's longest log line piece
 
 
 def render_with_docker_component(tmp_path: Path) -> list[dict[str, Any]]:
@@ -64,23 +63,8 @@ class NodeContainer:
     expected: list[str]
 
     def write(self, content: str, stream: str = "stdout") -> None:
-        raw = content.encode()
-        pieces = [raw[i : i + MAX_PIECE] for i in range(0, len(raw), MAX_PIECE)] or [b""]
-        out = bytearray()
-        for n, piece in enumerate(pieces):
-            last = n == len(pieces) - 1
-            stamp = rfc3339_nano(time.time_ns())
-            if self.runtime == "docker":
-                entry = {
-                    "log": piece.decode() + ("\n" if last else ""),
-                    "stream": stream,
-                    "time": stamp,
-                }
-                out += json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-            else:
-                out += f"{stamp} {stream} {'F' if last else 'P'} ".encode() + piece + b"\n"
         with self.path.open("ab") as fh:
-            fh.write(out)
+            fh.write(runtime_lines(self.runtime, stream, content))
         self.expected.append(expected_output(self.runtime, content))
 
 
