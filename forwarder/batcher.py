@@ -38,6 +38,12 @@ class OpenRecord:
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
     born: float = 0.0
+    last_added: float = 0.0  # when lines were last appended (the multi-line flush timeout)
+
+    def last_line(self) -> bytes:
+        """The last complete line held (without its LF), b"" when empty."""
+        tail = self.parts[-1] if self.parts else b""
+        return tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1 : -1]
 
 
 class SendQueue:
@@ -127,10 +133,14 @@ class Batcher:
         self.sources: dict[FileKey, str] = {}
         self.last_safe: dict[FileKey, int] = {}
         self.records_made = 0
+        multiline = cfg.multiline != "none"
         self.continues = (
             multiline_cut.continuation_test(cfg.multiline, cfg.multiline_start)
-            if cfg.multiline != "none"
+            if multiline
             else None
+        )
+        self.open_event = (
+            multiline_cut.open_event_test(cfg.multiline, cfg.multiline_start) if multiline else None
         )
 
     def track(self, key: FileKey, src: str, offset: int) -> None:
@@ -182,6 +192,7 @@ class Batcher:
             op.parts.append(data[pos:] if pos else data)
             op.size += len(data) - pos
         op.safe_offset = chunk.safe_offset
+        op.last_added = now
         self.last_safe[key] = chunk.safe_offset
 
     def restart_file(self, key: FileKey) -> None:
@@ -190,10 +201,17 @@ class Batcher:
         self.last_safe[key] = 0
 
     def flush_aged(self, now: float) -> None:
-        """Close every open record whose oldest line waited flush_interval."""
+        """Close every open record whose oldest line waited flush_interval (with --multiline,
+        not while its last line may still be continued and came within the flush timeout)."""
         deadline = now - self.cfg.flush_interval
         for key in [k for k, op in self.open.items() if op.born <= deadline]:
-            self.flush_file(key)
+            if not self._event_may_go_on(self.open[key], now):
+                self.flush_file(key)
+
+    def _event_may_go_on(self, op: OpenRecord, now: float) -> bool:
+        if self.open_event is None or now - op.last_added >= self.cfg.multiline_flush_timeout:
+            return False
+        return self.open_event(op.last_line())
 
     def flush_file(self, key: FileKey) -> None:
         """Close the open record of one file, if any."""

@@ -67,6 +67,7 @@ class Config:
     send_concurrency: int = 2
     multiline: str = "none"
     multiline_start: str = ""
+    multiline_flush_timeout: float = 2.0
     kubernetes_metadata: bool = False
     kubernetes_api: str | None = None
     kubernetes_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -244,6 +245,9 @@ OPTIONS: tuple[Option, ...] = (
            "the transform's multi-line mode: records are not cut inside such events", "MODE"),
     Option("--multiline-start", text, "",
            "with --multiline regex: the transform's start-of-event pattern", "REGEX"),
+    Option("--multiline-flush-timeout", seconds(0, 60), 2.0,
+           "with --multiline: an aged record whose last line may still be continued waits "
+           "this long after its last line, in [0, 60]", "SECONDS"),
     Option("--kubernetes-metadata", boolean, False,
            "add the pod's labels, chosen annotations, node and uid to each record's header "
            "(watches this node's pods; needs --node-name and RBAC to list/watch pods)",

@@ -40,6 +40,14 @@ _GO = re.compile(
 _MODES = {"java": _JAVA, "python": _PYTHON, "go": _GO}
 
 
+# Lines that start an event (Fluent Bit's start-state rules, on the stored content).
+_STARTS = {
+    "java": re.compile(rb"(.)(?:Exception|Error|Throwable|V8 errors stack trace)(?::|\\r|\\n|$)"),
+    "python": re.compile(rb"^Traceback \(most recent call last\):"),
+    "go": re.compile(rb"\bpanic: |http: panic serving"),
+}
+
+
 def content_start(line: bytes) -> bytes:
     """The line's content, as stored: after ``{"log":"`` or after the CRI fields."""
     if line.startswith(_DOCKER_PREFIX):
@@ -55,6 +63,15 @@ def continuation_test(mode: str, start_pattern: str) -> Callable[[bytes], bool]:
         return lambda line: start.search(content_start(line)) is None
     pattern = _MODES[mode]
     return lambda line: pattern.match(content_start(line)) is not None
+
+
+def open_event_test(mode: str, start_pattern: str) -> Callable[[bytes], bool]:
+    """``line -> True`` when more lines may still join the event ``line`` belongs to: it
+    starts an event or continues one (for ``regex``, every line)."""
+    if mode == "regex":
+        return lambda line: True
+    continues, start = continuation_test(mode, start_pattern), _STARTS[mode]
+    return lambda line: continues(line) or start.search(content_start(line)) is not None
 
 
 def event_boundary(data: bytes, lo: int, cut: int, continues: Callable[[bytes], bool]) -> int:

@@ -335,3 +335,25 @@ def test_multiline_regex_needs_a_valid_start_pattern() -> None:
     cfg = parse_config([], {"PODHOSE_DELIVERY_STREAM": "s", "PODHOSE_MULTILINE": "regex",
                             "PODHOSE_MULTILINE_START": r"^\d{4}-"})  # fmt: skip
     assert (cfg.multiline, cfg.multiline_start) == ("regex", r"^\d{4}-")
+
+
+def test_multiline_flush_timeout_holds_an_aged_record_while_a_trace_may_go_on() -> None:
+    first = cri_line("request 1 served") + b"".join(map(cri_line, JAVA_TRACE[:3]))
+    rest = b"".join(map(cri_line, JAVA_TRACE[3:]))
+    batcher, queue, _ = _batcher(compression="none", flush_interval=0.2,
+                                 multiline="java", multiline_flush_timeout=1.0)  # fmt: skip
+    batcher.add((1, 1), Chunk(first, 0, len(first), len(first), 0), 0.0)
+    batcher.flush_aged(0.5)  # aged, but its last line is a frame: the trace may go on
+    assert batcher.open
+    batcher.add((1, 1), Chunk(rest, len(first), len(first) + len(rest), len(rest), 0), 0.6)
+    batcher.flush_aged(1.5)  # 0.9 s after the last line: still within the timeout
+    assert batcher.open
+    batcher.flush_aged(1.7)
+    assert not batcher.open
+    assert _records_of(queue) == [first + rest]  # the whole trace in one record
+
+    plain = cri_line("request 2 served")
+    batcher, queue, _ = _batcher(compression="none", flush_interval=0.2, multiline="java")
+    batcher.add((1, 1), Chunk(plain, 0, len(plain), len(plain), 0), 0.0)
+    batcher.flush_aged(0.5)  # a plain last line: closed on time
+    assert not batcher.open
