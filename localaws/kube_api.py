@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import urllib.parse
 import uuid
@@ -25,8 +26,9 @@ from typing import Any
 
 
 class FakeKubeApi:
-    def __init__(self, token: str = "test-token") -> None:
+    def __init__(self, token: str = "test-token", tls: tuple[str, str] | None = None) -> None:
         self.token = token
+        self.tls = tls  # (certificate file, key file): serve HTTPS, as a real API server
         self.version = 100
         self.compacted = 0  # watches from a resourceVersion below this get 410 Gone
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -39,11 +41,16 @@ class FakeKubeApi:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeKubeApi:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -167,3 +167,55 @@ def wait_until(predicate, timeout: float = 10) -> bool:  # type: ignore[no-untyp
 
 def wait_for_field(watcher: PodMetadataWatcher, namespace: str, pod: str) -> bool:
     return wait_until(lambda: watcher.header_field(namespace, pod) is not None)
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as files (the API server's and its CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    loopback = ipaddress.ip_address("127.0.0.1")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(loopback)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "ca.crt", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    return str(cert_path), str(key_path)
+
+
+def test_https_api_is_verified_with_the_service_account_ca(
+    token_file: Path, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    with FakeKubeApi(token=TOKEN, tls=(cert, key)) as api:
+        api.put_pod("default", "web-1", "node-1", labels={"app": "web"})
+        trusted = PodMetadataWatcher(ApiAccess(api.url, str(token_file), cert), "node-1", [])
+        untrusted = PodMetadataWatcher(
+            ApiAccess(api.url, str(token_file), str(tmp_path / "missing-ca.crt")), "node-1", []
+        )
+        trusted.start()
+        untrusted.start()
+        try:
+            assert trusted.synced.wait(10)
+            assert decoded(trusted.header_field("default", "web-1"))["labels"] == {"app": "web"}
+            assert not untrusted.synced.wait(1.5)  # a self-signed server without its CA: refused
+        finally:
+            trusted.stop()
+            untrusted.stop()
+            api.drop_watches()
