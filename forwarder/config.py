@@ -361,6 +361,12 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
     _check_multiline(parser, values, sources)
     if values["kubernetes_metadata"] and not values["node_name"]:
         parser.error("--kubernetes-metadata needs --node-name (PODHOSE_NODE_NAME)")
+    if values["one_line_per_record"]:
+        for name, on in (("--kubernetes-metadata", values["kubernetes_metadata"]),
+                         ("--multiline", values["multiline"] != "none")):  # fmt: skip
+            if on:
+                parser.error(f"{name} needs record headers and whole records: "
+                             "not with --one-line-per-record")  # fmt: skip
     values["pod_name"] = env.get("POD_NAME") or None
     values["pod_namespace"] = env.get("POD_NAMESPACE") or None
     return Config(**values)

@@ -357,3 +357,17 @@ def test_multiline_flush_timeout_holds_an_aged_record_while_a_trace_may_go_on() 
     batcher.add((1, 1), Chunk(plain, 0, len(plain), len(plain), 0), 0.0)
     batcher.flush_aged(0.5)  # a plain last line: closed on time
     assert not batcher.open
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--multiline", "java"],
+        ["--kubernetes-metadata", "--node-name", "n1"],
+        ["--kubernetes-metadata"],
+    ],
+)
+def test_opt_ins_refuse_settings_they_cannot_work_with(flags: list[str]) -> None:
+    extra = ["--one-line-per-record"] if "--node-name" in flags or "--multiline" in flags else []
+    with pytest.raises(SystemExit):
+        parse_config(["--delivery-stream", "s", *flags, *extra], {})
