@@ -136,9 +136,12 @@ class PodMetadataWatcher:
                     log.info(
                         "pod metadata listed", extra={"pods": len(self.pods), "node": self.node}
                     )
+                started = time.monotonic()
                 version = self._watch(version)
                 delay = RETRY_MIN_S
-            except (OSError, ValueError, ApiError) as exc:
+                if time.monotonic() - started < RETRY_MIN_S:  # ended at once: do not spin
+                    self.stopped.wait(RETRY_MIN_S)
+            except Exception as exc:  # best effort: the thread must outlive any failure
                 log.warning("pod metadata unavailable, retrying",
                             extra={"error": str(exc), "retry_s": delay})  # fmt: skip
                 if isinstance(exc, ApiError) and exc.status == 410:
