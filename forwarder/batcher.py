@@ -158,11 +158,10 @@ class Batcher:
 
     def capacity(self, key: FileKey) -> int:
         """Uncompressed payload bytes one record of this file may hold."""
-        cap = self.cfg.max_record_bytes - len(self.headers[key]) - self._metadata_reserve
+        header = len(self.headers[key]) + self._metadata_reserve
+        cap = self.cfg.max_record_bytes - header
         if self.cfg.compression == "none":
-            cap = min(
-                cap, limits.MAX_RECORD_BYTES - len(self.headers[key]) - self._metadata_reserve
-            )
+            cap = min(cap, limits.MAX_RECORD_BYTES - header)
         return cap
 
     def add(self, key: FileKey, chunk: Chunk, now: float) -> None:

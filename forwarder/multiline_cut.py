@@ -27,10 +27,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from forwarder.partials import DOCKER_PREFIX
+
 #: How far back a cut may move to avoid splitting an event (then it is cut where it fills).
 MAX_SHIFT_BYTES = 256 * 1024
 
-_DOCKER_PREFIX = b'{"log":"'
 _CRI_FIELDS = re.compile(rb"\S+ (?:stdout|stderr) [FP] ")
 _JAVA = re.compile(rb"(?:[\t ]|\\t|$|Caused by:|Suppressed:|\.\.\. \d|--- End of |\\n)")
 _PYTHON = re.compile(rb"(?:[\t ]|\\t|(?:[^\s.():]+\.)*[^\s.():]+:)")
@@ -50,8 +51,8 @@ _STARTS = {
 
 def content_start(line: bytes) -> bytes:
     """The line's content, as stored: after ``{"log":"`` or after the CRI fields."""
-    if line.startswith(_DOCKER_PREFIX):
-        return line[len(_DOCKER_PREFIX) :]
+    if line.startswith(DOCKER_PREFIX):
+        return line[len(DOCKER_PREFIX) :]
     match = _CRI_FIELDS.match(line)
     return line[match.end() :] if match else line
 

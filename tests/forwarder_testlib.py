@@ -109,6 +109,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET a path of a forwarder's HTTP server on 127.0.0.1 (OSError if it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def healthy(port: int) -> bool:
+    """True when /healthz answers 200."""
+    try:
+        return http_get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def metric(port: int, name: str) -> float:
+    """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
+    _status, text = http_get(port, "/metrics")
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class ForwarderProc:
     """`python -m forwarder` as a subprocess with the test's flags; stdout goes to a file."""
 
@@ -161,27 +188,15 @@ class ForwarderProc:
 
     def get(self, path: str) -> tuple[int, str]:
         """GET a path of the HTTP server."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get(self.port, path)
 
     def up(self) -> bool:
         """True once /healthz answers 200."""
-        try:
-            return self.get("/healthz")[0] == 200
-        except OSError:
-            return False
+        return healthy(self.port)
 
     def metric(self, name: str) -> float:
         """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
-        _status, text = self.get("/metrics")
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric(self.port, name)
 
     def __enter__(self) -> ForwarderProc:
         return self.start()

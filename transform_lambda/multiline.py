@@ -181,11 +181,12 @@ class MultilineJoiner:
                     yield group.finish()
                     group = None
                 else:
-                    if group.size + len(text.encode()) > self.max_bytes:
+                    size = len(text.encode())
+                    if group.size + size > self.max_bytes:
                         yield group.finish()
                         group = _Group(entry, rule)
                     else:
-                        group.add(entry, text, rule)
+                        group.add(entry, text, size, rule)
                     if self.parser.ends_after(rule):
                         yield group.finish()
                         group = None
@@ -212,12 +213,12 @@ class _Group:
         self.size = len(text.encode())
         self.newline_ended = text.endswith("\n")
 
-    def add(self, entry: Entry, text: str, rule: int) -> None:
+    def add(self, entry: Entry, text: str, size: int, rule: int) -> None:
         if not self.newline_ended:  # CRI contents carry no newline: put one between lines
             self.parts.append("\n")
             self.size += 1
         self.parts.append(text)
-        self.size += len(text.encode())
+        self.size += size
         self.newline_ended = text.endswith("\n")
         self.entry.invalid_utf8 = self.entry.invalid_utf8 or entry.invalid_utf8
         self.rule = rule

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from transform_lambda.multiline import MODES
+from transform_lambda.wire_decoder import LABEL_KEY_PREFIX
 
 ENV_PARSE_ENVELOPE = "PODHOSE_PARSE_ENVELOPE"
 ENV_DECODE_JSON = "PODHOSE_DECODE_JSON"
@@ -118,12 +119,12 @@ class TransformSettings:
         unknown = sorted(
             key
             for key in set(partition_keys) - set(PARTITION_KEY_NAMES)
-            if not (key.startswith("label:") and len(key) > len("label:"))
+            if not (key.startswith(LABEL_KEY_PREFIX) and key != LABEL_KEY_PREFIX)
         )
         if unknown:
             raise SettingsError(
                 f"{ENV_PARTITION_KEYS}: unknown key(s) {unknown}; "
-                f"choose from {list(PARTITION_KEY_NAMES)} or label:<pod label>"
+                f"choose from {list(PARTITION_KEY_NAMES)} or {LABEL_KEY_PREFIX}<pod label>"
             )
         return cls(
             parse_envelope=_flag(env, ENV_PARSE_ENVELOPE, default=True),

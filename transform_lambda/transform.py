@@ -59,6 +59,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 + 4096
 _ends_with_newline = methodcaller("endswith", b"\n")
 UNKNOWN_PARTITION = "unknown"
+_NOT_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
 
 
 class RecordUnreadableError(ValueError):
@@ -418,4 +419,4 @@ def _partition_keys(
 def partition_key_name(key: str) -> str:
     """The key name Firehose sees: ``label:app.kubernetes.io/name`` ->
     ``label_app_kubernetes_io_name``; the other keys as they are."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", key)
+    return _NOT_KEY_CHARACTER.sub("_", key)

@@ -15,8 +15,6 @@ import os
 import secrets
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +31,7 @@ from localaws.pipeline import LocalPipeline, wait_for
 from localaws.stack_config import REGION, StackConfig
 from tests.containers.daemonset_run import DaemonSetRun
 from tests.containers.engine import DockerEngine
+from tests.forwarder_testlib import free_port, healthy, http_get, metric
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".tools" / "k8s" / "bin" / "kubectl"
@@ -97,33 +96,6 @@ def _private_dir(path: Path) -> None:
         part.chmod(0o750)
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def metric(port: int, name: str) -> float:
-    _status, text = http_get(port, "/metrics")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + " ", name + "{"))
-    )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def pipeline() -> Iterator[LocalPipeline]:
     with LocalPipeline(StackConfig.from_template(processor_interval_s=0.5)) as pipe:
@@ -160,7 +132,7 @@ def start_forwarder(
     name = f"podhose-forwarder-test-{secrets.token_hex(4)}"
     engine.docker("run", "--detach", "--name", name, *run.docker_args(overrides), image)
     forwarder = RunningForwarder(engine, name, port)
-    assert wait_for(lambda: http_get(port, "/healthz")[0] == 200, 60), forwarder.logs()
+    assert wait_for(lambda: healthy(port), 60), forwarder.logs()
     return forwarder
 
 
@@ -202,7 +174,10 @@ def test_image_runs_as_the_daemonset_and_ships_every_line(
                 containers[2].write(json.dumps({"blob": "x" * 40000, "seq": i}))  # split in pieces
 
     def all_read(total: int) -> bool:
-        return metric(forwarder.port, "podhose_lines_read_total") >= total
+        try:
+            return metric(forwarder.port, "podhose_lines_read_total") >= total
+        except OSError:  # not answering (yet, or any more): the wait reports the logs
+            return False
 
     write(0, 200)  # before the forwarder starts: a backlog
     forwarder = start_forwarder(engine, forwarder_image, run, pipeline)
