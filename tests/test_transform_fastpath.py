@@ -1,8 +1,9 @@
-"""The bulk path stays exact and in bulk when a few lines hold long digit runs."""
+"""The bulk path stays exact, and in bulk, on integers beyond 64 bits and long digit runs."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -21,7 +22,7 @@ TRICKY = [
 
 
 @pytest.mark.parametrize("runtime", ["docker", "cri"])
-def test_long_digit_lines_go_line_by_line_and_the_rest_in_bulk(
+def test_long_digit_lines_stay_in_bulk_and_exact(
     runtime: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = [SEED] * 500
@@ -35,7 +36,7 @@ def test_long_digit_lines_go_line_by_line_and_the_rest_in_bulk(
     real_render = transform._render
     monkeypatch.setattr(transform, "_render", lambda *a: rendered.append(1) or real_render(*a))
     result = transform_record(body, TransformSettings())
-    assert len(rendered) == len(TRICKY)  # only those went line by line
+    assert rendered == []  # no line went through the per-line path
     monkeypatch.setattr(transform, "_render", real_render)
     general, _ = _general_output(split_lines(body), TransformSettings(), None)
     assert result.data == general
@@ -74,3 +75,58 @@ def test_decode_failures_are_counted_on_both_paths_of_a_mixed_record() -> None:
     result = transform_record(body, TransformSettings())
     _, general = _general_output(split_lines(body), TransformSettings(), None)
     assert result.counts.decode_failures == general.decode_failures == 2
+
+
+# Contents that each stress one rule the bulk path must follow exactly as the general path.
+ODD_CONTENTS = [
+    SEED.rstrip("\n"),
+    '  {"after": "spaces"}',  # spaces before an object: decoded
+    '\t{"after": "tab"}',  # a tab: stays text
+    '{"n": 1e400}',  # beyond a double: stays text
+    '{"n": 1E+308, "f": 1e16, "g": -0.0, "h": 5e-324}',
+    '{"n": -' + "9" * 4300 + "}",  # msgspec refuses it; the stdlib reads it exactly
+    '{"n": ' + "9" * 4301 + "}",  # beyond Python's digit limit: stays text
+    '{"raw": "tab\there"}',  # a raw control character: Fluent Bit decodes it
+    '{"dup": 1, "dup": 2}',
+    '{"deep": ' + "[" * 600 + "]" * 600 + "}",
+    '{"deep": ' + "[" * 1100 + "]" * 1100 + "}",
+    '{"s": "\\ud800"}',  # a lone surrogate: stays text
+    '{"emoji": "\\ud83d\\ude00 é"}',
+    "plain text é",
+    "",
+    "{not json",
+    '{"a": 1} trailing',
+    '["an", "array"]',
+    '{"nested": {"list": [1, 2.5, true, null, "x"]}}',
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("runtime", ["docker", "cri", "cri-crlf"])
+def test_bulk_and_general_paths_agree_on_odd_contents(seed: int, runtime: str) -> None:
+    rng = random.Random(seed)
+    contents = [rng.choice(ODD_CONTENTS) for _ in range(rng.randint(1, 40))]
+    if runtime == "docker":
+        body = b"".join(docker_line(c + "\n") for c in contents)
+    else:
+        body = b"".join(cri_line(c) for c in contents)
+        if runtime == "cri-crlf":
+            body = body.replace(b"\n", b"\r\n")
+    result = transform_record(body, TransformSettings())
+    general, counts = _general_output(split_lines(body), TransformSettings(), None)
+    assert result.data == general
+    assert result.counts == counts
+
+
+def test_the_bulk_path_takes_ordinary_records_with_odd_contents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Odd contents that are still ordinary lines do not send a record line by line."""
+    odd = ['{"n": 1e400}', '{"n": 123456789012345678901234567890}', "{not json", "text"]
+    body = b"".join(docker_line(c + "\n") for c in [*odd, SEED.rstrip("\n")] * 20)
+    general_path = []
+    monkeypatch.setattr(transform, "_general_output", lambda *a: general_path.append(a))
+    result = transform_record(body, TransformSettings())
+    assert general_path == []
+    assert result.counts.decode_failures == 40
+    assert b'{"n":123456789012345678901234567890}\n' in result.data

@@ -26,7 +26,6 @@ from operator import attrgetter
 from typing import Any
 
 import boto3
-import orjson
 import pybase64
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -39,7 +38,7 @@ from aws_lambda_powertools.utilities.data_classes import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from transform_lambda import reingest
+from transform_lambda import jsoncodec, reingest
 from transform_lambda.budget import (
     RECORD_OVERHEAD_BYTES,
     RESPONSE_BUDGET_BYTES,
@@ -321,7 +320,7 @@ def _record_metrics(
 
 
 def _handle(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
-    firehose_event = KinesisFirehoseEvent(event, json_deserializer=orjson.loads)
+    firehose_event = KinesisFirehoseEvent(event, json_deserializer=jsoncodec.loads)
     response = process_event(firehose_event, SETTINGS)
     return {"records": []} if not response.records else response.asdict()
 

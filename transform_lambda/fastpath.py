@@ -2,32 +2,50 @@
 
 Per-line Python is the cost that matters in the Lambda, so when every line of a batch is
 an ordinary Docker json-file line (or an ordinary full CRI line), the batch is
-transformed with a few C-level passes (``map`` over orjson, one regex scan, one
-``orjson.dumps`` for the whole output); only lines whose ``log`` is not a JSON object get
-a Python call each. Each function returns None as soon as the batch holds anything
-unusual — partial lines, invalid UTF-8, nesting orjson cannot write — and the caller then
-takes the general path, which implements every rule. Lines with digit runs orjson might
-misread never reach these functions (transform.py takes them out, line by line). Both
-paths emit the same bytes; the tests check it on every oracle case.
+transformed with a few C-level passes: one msgspec call reads every Docker envelope's
+``log`` (or one regex scan every CRI line's content), ``map`` decodes the logs that start
+with ``{``, and one msgspec call writes the whole output. Only a text log starting with a
+space gets a Python call (it may be an object after spaces). Each function returns None as
+soon as the batch holds anything unusual — partial lines, invalid UTF-8, values msgspec
+will not read or write — and the caller then takes the general path, which implements
+every rule. Both paths emit the same bytes; the tests check it on every oracle case.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 from itertools import compress
-from operator import itemgetter, methodcaller
+from operator import attrgetter, methodcaller, not_
 from typing import Any
 
-import orjson
+import msgspec
 
-from transform_lambda.jsoncodec import decode_object, dumps_objects
+from transform_lambda.jsoncodec import DECODE_ERRORS, ENCODE_ERRORS, decode_object, dumps_objects
 
-_get_log = itemgetter("log")
+
+class _DockerEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A Docker json-file line, every field typed: a field msgspec only skipped could hold
+    what the general path refuses (a number beyond a double, invalid UTF-8)."""
+
+    log: str
+    stream: str
+    time: str
+    attrs: dict[str, str] = {}  # msgspec copies mutable defaults
+
+
+_read_envelopes = msgspec.json.Decoder(_DockerEnvelope).decode_lines
+_read_strings = msgspec.json.Decoder(list[str]).decode
+_read_json = msgspec.json.Decoder().decode
+_get_log = attrgetter("log")
 _ends_with_newline = methodcaller("endswith", "\n")
 _starts_with_brace = methodcaller("startswith", "{")
-# A full CRI line whose time is one token starting with a digit: the common shape, which
-# can be neither a Docker JSON line nor read as CRI in another way.
-_CRI_FULL_LINE = re.compile(r"^[0-9][^ \n]* std(?:out|err) F ([^\r\n]*)\r?$", re.MULTILINE)
+_starts_with_brace_bytes = methodcaller("startswith", b"{")
+_starts_with_space = methodcaller("startswith", " ")
+_as_text_object = partial(dict.fromkeys, ("log",))  # log -> {"log": log}, in C
+# After a LF, the prefix of a full CRI line whose time is one RFC 3339 token: the common
+# shape, which can be neither a Docker JSON line nor read as CRI in another way.
+_CRI_FULL_PREFIX = re.compile(rb"\n[0-9][0-9A-Za-z:.+\-]* std(?:out|err) F ")
 
 
 def _log_object(log: str) -> dict[str, Any]:
@@ -35,27 +53,67 @@ def _log_object(log: str) -> dict[str, Any]:
     return {"log": log} if decoded is None else decoded
 
 
-def _text_object(log: str) -> dict[str, Any]:
-    # Only spaces may precede a decodable object; any other text stays text.
-    return _log_object(log) if log[:1] == " " else {"log": log}
-
-
-def _objects(logs: list[str]) -> tuple[list[dict[str, Any]], bool]:
-    """(each log decoded or wrapped, whether all were decoded); ``{``-lines in one pass."""
-    starts = list(map(_starts_with_brace, logs))
+def _decoded(logs: list[str] | list[bytes], starts: list[bool]) -> list[Any] | None:
+    """The logs where starts is True, each decoded (all are objects: they start with
+    ``{``), or None when one is not strict JSON (or holds a number out of range)."""
     try:
-        decoded = list(map(orjson.loads, compress(logs, starts)))
-    except orjson.JSONDecodeError:  # some "{" line is not strict JSON: line by line
-        return list(map(_log_object, logs)), False
-    if len(decoded) == len(logs):
-        return decoded, True
-    parsed = iter(decoded)
-    pairs = zip(starts, logs, strict=True)
-    return [next(parsed) if start else _text_object(log) for start, log in pairs], False
+        return list(map(_read_json, compress(logs, starts)))
+    except DECODE_ERRORS:
+        return None
 
 
-def _decode_failures(logs: list[str], objects: list[dict[str, Any]]) -> int:
-    """Logs that looked like a JSON object but were kept as text."""
+def _str_objects(logs: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """(each log decoded or wrapped, decode failures: logs that looked like an object but
+    stay text)."""
+    starts = list(map(_starts_with_brace, logs))
+    decoded = _decoded(logs, starts)
+    if decoded is None:  # line by line, with Fluent Bit's leniencies
+        objects = list(map(_log_object, logs))
+        return objects, _stayed_text(logs, objects)
+    return _with_texts(starts, decoded, list(compress(logs, map(not_, starts))))
+
+
+def _bytes_objects(contents: list[bytes]) -> tuple[list[dict[str, Any]], int] | None:
+    """_str_objects for UTF-8 contents without LF (msgspec reads the JSON ones as bytes,
+    checking their UTF-8); None when a content is not valid UTF-8."""
+    starts = list(map(_starts_with_brace_bytes, contents))
+    decoded = _decoded(contents, starts)
+    if decoded is None:
+        logs = _utf8(contents)
+        return None if logs is None else _str_objects(logs)
+    texts = _utf8(list(compress(contents, map(not_, starts))))
+    return None if texts is None else _with_texts(starts, decoded, texts)
+
+
+def _utf8(contents: list[bytes]) -> list[str] | None:
+    if not contents:
+        return []
+    try:
+        return b"\n".join(contents).decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
+
+
+def _with_texts(
+    starts: list[bool], decoded: list[Any], texts: list[str]
+) -> tuple[list[dict[str, Any]], int]:
+    """The decoded objects and the text logs, back in order."""
+    if not texts:
+        return decoded, 0
+    if not any(map(_starts_with_space, texts)):
+        return _interleave(starts, decoded, map(_as_text_object, texts)), 0
+    wrapped = list(map(_log_object, texts))  # spaces may precede an object
+    return _interleave(starts, decoded, wrapped), _stayed_text(texts, wrapped)
+
+
+def _interleave(starts: list[bool], objects: Any, texts: Any) -> list[dict[str, Any]]:
+    """objects where starts is True, texts elsewhere, in order (C-level selection)."""
+    sources = (iter(texts), iter(objects))
+    return list(map(next, map(sources.__getitem__, starts)))
+
+
+def _stayed_text(logs: list[str], objects: list[dict[str, Any]]) -> int:
+    """How many logs looked like a JSON object but were kept as text."""
     return sum(
         1
         for log, obj in zip(logs, objects, strict=True)
@@ -63,13 +121,16 @@ def _decode_failures(logs: list[str], objects: list[dict[str, Any]]) -> int:
     )
 
 
-def _to_ndjson(logs: list[str]) -> tuple[bytes, int] | None:
-    """(NDJSON, decode failures) for the logs, or None if orjson cannot write one."""
-    objects, all_decoded = _objects(logs)
-    failures = 0 if all_decoded else _decode_failures(logs, objects)
+def _to_ndjson(
+    found: tuple[list[dict[str, Any]], int] | None,
+) -> tuple[bytes, int] | None:
+    """(NDJSON, decode failures) for the objects, or None if they cannot be written."""
+    if found is None:
+        return None
+    objects, failures = found
     try:
         return dumps_objects(objects), failures
-    except orjson.JSONEncodeError:
+    except ENCODE_ERRORS:
         return None
 
 
@@ -79,51 +140,47 @@ def docker_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
     if not texts:
         return b"", 0
     try:
-        logs = orjson.loads(b'["' + b'","'.join(texts) + b'"]')
-    except orjson.JSONDecodeError:
+        logs = _read_strings(b'["' + b'","'.join(texts) + b'"]')
+    except DECODE_ERRORS:
         return None
     if len(logs) != len(texts) or not all(map(_ends_with_newline, logs)):
         return None  # a text that was not one JSON string; or a partial line's piece
-    return _to_ndjson(logs)
+    return _to_ndjson(_str_objects(logs))
 
 
 def cri_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
     """Seed-pipeline NDJSON from the contents of full CRI lines (the texts column of
     podhose's wire format), or None; the same rules as cri_lines."""
     joined = b"\n".join(texts)
-    if b"\r" in joined:
-        return None  # CR handling is the general path's
-    try:
-        contents = joined.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        return None
-    return _to_ndjson(contents)
+    if b"\r" in joined or joined.count(b"\n") != len(texts) - 1:
+        return None  # CR handling is the general path's; a text is one line
+    return _to_ndjson(_bytes_objects(texts))
 
 
-def docker_lines(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
-    """Seed-pipeline NDJSON for Docker json-file lines, or None."""
+def docker_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
+    """Seed-pipeline NDJSON for a body of `line_count` Docker json-file lines, or None."""
     try:
-        envelopes = list(map(orjson.loads, lines))
-    except orjson.JSONDecodeError:
+        envelopes = _read_envelopes(body)
+    except DECODE_ERRORS:  # not all Docker envelopes, or not all strict JSON
         return None
-    if set(map(type, envelopes)) != {dict}:
-        return None
-    try:
-        logs = list(map(_get_log, envelopes))
-    except KeyError:
-        return None
-    if set(map(type, logs)) != {str} or not all(map(_ends_with_newline, logs)):
-        return None
-    return _to_ndjson(logs)
+    if len(envelopes) != line_count:
+        return None  # blank lines, which decode_lines skips
+    logs = list(map(_get_log, envelopes))
+    if not all(map(_ends_with_newline, logs)):
+        return None  # a partial line's piece
+    return _to_ndjson(_str_objects(logs))
 
 
 def cri_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
-    """Seed-pipeline NDJSON for full CRI lines, or None."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+    """Seed-pipeline NDJSON for a body of `line_count` full CRI lines, or None."""
+    if b"\r" in body:
+        if body.endswith(b"\r"):
+            return None
+        body = body.replace(b"\r\n", b"\n")  # the terminator, as strip_terminator does
+    # Removing each line's prefix leaves the contents; one match per line means every line
+    # had one. (A pattern starting with a literal LF is searched far faster than ^.)
+    contents, prefixes = _CRI_FULL_PREFIX.subn(b"\n", b"\n" + body)
+    if prefixes != line_count:
         return None
-    contents = _CRI_FULL_LINE.findall(text)
-    if len(contents) != line_count:
-        return None
-    return _to_ndjson(contents)
+    contents = contents[1:-1] if contents.endswith(b"\n") else contents[1:]
+    return _to_ndjson(_bytes_objects(contents.split(b"\n")))

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
+from transform_lambda import jsoncodec
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transform_lambda.app import lambda_handler
 
-    event = orjson.loads(Path(args[0]).read_bytes())
+    event = jsoncodec.loads(Path(args[0]).read_bytes())
     response = lambda_handler(event, LocalContext())
     print(describe(response))
     return 0

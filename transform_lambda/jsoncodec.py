@@ -1,9 +1,11 @@
 """Strict JSON reading and writing with Fluent Bit's ``Decode_Field_As json`` rules.
 
-orjson does the work; the standard library steps in only where orjson would change a
-value (integers beyond 64 bits, which orjson rounds to floats) or where Fluent Bit is more
-lenient than strict JSON (raw control characters inside strings). Nothing here emits
-invalid JSON: no ``NaN``/``Infinity``, no lone surrogates.
+msgspec does the work: it reads and writes integers of any size exactly (up to Python's
+4,300-digit limit), refuses ``NaN``/``Infinity``, numbers beyond a double and lone
+surrogates, and writes nothing that is not strict JSON. The standard library steps in only
+where Fluent Bit is more lenient than strict JSON (raw control characters inside strings),
+for the few numbers msgspec refuses that the standard library reads exactly (a minus sign
+and 4,300 digits), and for nesting deeper than msgspec's recursion limit.
 
 Example:
     >>> decode_object('  {"a": 1}\\n')
@@ -19,40 +21,31 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import partial
 from typing import Any
 
-import orjson
+import msgspec
 
-# orjson reads integers exactly only within [-2**63, 2**64 - 1] and silently rounds the
-# rest to floats: runs of 20+ digits, or 19 digits after a minus sign, may be outside.
-# Mapping every digit to "0" then searching is ~15x faster than a regex.
-_DIGITS_TO_ZERO_STR = str.maketrans("123456789", "000000000")
-_DIGITS_TO_ZERO_BYTES = bytes.maketrans(b"123456789", b"000000000")
-_LONG_RUN_STR, _NEGATIVE_RUN_STR = "0" * 20, "-" + "0" * 19
-_LONG_RUN_BYTES, _NEGATIVE_RUN_BYTES = b"0" * 20, b"-" + b"0" * 19
+_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+#: What msgspec raises for text it will not read (ValidationError, for a number out of
+#: range, is a DecodeError) or nests too deeply.
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+#: What msgspec raises for a value it will not write: lone surrogates, too deep nesting.
+ENCODE_ERRORS = (msgspec.EncodeError, UnicodeEncodeError, RecursionError, TypeError)
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f]")
 
-#: ``orjson.dumps`` with a trailing newline: one NDJSON line. (Slower per call than plain
-#: ``orjson.dumps``; bulk paths join plain dumps with newlines instead.)
-dumps_nl = partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
+#: One strict JSON document from ``str`` or ``bytes``; raises one of DECODE_ERRORS.
+loads = _DECODER.decode
 
 
-def dumps_objects(objects: list[dict[str, Any]]) -> bytes:
-    """NDJSON for many objects at once; raises orjson.JSONEncodeError like orjson.dumps.
+def dumps(value: Any) -> bytes:
+    """Compact JSON (no spaces, UTF-8 as is); raises one of ENCODE_ERRORS."""
+    return _ENCODER.encode(value)
 
-    One ``orjson.dumps`` of the whole list is ~20x faster than one call per object. In
-    ``[{..},{..}]`` the top-level separators are ``},{``; when that sequence occurs exactly
-    ``len(objects) - 1`` times, every occurrence is a separator and becomes ``}\n{``.
-    Otherwise (an array of objects, or a string holding ``},{``) each object is dumped
-    alone.
-    """
-    if not objects:
-        return b""
-    inner = orjson.dumps(objects)[1:-1]
-    if inner.count(b"},{") == len(objects) - 1:
-        return inner.replace(b"},{", b"}\n{") + b"\n"
-    return b"\n".join(map(orjson.dumps, objects)) + b"\n"
+
+def dumps_objects(objects: list[Any]) -> bytes:
+    """NDJSON for many values in one call; raises one of ENCODE_ERRORS like ``dumps``."""
+    return _ENCODER.encode_lines(objects)
 
 
 def _reject_constant(name: str) -> Any:
@@ -76,40 +69,15 @@ def _stdlib_loads(text: str | bytes, *, strict: bool = True) -> Any:
         raise ValueError("nesting too deep") from None
 
 
-def has_long_digits(text: str | bytes) -> bool:
-    """True when ``text`` has a digit run orjson might not read exactly."""
-    if isinstance(text, bytes):
-        zeros = text.translate(_DIGITS_TO_ZERO_BYTES)
-        return _LONG_RUN_BYTES in zeros or _NEGATIVE_RUN_BYTES in zeros
-    zeros_str = text.translate(_DIGITS_TO_ZERO_STR)
-    return _LONG_RUN_STR in zeros_str or _NEGATIVE_RUN_STR in zeros_str
-
-
-def long_digit_lines(body: bytes) -> set[int]:
-    """Indexes of the LF-separated lines of ``body`` with a digit run orjson might misread.
-
-    >>> sorted(long_digit_lines(b'{"a":1}\\n{"id":123456789012345678901}\\n{"b":-1}\\n'))
-    [1]
-    """
-    zeros = body.translate(_DIGITS_TO_ZERO_BYTES)
-    found: set[int] = set()
-    for run in (_LONG_RUN_BYTES, _NEGATIVE_RUN_BYTES):
-        pos, line, counted = zeros.find(run), 0, 0
-        while pos >= 0:
-            line += zeros.count(b"\n", counted, pos)
-            found.add(line)
-            counted = zeros.find(b"\n", pos)
-            if counted < 0:
-                break
-            pos = zeros.find(run, counted)
-    return found
-
-
 def loads_exact(text: str | bytes) -> Any:
     """Parse strict JSON keeping every number's value; raise ValueError when invalid."""
-    if has_long_digits(text):
+    try:
+        return _DECODER.decode(text)
+    except (msgspec.ValidationError, RecursionError):
+        # A number msgspec will not hold, or nesting beyond its limit: the stdlib's rules.
         return _stdlib_loads(text)
-    return orjson.loads(text)
+    except msgspec.DecodeError as error:
+        raise ValueError(str(error)) from None
 
 
 def decode_object(text: str) -> dict[str, Any] | None:
@@ -135,17 +103,14 @@ def decode_object(text: str) -> dict[str, Any] | None:
 
 
 def dumps_line(value: dict[str, Any]) -> bytes | None:
-    """One compact NDJSON line, or None when the value cannot be written as JSON.
-
-    Falls back to the standard library for integers beyond 64 bits; returns None for
-    nesting deeper than either encoder supports or strings with lone surrogates.
-    """
+    """One compact NDJSON line, or None when the value cannot be written as strict JSON
+    (a lone surrogate, or nesting deeper than even the standard library writes)."""
     try:
-        return dumps_nl(value)
-    except orjson.JSONEncodeError:
+        return _ENCODER.encode_lines((value,))
+    except ENCODE_ERRORS:
         pass
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return text.encode("utf-8") + b"\n"
-    except (ValueError, RecursionError, UnicodeEncodeError):
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None

@@ -25,24 +25,22 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from operator import methodcaller
 from typing import Any
 
-import orjson
 import zstandard
 
 from transform_lambda import fastpath, multiline
 from transform_lambda.envelope import (
     Entry,
-    parse_line,
     parse_lines,
     strip_terminator,
     text_entry,
 )
-from transform_lambda.jsoncodec import decode_object, dumps_line, dumps_nl, long_digit_lines
+from transform_lambda.jsoncodec import decode_object, dumps_line
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire_decoder import (
     Columns,
@@ -165,8 +163,9 @@ def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
         if fast is None:  # not in bulk from the columns: read the rebuilt lines as usual
             body, columns = columns.lines(), None
     if fast is None:
-        lines = split_lines(body)
-        fast = _fast_output(lines, body, settings) or _general_output(lines, settings, header)
+        fast = _fast_output(_line_count(body), body, settings)
+    if fast is None:
+        fast = _general_output(split_lines(body), settings, header)
     output, counts = fast
     keys = _partition_keys(settings, header)
     body = b"" if columns is not None else body  # the columns hold the lines
@@ -202,38 +201,36 @@ def _single_line_records(datas: list[bytes], settings: TransformSettings) -> lis
         return None  # some record holds several lines, or none
     if b"\x1e" in joined or b"\x1f" in joined:
         return None  # a header or gzip data could start a record (one-byte searches are fast)
-    # Each record is one line already; its trailing LF is JSON whitespace to orjson.
-    fast = _fast_output(datas, joined, settings)
+    # Each record is one line already; its trailing LF is what msgspec's decode_lines splits on.
+    fast = _fast_output(len(datas), joined, settings)
     if fast is None:
         return None
     output, batch_counts = fast
     # The batch's counts are carried by its first record, so totals stay exact.
     rest = LineCounts()
     counts = [batch_counts] + [rest] * (len(datas) - 1)
-    # orjson escapes CR, so LF is the only line boundary splitlines() can meet here.
+    # msgspec escapes CR and LF in strings: LF is the only line boundary splitlines() meets.
     outputs = output.splitlines(keepends=True)
     return list(map(RecordResult, outputs, counts, repeat(None), datas))
 
 
+def _line_count(body: bytes) -> int:
+    """The lines split_lines would return, without splitting."""
+    return body.count(b"\n") + (not body.endswith(b"\n"))
+
+
 def _fast_output(
-    lines: list[bytes], body: bytes, settings: TransformSettings
+    line_count: int, body: bytes, settings: TransformSettings
 ) -> tuple[bytes, LineCounts] | None:
-    """The bulk path's output for `lines` (one output line per input line), or None.
-
-    Lines with a digit run orjson might misread go through the exact per-line path and are
-    put back in place; the other lines stay in bulk. A record needs the general path only
-    when one of those lines is a partial piece, or when they are too many to be worth it.
-    """
-    if not lines or not settings.is_seed_pipeline:
+    """The bulk path's output for the `line_count` lines of `body` (one output line per
+    input line), or None."""
+    if not body or not settings.is_seed_pipeline:
         return None
-
-    def bulk(kept: list[int] | None) -> tuple[bytes, int] | None:
-        if kept is None:
-            return _bulk(lines, body)
-        subset = [lines[i] for i in kept]
-        return _bulk(subset, b"\n".join(subset) + b"\n")
-
-    return _bulk_with_exact_lines(len(lines), body, bulk, lines.__getitem__, settings)
+    if body[:1] == b"{":
+        fast = fastpath.docker_lines(line_count, body)
+    else:
+        fast = fastpath.cri_lines(line_count, body)
+    return _counted(line_count, fast)
 
 
 def _columns_output(
@@ -245,99 +242,19 @@ def _columns_output(
     if not columns.texts or not settings.is_seed_pipeline:
         return None
     if columns.all_docker:
-        to_ndjson = fastpath.docker_texts
+        fast = fastpath.docker_texts(columns.texts)
     elif columns.all_cri_full and columns.times_start_with_digits:
-        to_ndjson = fastpath.cri_texts
+        fast = fastpath.cri_texts(columns.texts)
     else:
         return None
-    texts = columns.texts
-
-    def bulk(kept: list[int] | None) -> tuple[bytes, int] | None:
-        return to_ndjson(texts if kept is None else [texts[i] for i in kept])
-
-    joined = b"\n".join(texts) + b"\n"
-    return _bulk_with_exact_lines(len(texts), joined, bulk, columns.enveloped_line, settings)
+    return _counted(len(columns.texts), fast)
 
 
-def _bulk_with_exact_lines(
-    count: int,
-    joined: bytes,
-    bulk: Callable[[list[int] | None], tuple[bytes, int] | None],
-    line_at: Callable[[int], bytes],
-    settings: TransformSettings,
-) -> tuple[bytes, LineCounts] | None:
-    """`count` lines in bulk, but those whose text (`joined`, one per LF) has a digit run
-    orjson might misread, which go through the exact per-line path and are put back."""
-    exact = sorted(long_digit_lines(joined))
-    if len(exact) * 4 > count:
-        return None
-    counts = LineCounts(count, count)
-    if not exact:
-        fast = bulk(None)
-        if fast is None:
-            return None
-        output, counts.decode_failures = fast
-        return output, counts
-    exact_out = _exact_lines([line_at(i) for i in exact], settings, counts)
-    if exact_out is None:
-        return None
-    taken = set(exact)
-    kept = [i for i in range(count) if i not in taken]
-    fast = bulk(kept) if kept else (b"", 0)
+def _counted(line_count: int, fast: tuple[bytes, int] | None) -> tuple[bytes, LineCounts] | None:
     if fast is None:
         return None
-    output, failures = fast
-    counts.decode_failures += failures  # the exact lines' failures are counted already
-    return _merge(output, exact_out, exact), counts
-
-
-def _bulk(lines: list[bytes], body: bytes) -> tuple[bytes, int] | None:
-    if lines[0][:1] == b"{":
-        return fastpath.docker_lines(lines, body)
-    return fastpath.cri_lines(len(lines), body)
-
-
-def _exact_lines(
-    lines: list[bytes], settings: TransformSettings, counts: LineCounts
-) -> list[bytes] | None:
-    """Per-line output of complete lines (no partial piece, every line written), or None."""
-    out = []
-    for line in lines:
-        kind, entry = _exact_entry(line)
-        log = entry.fields.get("log")
-        complete = (kind == "docker" and isinstance(log, str) and log.endswith("\n")) or (
-            kind == "cri" and entry.fields.get("_p") == "F"
-        )
-        if not complete or entry.invalid_utf8:
-            return None
-        rendered = _render(entry, settings, None, counts)
-        if not rendered:
-            return None
-        out.append(rendered)
-    return out
-
-
-def _exact_entry(line: bytes) -> tuple[str, Entry]:
-    """parse_line, with orjson for a Docker envelope whose `log` is a string: the long digit
-    run is then inside `log` (its text is decoded exactly later), and the seed pipeline keeps
-    nothing else of the envelope."""
-    if line[:1] == b"{":
-        try:
-            fields = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            fields = None
-        if isinstance(fields, dict) and isinstance(fields.get("log"), str):
-            return "docker", Entry(fields)
-    return parse_line(line)
-
-
-def _merge(bulk: bytes, exact: list[bytes], positions: list[int]) -> bytes:
-    """Put the exact lines back at their positions among the bulk output's lines."""
-    # orjson escapes CR and every control character: LF is the only line boundary here.
-    out = bulk.splitlines(keepends=True)
-    for position, line in zip(positions, exact, strict=True):
-        out.insert(position, line)
-    return b"".join(out)
+    output, decode_failures = fast
+    return output, LineCounts(line_count, line_count, decode_failures)
 
 
 def _general_output(
@@ -384,7 +301,10 @@ def _render(
     line = dumps_line(_reshape(fields, settings, metadata))
     if line is None:  # e.g. a kept envelope key nested deeper than JSON encoders allow
         counts.unencodable += 1
-        line = dumps_nl({"log": str(log)})
+        # str(log) can only fail to encode by a lone surrogate (from the stdlib's lenient
+        # read): written as U+FFFD rather than losing the line.
+        text = str(log).encode("utf-8", "replace").decode("utf-8")
+        line = dumps_line({"log": text}) or b""
     return line
 
 

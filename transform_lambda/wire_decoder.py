@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from transform_lambda import jsoncodec
 
 HEADER_MAGIC = b"\x1epodhose/1"
 ENC_COLUMNS = "cols1"  # times as they are
@@ -102,8 +102,8 @@ class RecordHeader:
         if not raw:
             return None
         try:
-            value = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        except (ValueError, orjson.JSONDecodeError):
+            value = jsoncodec.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        except (ValueError, *jsoncodec.DECODE_ERRORS):
             return None
         return value if isinstance(value, dict) else None
 
