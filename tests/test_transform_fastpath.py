@@ -8,7 +8,7 @@ import random
 import pytest
 
 from tests.forwarder_testlib import cri_line, docker_line
-from transform_lambda import transform
+from transform_lambda import fastpath, transform
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import _general_output, split_lines, transform_record
 
@@ -130,3 +130,24 @@ def test_the_bulk_path_takes_ordinary_records_with_odd_contents(
     assert general_path == []
     assert result.counts.decode_failures == 40
     assert b'{"n":123456789012345678901234567890}\n' in result.data
+
+
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_one_invalid_json_log_sends_only_its_chunk_line_by_line(
+    runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [SEED.rstrip("\n")] * 2000
+    texts[1234] = "{'a python': 'dict repr'}"
+    if runtime == "docker":
+        body = b"".join(docker_line(t + "\n") for t in texts)
+    else:
+        body = b"".join(cri_line(t) for t in texts)
+    one_by_one = []
+    real = fastpath._log_object
+    monkeypatch.setattr(fastpath, "_log_object", lambda log: one_by_one.append(1) or real(log))
+    result = transform_record(body, TransformSettings())
+    assert 0 < len(one_by_one) <= fastpath._RETRY_CHUNK_LINES
+    general, counts = _general_output(split_lines(body), TransformSettings(), None)
+    assert result.data == general
+    assert result.counts == counts
+    assert result.counts.decode_failures == 1

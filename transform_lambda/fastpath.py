@@ -14,6 +14,7 @@ every rule. Both paths emit the same bytes; the tests check it on every oracle c
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
 from itertools import compress
 from operator import attrgetter, methodcaller, not_
@@ -43,6 +44,7 @@ _starts_with_brace = methodcaller("startswith", "{")
 _starts_with_brace_bytes = methodcaller("startswith", b"{")
 _starts_with_space = methodcaller("startswith", " ")
 _as_text_object = partial(dict.fromkeys, ("log",))  # log -> {"log": log}, in C
+_RETRY_CHUNK_LINES = 256
 # After a LF, the prefix of a full CRI line whose time is one RFC 3339 token: the common
 # shape, which can be neither a Docker JSON line nor read as CRI in another way.
 _CRI_FULL_PREFIX = re.compile(rb"\n[0-9][0-9A-Za-z:.+\-]* std(?:out|err) F ")
@@ -53,36 +55,63 @@ def _log_object(log: str) -> dict[str, Any]:
     return {"log": log} if decoded is None else decoded
 
 
-def _decoded(logs: list[str] | list[bytes], starts: list[bool]) -> list[Any] | None:
-    """The logs where starts is True, each decoded (all are objects: they start with
-    ``{``), or None when one is not strict JSON (or holds a number out of range)."""
-    try:
-        return list(map(_read_json, compress(logs, starts)))
-    except DECODE_ERRORS:
-        return None
-
-
-def _str_objects(logs: list[str]) -> tuple[list[dict[str, Any]], int]:
+def _str_objects(logs: list[str]) -> tuple[list[dict[str, Any]], int] | None:
     """(each log decoded or wrapped, decode failures: logs that looked like an object but
     stay text)."""
-    starts = list(map(_starts_with_brace, logs))
-    decoded = _decoded(logs, starts)
-    if decoded is None:  # line by line, with Fluent Bit's leniencies
-        objects = list(map(_log_object, logs))
-        return objects, _stayed_text(logs, objects)
-    return _with_texts(starts, decoded, list(compress(logs, map(not_, starts))))
+    return _objects(logs, list(map(_starts_with_brace, logs)), _as_is)
 
 
 def _bytes_objects(contents: list[bytes]) -> tuple[list[dict[str, Any]], int] | None:
     """_str_objects for UTF-8 contents without LF (msgspec reads the JSON ones as bytes,
     checking their UTF-8); None when a content is not valid UTF-8."""
-    starts = list(map(_starts_with_brace_bytes, contents))
-    decoded = _decoded(contents, starts)
-    if decoded is None:
-        logs = _utf8(contents)
-        return None if logs is None else _str_objects(logs)
-    texts = _utf8(list(compress(contents, map(not_, starts))))
-    return None if texts is None else _with_texts(starts, decoded, texts)
+    return _objects(contents, list(map(_starts_with_brace_bytes, contents)), _utf8)
+
+
+def _as_is(logs: list[str]) -> list[str]:
+    return logs
+
+
+def _objects(
+    logs: list[Any], starts: list[bool], to_text: Callable[[list[Any]], list[str] | None]
+) -> tuple[list[dict[str, Any]], int] | None:
+    found = _decode_all(list(compress(logs, starts)), to_text)
+    texts = to_text(list(compress(logs, map(not_, starts))))
+    if found is None or texts is None:
+        return None
+    decoded, failures = found
+    objects, text_failures = _with_texts(starts, decoded, texts)
+    return objects, failures + text_failures
+
+
+def _decode_all(
+    logs: list[Any], to_text: Callable[[list[Any]], list[str] | None]
+) -> tuple[list[dict[str, Any]], int] | None:
+    """(each log, all starting with ``{``, decoded or kept as text; decode failures).
+
+    One C-level pass when all are strict JSON. Otherwise the pass is retried in chunks,
+    and only a chunk that fails again goes line by line (with Fluent Bit's leniencies), so
+    one bad line (a Python dict's repr, say) does not slow down the whole record.
+    """
+    try:
+        return list(map(_read_json, logs)), 0
+    except DECODE_ERRORS:
+        pass
+    decoded: list[dict[str, Any]] = []
+    failures = 0
+    for start in range(0, len(logs), _RETRY_CHUNK_LINES):
+        chunk = logs[start : start + _RETRY_CHUNK_LINES]
+        try:
+            decoded.extend(list(map(_read_json, chunk)))
+            continue
+        except DECODE_ERRORS:
+            pass
+        texts = to_text(chunk)
+        if texts is None:
+            return None
+        objects = list(map(_log_object, texts))
+        failures += _stayed_text(texts, objects)
+        decoded.extend(objects)
+    return decoded, failures
 
 
 def _utf8(contents: list[bytes]) -> list[str] | None:
@@ -121,9 +150,7 @@ def _stayed_text(logs: list[str], objects: list[dict[str, Any]]) -> int:
     )
 
 
-def _to_ndjson(
-    found: tuple[list[dict[str, Any]], int] | None,
-) -> tuple[bytes, int] | None:
+def _to_ndjson(found: tuple[list[dict[str, Any]], int] | None) -> tuple[bytes, int] | None:
     """(NDJSON, decode failures) for the objects, or None if they cannot be written."""
     if found is None:
         return None
