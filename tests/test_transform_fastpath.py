@@ -151,3 +151,15 @@ def test_one_invalid_json_log_sends_only_its_chunk_line_by_line(
     assert result.data == general
     assert result.counts == counts
     assert result.counts.decode_failures == 1
+
+
+def test_a_character_split_between_cri_pieces_is_joined_not_replaced() -> None:
+    """The runtime cuts long lines at a byte count; the pieces' bytes are joined first."""
+    text = ("é" * 10).encode()
+    body = (
+        b"2024-05-01T10:00:00Z stdout P " + text[:5] + b"\n"
+        b"2024-05-01T10:00:00Z stdout F " + text[5:] + b"\n"
+    )
+    result = transform_record(body, TransformSettings())
+    assert result.data == b'{"log":"' + text + b'"}\n'
+    assert result.counts.invalid_utf8 == 0

@@ -34,6 +34,9 @@ class Entry:
 
     fields: dict[str, Any]
     invalid_utf8: bool = False
+    #: A CRI piece's content as the file held it. Pieces are joined as bytes, then decoded:
+    #: the runtime cuts a long line at a byte count, which can split a UTF-8 character.
+    raw_log: bytes | None = None
 
 
 def strip_terminator(line: bytes) -> bytes:
@@ -77,7 +80,7 @@ def parse_line(raw: bytes) -> tuple[str, Entry]:
         text, repaired = _text(content)
         fields = {"time": time.decode("utf-8", "replace"), "stream": stream.decode()}
         fields |= {"_p": tag.decode(), "log": text}
-        return "cri", Entry(fields, repaired)
+        return "cri", Entry(fields, repaired, content)
     return "text", text_entry(line)
 
 
@@ -109,7 +112,7 @@ def parse_lines(lines: Iterable[bytes]) -> Iterator[Entry]:
             yield from _join(open_docker, entry, complete=not _is_docker_partial(entry))
         else:
             yield entry
-    yield from open_cri.values()
+    yield from map(_decoded_cri, open_cri.values())
     yield from open_docker.values()
 
 
@@ -117,12 +120,22 @@ def _join(pending: dict[str, Entry], entry: Entry, *, complete: bool) -> Iterato
     stream = _stream_of(entry)
     head = pending.pop(stream, None)
     if head is not None:
-        head.fields["log"] += entry.fields["log"]
-        head.invalid_utf8 = head.invalid_utf8 or entry.invalid_utf8
-        if "_p" in entry.fields:
+        if head.raw_log is not None and entry.raw_log is not None:
+            head.raw_log += entry.raw_log
+            head.fields["log"] = None  # decoded once the line is complete
             head.fields["_p"] = entry.fields["_p"]
+        else:
+            head.fields["log"] += entry.fields["log"]
+            head.invalid_utf8 = head.invalid_utf8 or entry.invalid_utf8
         entry = head
     if complete:
-        yield entry
+        yield _decoded_cri(entry)
     else:
         pending[stream] = entry
+
+
+def _decoded_cri(entry: Entry) -> Entry:
+    """The entry with its joined CRI content decoded (once, whatever the piece count)."""
+    if entry.raw_log is not None and entry.fields["log"] is None:
+        entry.fields["log"], entry.invalid_utf8 = _text(entry.raw_log)
+    return entry
