@@ -47,7 +47,7 @@ def test_long_digit_lines_stay_in_bulk_and_exact(
     assert lines[340] == b'{"nanos":1577521193704659587123}'
 
 
-def test_a_long_digit_line_that_is_a_partial_piece_takes_the_general_path() -> None:
+def test_a_partial_piece_with_long_digits_is_joined_exactly() -> None:
     body = (
         cri_line("first 123456789012345678901234 ", tag="P")
         + cri_line("second")
@@ -101,18 +101,29 @@ ODD_CONTENTS = [
 ]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("runtime", ["docker", "cri", "cri-crlf"])
 def test_bulk_and_general_paths_agree_on_odd_contents(seed: int, runtime: str) -> None:
     rng = random.Random(seed)
-    contents = [rng.choice(ODD_CONTENTS) for _ in range(rng.randint(1, 40))]
-    if runtime == "docker":
-        body = b"".join(docker_line(c + "\n") for c in contents)
-    else:
-        body = b"".join(cri_line(c) for c in contents)
-        if runtime == "cri-crlf":
-            body = body.replace(b"\n", b"\r\n")
-    result = transform_record(body, TransformSettings())
+    body = b""
+    for _ in range(rng.randint(1, 40)):
+        content = rng.choice(ODD_CONTENTS)
+        stream = rng.choice(["stdout", "stderr"])
+        cut = rng.random() < 0.2 and len(content) > 1  # a partial piece, then the rest
+        pieces = [content[:5], content[5:]] if cut else [content]
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            if runtime == "docker":
+                body += docker_line(piece + "\n" if last else piece, stream)
+            else:
+                body += cri_line(piece, stream, tag="F" if last else "P")
+    if rng.random() < 0.3:  # a piece left open at the end of the record
+        opened = '{"open": "piece'
+        body += docker_line(opened) if runtime == "docker" else cri_line(opened, tag="P")
+    if runtime == "cri-crlf":
+        body = body.replace(b"\n", b"\r\n")
+    assert transform._fast_output(transform._line_count(body), body, TransformSettings())
+    result = transform_record(body, TransformSettings())  # so: the bulk path's output
     general, counts = _general_output(split_lines(body), TransformSettings(), None)
     assert result.data == general
     assert result.counts == counts
@@ -163,3 +174,27 @@ def test_a_character_split_between_cri_pieces_is_joined_not_replaced() -> None:
     result = transform_record(body, TransformSettings())
     assert result.data == b'{"log":"' + text + b'"}\n'
     assert result.counts.invalid_utf8 == 0
+
+
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_partial_pieces_are_joined_in_bulk(runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line over 16 KiB, cut by the runtime, does not send its record line by line."""
+    long = '{"payload": "' + "x" * 40_000 + '"}'
+    pieces = [long[i : i + 16384] for i in range(0, len(long), 16384)]
+    if runtime == "docker":
+        cut = [docker_line(p, "stderr") for p in pieces[:-1]]
+        body = docker_line(SEED) + b"".join(cut) + docker_line(pieces[-1] + "\n", "stderr")
+    else:
+        cut = [cri_line(p, "stderr", tag="P") for p in pieces[:-1]]
+        body = cri_line(SEED.rstrip("\n")) + b"".join(cut) + cri_line(pieces[-1], "stderr")
+    body += body  # and again, interleaved with the other stream
+    general_path = []
+    monkeypatch.setattr(transform, "_general_output", lambda *a: general_path.append(a))
+    result = transform_record(body, TransformSettings())
+    assert general_path == []
+    assert result.counts.lines_in == 2 * (len(pieces) + 1)
+    assert result.counts.lines_out == 4
+    assert [json.loads(line) for line in result.data.splitlines()] == [
+        json.loads(SEED),
+        json.loads(long),
+    ] * 2

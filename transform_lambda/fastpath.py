@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable
 from functools import partial
 from itertools import compress
-from operator import attrgetter, methodcaller, not_
-from typing import Any
+from operator import attrgetter, itemgetter, methodcaller, not_
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -39,6 +39,7 @@ _read_envelopes = msgspec.json.Decoder(_DockerEnvelope).decode_lines
 _read_strings = msgspec.json.Decoder(list[str]).decode
 _read_json = msgspec.json.Decoder().decode
 _get_log = attrgetter("log")
+_get_stream = attrgetter("stream")
 _ends_with_newline = methodcaller("endswith", "\n")
 _starts_with_brace = methodcaller("startswith", "{")
 _starts_with_brace_bytes = methodcaller("startswith", b"{")
@@ -48,6 +49,9 @@ _RETRY_CHUNK_LINES = 256
 # After a LF, the prefix of a full CRI line whose time is one RFC 3339 token: the common
 # shape, which can be neither a Docker JSON line nor read as CRI in another way.
 _CRI_FULL_PREFIX = re.compile(rb"\n[0-9][0-9A-Za-z:.+\-]* std(?:out|err) F ")
+_CRI_PREFIX = re.compile(rb"\n[0-9][0-9A-Za-z:.+\-]* (std(?:out|err)) ([FP]) ")
+_FULL_TAG = b"F"
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def _log_object(log: str) -> dict[str, Any]:
@@ -150,22 +154,47 @@ def _stayed_text(logs: list[str], objects: list[dict[str, Any]]) -> int:
     )
 
 
-def _to_ndjson(found: tuple[list[dict[str, Any]], int] | None) -> tuple[bytes, int] | None:
-    """(NDJSON, decode failures) for the objects, or None if they cannot be written."""
+class Bulk(NamedTuple):
+    """What a bulk path made of a batch of lines."""
+
+    ndjson: bytes
+    entries: int  # output lines: the input lines, less the pieces joined into others
+    decode_failures: int
+
+
+def _to_ndjson(found: tuple[list[dict[str, Any]], int] | None) -> Bulk | None:
+    """The NDJSON for the objects, or None if they cannot be written."""
     if found is None:
         return None
     objects, failures = found
     try:
-        return dumps_objects(objects), failures
+        return Bulk(dumps_objects(objects), len(objects), failures)
     except ENCODE_ERRORS:
         return None
 
 
-def docker_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
+def join_pieces(logs: list[Any], streams: list[Any], complete: list[bool]) -> list[Any]:
+    """Partial pieces joined as envelope.parse_lines joins them: a piece waits, per stream,
+    for the piece that completes its line; lines still open at the end come last, in the
+    order of their last piece."""
+    pending: dict[Any, Any] = {}
+    joined = []
+    for piece, stream, done in zip(logs, streams, complete, strict=True):
+        head = pending.pop(stream, None)
+        line = piece if head is None else head + piece
+        if done:
+            joined.append(line)
+        else:
+            pending[stream] = line
+    joined += pending.values()
+    return joined
+
+
+def docker_texts(texts: list[bytes]) -> Bulk | None:
     """Seed-pipeline NDJSON from the JSON-escaped `log` strings of Docker lines (the texts
     column of podhose's wire format), decoded in one call, or None."""
     if not texts:
-        return b"", 0
+        return Bulk(b"", 0, 0)
     try:
         logs = _read_strings(b'["' + b'","'.join(texts) + b'"]')
     except DECODE_ERRORS:
@@ -175,7 +204,7 @@ def docker_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
     return _to_ndjson(_str_objects(logs))
 
 
-def cri_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
+def cri_texts(texts: list[bytes]) -> Bulk | None:
     """Seed-pipeline NDJSON from the contents of full CRI lines (the texts column of
     podhose's wire format), or None; the same rules as cri_lines."""
     joined = b"\n".join(texts)
@@ -184,8 +213,9 @@ def cri_texts(texts: list[bytes]) -> tuple[bytes, int] | None:
     return _to_ndjson(_bytes_objects(texts))
 
 
-def docker_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
-    """Seed-pipeline NDJSON for a body of `line_count` Docker json-file lines, or None."""
+def docker_lines(line_count: int, body: bytes, *, join: bool = True) -> Bulk | None:
+    """Seed-pipeline NDJSON for a body of `line_count` Docker json-file lines, or None.
+    Partial pieces are joined; with ``join=False`` they make it None instead."""
     try:
         envelopes = _read_envelopes(body)
     except DECODE_ERRORS:  # not all Docker envelopes, or not all strict JSON
@@ -193,13 +223,17 @@ def docker_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
     if len(envelopes) != line_count:
         return None  # blank lines, which decode_lines skips
     logs = list(map(_get_log, envelopes))
-    if not all(map(_ends_with_newline, logs)):
-        return None  # a partial line's piece
+    complete = list(map(_ends_with_newline, logs))
+    if not all(complete):
+        if not join:
+            return None
+        logs = join_pieces(logs, list(map(_get_stream, envelopes)), complete)
     return _to_ndjson(_str_objects(logs))
 
 
-def cri_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
-    """Seed-pipeline NDJSON for a body of `line_count` full CRI lines, or None."""
+def cri_lines(line_count: int, body: bytes, *, join: bool = True) -> Bulk | None:
+    """Seed-pipeline NDJSON for a body of `line_count` CRI lines, or None. Partial (`P`)
+    pieces are joined; with ``join=False`` they make it None instead."""
     if b"\r" in body:
         if body.endswith(b"\r"):
             return None
@@ -207,7 +241,20 @@ def cri_lines(line_count: int, body: bytes) -> tuple[bytes, int] | None:
     # Removing each line's prefix leaves the contents; one match per line means every line
     # had one. (A pattern starting with a literal LF is searched far faster than ^.)
     contents, prefixes = _CRI_FULL_PREFIX.subn(b"\n", b"\n" + body)
-    if prefixes != line_count:
+    if prefixes == line_count:
+        return _to_ndjson(_bytes_objects(_cri_contents(contents)))
+    if not join:
         return None
-    contents = contents[1:-1] if contents.endswith(b"\n") else contents[1:]
-    return _to_ndjson(_bytes_objects(contents.split(b"\n")))
+    marks = _CRI_PREFIX.findall(b"\n" + body)  # (stream, tag) of every line
+    if len(marks) != line_count:
+        return None  # not all CRI lines of the common shape
+    contents = _cri_contents(_CRI_PREFIX.sub(b"\n", b"\n" + body))
+    streams = list(map(_first, marks))
+    complete = list(map(_FULL_TAG.__eq__, map(_second, marks)))
+    return _to_ndjson(_bytes_objects(join_pieces(contents, streams, complete)))
+
+
+def _cri_contents(stripped: bytes) -> list[bytes]:
+    """The contents from ``LF content LF content ...``, the prefixes removed."""
+    stripped = stripped[1:-1] if stripped.endswith(b"\n") else stripped[1:]
+    return stripped.split(b"\n")

@@ -202,7 +202,7 @@ def _single_line_records(datas: list[bytes], settings: TransformSettings) -> lis
     if b"\x1e" in joined or b"\x1f" in joined:
         return None  # a header or gzip data could start a record (one-byte searches are fast)
     # Each record is one line already; its trailing LF is what msgspec's decode_lines splits on.
-    fast = _fast_output(len(datas), joined, settings)
+    fast = _fast_output(len(datas), joined, settings, join=False)
     if fast is None:
         return None
     output, batch_counts = fast
@@ -220,17 +220,16 @@ def _line_count(body: bytes) -> int:
 
 
 def _fast_output(
-    line_count: int, body: bytes, settings: TransformSettings
+    line_count: int, body: bytes, settings: TransformSettings, *, join: bool = True
 ) -> tuple[bytes, LineCounts] | None:
     """The bulk path's output for the `line_count` lines of `body` (one output line per
     input line), or None."""
     if not body or not settings.is_seed_pipeline:
         return None
-    if body[:1] == b"{":
-        fast = fastpath.docker_lines(line_count, body)
-    else:
-        fast = fastpath.cri_lines(line_count, body)
-    return _counted(line_count, fast)
+    # One-line records (join=False) are transformed one by one elsewhere: a piece alone in
+    # its record is a line of its own there.
+    bulk = fastpath.docker_lines if body[:1] == b"{" else fastpath.cri_lines
+    return _counted(line_count, bulk(line_count, body, join=join))
 
 
 def _columns_output(
@@ -250,11 +249,10 @@ def _columns_output(
     return _counted(len(columns.texts), fast)
 
 
-def _counted(line_count: int, fast: tuple[bytes, int] | None) -> tuple[bytes, LineCounts] | None:
-    if fast is None:
+def _counted(line_count: int, bulk: fastpath.Bulk | None) -> tuple[bytes, LineCounts] | None:
+    if bulk is None:
         return None
-    output, decode_failures = fast
-    return output, LineCounts(line_count, line_count, decode_failures)
+    return bulk.ndjson, LineCounts(line_count, bulk.entries, bulk.decode_failures)
 
 
 def _general_output(
