@@ -141,6 +141,7 @@ template-check: deploy-tools
 	test -f .aws-sam/build/TransformFunction/transform_lambda/app.py
 	test -f .aws-sam/build/TransformFunction/transform_lambda/settings.py
 	test -d .aws-sam/build/TransformFunction/aws_lambda_powertools
+	ls .aws-sam/build/TransformFunction/isal/*.cpython-313-aarch64-linux-gnu.so
 	ls .aws-sam/build/TransformFunction/msgspec/*.cpython-313-aarch64-linux-gnu.so
 	ls .aws-sam/build/TransformFunction/zstandard/*.cpython-313-aarch64-linux-gnu.so
 	@# every compiled module must be built for the Lambda runtime (CPython 3.13, arm64)

@@ -22,9 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
@@ -32,6 +30,7 @@ from operator import methodcaller
 from typing import Any
 
 import zstandard
+from isal import isal_zlib
 
 from transform_lambda import fastpath, multiline
 from transform_lambda.envelope import (
@@ -52,6 +51,7 @@ from transform_lambda.wire_decoder import (
 )
 
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WBITS = 31  # zlib's window bits for a gzip member with its header and CRC
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: Largest decompressed record accepted (the forwarder writes at most 64 MiB a record).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 + 4096
@@ -124,12 +124,31 @@ def decompress(data: bytes) -> bytes:
     """Gunzip or un-zstd ``data`` when it starts with their magic bytes."""
     if data.startswith(GZIP_MAGIC):
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
+            data = _gunzip(data)
+        except isal_zlib.error as error:
             raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
     elif data.startswith(ZSTD_MAGIC):
         data = _unzstd(data)
     return data
+
+
+def _gunzip(data: bytes) -> bytes:
+    """gzip.decompress's result (every member; zero padding between them allowed), by ISA-L
+    (about twice zlib's speed), refusing more than MAX_PAYLOAD_BYTES."""
+    members = []
+    room = MAX_PAYLOAD_BYTES
+    while data:
+        if not data.startswith(GZIP_MAGIC):
+            raise RecordUnreadableError("corrupt gzip data: not a gzip member after the last")
+        inflater = isal_zlib.decompressobj(wbits=GZIP_WBITS)
+        members.append(inflater.decompress(data, room + 1))
+        room -= len(members[-1])
+        if room < 0 or inflater.unconsumed_tail:
+            raise RecordUnreadableError(f"gzip data of more than {MAX_PAYLOAD_BYTES} bytes")
+        if not inflater.eof:
+            raise RecordUnreadableError("corrupt gzip data: truncated")
+        data = inflater.unused_data.lstrip(b"\x00")
+    return b"".join(members)
 
 
 def _unzstd(data: bytes) -> bytes:
