@@ -59,6 +59,8 @@ bench: $(STAMP)
 	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
 	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
 	$(PY) -m bench.opt_in
+	@# needs root and a cgroup cpu controller; says so and fails alone otherwise
+	-$(PY) -m bench.lambda_memory --plot bench/results/lambda-memory.png
 
 # The forwarder image, built without network inside `docker build`: the pinned, hashed
 # wheels of deploy/forwarder/requirements.txt are downloaded here for the image's platform.

@@ -30,10 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 # Prices for $ per GB of logs (us-east-1): Firehose ingestion per billed GB, a node vCPU-hour,
-# and the transform Lambda per GB of logs (bench.transform_shapes, 1,024 MB arm64).
+# and the transform Lambda per GB of logs (bench.lambda_memory: 512 MB arm64, default batch).
 FIREHOSE_USD_PER_GB = 0.029
 VCPU_USD_PER_HOUR = 0.0385
-LAMBDA_USD_PER_GB = 0.00024
+LAMBDA_USD_PER_GB = 0.00015
 # Fluent Bit 4.2, simple_aggregation + gzip, on its own 1 GB throughput backlog (figures from
 # the cost issue): billed/raw and node CPU-s per GB.
 FLUENT_BIT_BILLED, FLUENT_BIT_CPU_S_PER_GB = 0.0754, 54.0

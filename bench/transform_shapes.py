@@ -4,7 +4,7 @@ Each shape: ~3 MB of runtime lines packed as the forwarder packs them (gzip leve
 of lines per record, with the header), one Firehose event, the whole handler timed in CPU
 seconds (base64, gunzip, parse, decode, dump, base64) for podhose and for
 bench/baseline_blueprint.py, interleaved, best of --repeat. Outputs are checked equal (as
-JSON values) first. Also prints what that CPU time costs at a few Lambda memory sizes.
+JSON values) first.
 
     python -m bench.transform_shapes --repeat 7 [--plot docs/images/transform-shapes.png]
 """
@@ -27,11 +27,6 @@ from transform_lambda.app import lambda_handler
 from transform_lambda.invoke import LocalContext
 
 EVENT_RAW_BYTES = 3_000_000
-# Lambda arm64 price per GB-second (us-east-1) and the memory that buys one full vCPU.
-GB_SECOND_USD = 0.0000133334
-REQUEST_USD = 0.20 / 1_000_000
-FULL_VCPU_MB = 1769
-MEMORY_SIZES_MB = (512, 1024, 1769, 3008)
 
 
 @dataclass
@@ -84,19 +79,6 @@ def run_shape(shape: str, repeat: int) -> ShapeRow:
                     raw_mb / min(theirs_s), raw_mb / min(zstd_s))  # fmt: skip
 
 
-def lambda_cost_per_gb(mb_per_cpu_s: float, memory_mb: int) -> tuple[float, float]:
-    """(seconds per invocation of EVENT_RAW_BYTES, $ per GB of logs) at `memory_mb`.
-
-    The handler is single-threaded: below FULL_VCPU_MB it gets memory/1769 of a vCPU, so
-    its duration stretches by the inverse; above, more memory buys no speed.
-    """
-    cpu_s = EVENT_RAW_BYTES / 1e6 / mb_per_cpu_s
-    duration = cpu_s * max(1.0, FULL_VCPU_MB / memory_mb)
-    invocations = 1e9 / EVENT_RAW_BYTES
-    usd = invocations * (duration * memory_mb / 1024 * GB_SECOND_USD + REQUEST_USD)
-    return duration, usd
-
-
 def plot(rows: list[ShapeRow], path: Path) -> None:
     """Bar chart of MB per CPU-second, podhose beside the baseline, per shape."""
     import matplotlib
@@ -137,12 +119,6 @@ def main() -> None:
               f"{r.speedup:7.2f}x {r.podhose_zstd_mb_per_cpu_s:20.1f}")  # fmt: skip
     geomean = math.exp(sum(math.log(r.speedup) for r in rows) / len(rows))
     print(f"geometric mean speedup: {geomean:.2f}x")
-    mix = rows[0]
-    print(f"\nLambda cost on {mix.shape} ({mix.podhose_mb_per_cpu_s:.0f} MB/CPU-s here):")
-    print(f"{'memory MB':>9} {'s per 3 MB event':>17} {'$ per GB of logs':>17}")
-    for memory in MEMORY_SIZES_MB:
-        duration, usd = lambda_cost_per_gb(mix.podhose_mb_per_cpu_s, memory)
-        print(f"{memory:9d} {duration:17.3f} {usd:17.6f}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "transform_shapes.json"
     payload = {"rows": [asdict(r) | {"speedup": r.speedup} for r in rows], "geomean": geomean}

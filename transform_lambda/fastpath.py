@@ -1,14 +1,16 @@
 """Bulk paths for the seed pipeline: whole batches of ordinary Docker or CRI lines.
 
 Per-line Python is the cost that matters in the Lambda, so when every line of a batch is
-an ordinary Docker json-file line (or an ordinary full CRI line), the batch is
-transformed with a few C-level passes: one msgspec call reads every Docker envelope's
-``log`` (or one regex scan every CRI line's content), ``map`` decodes the logs that start
-with ``{``, and one msgspec call writes the whole output. Only a text log starting with a
-space gets a Python call (it may be an object after spaces). Each function returns None as
-soon as the batch holds anything unusual — partial lines, invalid UTF-8, values msgspec
-will not read or write — and the caller then takes the general path, which implements
-every rule. Both paths emit the same bytes; the tests check it on every oracle case.
+an ordinary Docker json-file line (or an ordinary CRI line), the batch is transformed with
+a few C-level passes: one msgspec call reads every Docker envelope (or one LF-anchored
+regex substitution strips every CRI prefix), partial pieces are joined per stream, ``map``
+decodes the logs that start with ``{``, and one msgspec call writes the whole output. A
+text log starting with a space gets a Python call (it may be an object after spaces), and
+so do the logs of a 256-line chunk holding a ``{`` log that is not strict JSON. Each
+function returns None as soon as the batch holds anything else — a line of another shape,
+invalid UTF-8, values msgspec will not write — and the caller then takes the general path,
+which implements every rule. Both paths emit the same bytes; the tests check it on every
+oracle case and on random mixes of odd lines.
 """
 
 from __future__ import annotations
