@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from forwarder.wire_encoder import RecordEncoder
 from tests.forwarder_testlib import cri_line, docker_line
 from transform_lambda import fastpath, transform
 from transform_lambda.settings import TransformSettings
@@ -101,9 +102,8 @@ ODD_CONTENTS = [
 ]
 
 
-@pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("runtime", ["docker", "cri", "cri-crlf"])
-def test_bulk_and_general_paths_agree_on_odd_contents(seed: int, runtime: str) -> None:
+def _odd_body(seed: int, runtime: str) -> bytes:
+    """A record's lines: ODD_CONTENTS at random, some cut into pieces, on both streams."""
     rng = random.Random(seed)
     body = b""
     for _ in range(rng.randint(1, 40)):
@@ -122,6 +122,13 @@ def test_bulk_and_general_paths_agree_on_odd_contents(seed: int, runtime: str) -
         body += docker_line(opened) if runtime == "docker" else cri_line(opened, tag="P")
     if runtime == "cri-crlf":
         body = body.replace(b"\n", b"\r\n")
+    return body
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("runtime", ["docker", "cri", "cri-crlf"])
+def test_bulk_and_general_paths_agree_on_odd_contents(seed: int, runtime: str) -> None:
+    body = _odd_body(seed, runtime)
     assert transform._fast_output(transform._line_count(body), body, TransformSettings())
     result = transform_record(body, TransformSettings())  # so: the bulk path's output
     general, counts = _general_output(split_lines(body), TransformSettings(), None)
@@ -198,3 +205,17 @@ def test_partial_pieces_are_joined_in_bulk(runtime: str, monkeypatch: pytest.Mon
         json.loads(SEED),
         json.loads(long),
     ] * 2
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_column_records_transform_as_their_lines(seed: int, runtime: str) -> None:
+    """The forwarder's default records (zstd, envelope in columns) read straight from the
+    columns give what the per-line path gives on the lines."""
+    body = _odd_body(seed, runtime)
+    encoder = RecordEncoder("zstd", 1, 1)
+    record = encoder.encode(encoder.header("app_default_app-" + "ab" * 32 + ".log"), body)
+    result = transform_record(record, TransformSettings())
+    general, counts = _general_output(split_lines(body), TransformSettings(), None)
+    assert result.data == general
+    assert result.counts == counts
