@@ -165,10 +165,9 @@ def process_event(
     gc.disable()
     try:
         outcomes = _transform_all(event["records"], settings)
-        failed = _fit_response(event, outcomes, budget, settings.max_reingest_attempts)
-        response = KinesisFirehoseDataTransformationResponse(
-            records=[_respond(outcome, failed) for outcome in outcomes]
-        )
+        failed = _fit_response(event, outcomes, budget, settings)
+        records = _respond_all(outcomes, failed, settings)
+        response = KinesisFirehoseDataTransformationResponse(records=records)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -177,7 +176,7 @@ def process_event(
 
 
 def _fit_response(
-    event: KinesisFirehoseEvent, outcomes: list[_Outcome], budget: int, max_attempts: int
+    event: KinesisFirehoseEvent, outcomes: list[_Outcome], budget: int, settings: TransformSettings
 ) -> set[str]:
     """Make the response fit ``budget``: re-ingest what does not; return ids to fail.
 
@@ -186,7 +185,8 @@ def _fit_response(
     """
     failed_bytes = sum(len(o.original) + RECORD_OVERHEAD_BYTES for o in outcomes if not o.result)
     ok_bytes = sum(map(len, map(_ok_data_of, outcomes))) + sum(map(len, map(_id_of, outcomes)))
-    ok_bytes += sum(map(_metadata_bytes, outcomes))
+    if settings.partition_keys:
+        ok_bytes += sum(map(_metadata_bytes, outcomes))
     if failed_bytes + ok_bytes + RECORD_OVERHEAD_BYTES * len(outcomes) <= budget:
         return set()
     with_data = [o for o in outcomes if o.ok_data]
@@ -194,7 +194,7 @@ def _fit_response(
         Candidate(o.record_id, len(o.ok_data) + _metadata_bytes(o), len(o.original), o.attempt)
         for o in with_data
     ]
-    plan = plan_response(candidates, budget - failed_bytes, max_attempts)
+    plan = plan_response(candidates, budget - failed_bytes, settings.max_reingest_attempts)
     fits = set(plan.fits)
     failed = {c.record_id for c in plan.exhausted}
     if not _reingest(event, with_data, plan.overflow):
@@ -211,6 +211,18 @@ def _metadata_bytes(outcome: _Outcome) -> int:
     if not outcome.ok_data or outcome.result is None:
         return 0
     return metadata_bytes(outcome.result.partition_keys)
+
+
+def _respond_all(
+    outcomes: list[_Outcome], failed: set[str], settings: TransformSettings
+) -> list[KinesisFirehoseDataTransformationRecord]:
+    """The response records, in input order."""
+    datas = list(map(_ok_data_of, outcomes))
+    if all(datas) and not failed and not settings.partition_keys:
+        # The common case, without a Python call per record: every record is Ok.
+        ids = map(_id_of, outcomes)
+        return list(map(KinesisFirehoseDataTransformationRecord, ids, repeat("Ok"), datas))
+    return [_respond(outcome, failed) for outcome in outcomes]
 
 
 def _respond(outcome: _Outcome, failed: set[str]) -> KinesisFirehoseDataTransformationRecord:
