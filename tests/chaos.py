@@ -12,6 +12,7 @@ must stay within what a SIGKILL can leave unacknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -85,6 +86,9 @@ class ChaosResult:
     duplicated: int
     duplicated_bytes: int
     kills: int
+    skipped_kills: int
+    deleted_jobs: int  # finished pods whose files were deleted while being read
+    lost_sample: list[str]  # where the first lost lines were: writer, rotation, position
     faults: dict[str, int]
     seconds: float
 
@@ -115,8 +119,8 @@ class Chaos:
         self.proc: ForwarderProc | None = None
         self.procs: list[ForwarderProc] = []
         self.started_at = 0.0
-        self.up_since = 0.0
         self.kills = 0
+        self.skipped_kills = 0  # kill phases skipped: deleted files not yet delivered
         self.done = threading.Event()
         self.lock = threading.Lock()  # between deleting jobs and deciding to kill
         self.phase = "normal"
@@ -140,7 +144,6 @@ class Chaos:
         """Start a forwarder on the node (the same offsets DB every time)."""
         self.proc = ForwarderProc(self.endpoint.url, self.node, self.db, *FORWARDER_FLAGS)
         self.procs.append(self.proc.start())
-        self.up_since = time.monotonic()
 
     def kill_forwarder(self) -> None:
         """SIGKILL, as an OOM kill or a node reboot would."""
@@ -177,17 +180,30 @@ class Chaos:
         self.jobs.append((job, time.monotonic()))
 
     def delete_finished_jobs(self, now: float) -> None:
-        """Delete a finished pod's files once the forwarder has been up long enough to have
-        opened them (a file deleted unseen while the forwarder is down is gone for anyone)."""
+        """Delete a finished pod's files once the running forwarder holds them open (a file
+        deleted before any tailer opened it is gone for anyone)."""
         with self.lock:
             if self.phase == "kill":
                 return
+            opened = self.open_files()
             for job, finished in self.jobs:
                 c = job.container
-                up_long_enough = self.proc is not None and now - self.up_since > 1.5
-                if c.link.exists() and now - finished > 1.5 and up_long_enough:
+                held = os.path.realpath(c.target) in opened
+                if c.link.exists() and now - finished > 1.5 and held:
                     c.link.unlink()
                     shutil.rmtree(c.target.parent, ignore_errors=True)
+
+    def open_files(self) -> set[str]:
+        """The files the running forwarder holds open (/proc/PID/fd)."""
+        if self.proc is None or self.proc.proc is None:
+            return set()
+        fds = Path(f"/proc/{self.proc.proc.pid}/fd")
+        opened = set()
+        with contextlib.suppress(OSError):  # the process may be gone
+            for fd in fds.iterdir():
+                with contextlib.suppress(OSError):
+                    opened.add(os.readlink(fd))
+        return opened
 
     def write_tick(self, dt: float, now: float) -> None:
         """Each writer writes its share of lines for `dt` seconds, and rotates when due."""
@@ -271,8 +287,11 @@ class Chaos:
             deleted = [line for job, _ in self.jobs if not job.container.link.exists()
                        for line in job.expected]  # fmt: skip
             ep.clear_faults()
-            self.wait_for_lines(deleted, 10.0)
+            delivered = self.wait_for_lines(deleted, 60.0)
             ep.server_error(FOREVER)
+            if not delivered:  # a slow machine: killing now would lose them; next time
+                self.skipped_kills += 1
+                return
             time.sleep(0.5)
             self.kill_forwarder()
             time.sleep(0.5)
@@ -355,6 +374,12 @@ class Chaos:
         with self.received_lock:
             have = Counter(self.received)
         lost = sum(1 for line in want if not have[line])
+        lost_sample = [
+            f"{w.name} ({w.container.runtime}, {w.rotation}) line {i + 1} of {len(w.expected)}"
+            for w in [*self.writers, *(job for job, _ in self.jobs)]
+            for i, line in enumerate(w.expected)
+            if not have[line]
+        ][:10]
         corrupt = sum(n for line, n in have.items() if line not in want)
         extra = {line: n - want[line] for line, n in have.items() if line in want and n > 1}
         return ChaosResult(
@@ -365,6 +390,9 @@ class Chaos:
             duplicated=sum(extra.values()),
             duplicated_bytes=sum(len(line) * n for line, n in extra.items()),
             kills=self.kills,
+            skipped_kills=self.skipped_kills,
+            deleted_jobs=sum(not job.container.link.exists() for job, _ in self.jobs),
+            lost_sample=lost_sample,
             faults=dict(self.endpoint.stats.faults),
             seconds=time.monotonic() - self.started_at,
         )

@@ -20,6 +20,7 @@ def test_nothing_is_lost_under_rotation_faults_and_kills(tmp_path: Path) -> None
     result = Chaos(tmp_path, seconds=45).run()
     print(result)
     assert result.kills >= 1
+    assert result.deleted_jobs >= 1
     assert result.written > 20_000
     assert {"server_error", "throttle", "fail_records", "drop"} <= set(result.faults)
     assert result.lost == 0, result
