@@ -27,6 +27,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import plotting
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 # Prices for $ per GB of logs (us-east-1): Firehose ingestion per billed GB, a node vCPU-hour,
@@ -254,11 +256,7 @@ def bench_one(root: Path, line_bytes: int | str, raw: int, lines: int, mode: str
 
 def plot(results: list[Result], fluent_bit_usd: float, path: Path) -> None:
     """$ per GB of logs by mode, per line size, beside Fluent Bit's best configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plotting.pyplot()
     shown = [r for r in results if r.mode not in ("one-line-per-record", "packed")]
     sizes = list(dict.fromkeys(str(r.line_bytes) for r in shown))
     modes = list(dict.fromkeys(r.mode for r in shown))
@@ -284,9 +282,7 @@ def plot(results: list[Result], fluent_bit_usd: float, path: Path) -> None:
     ax.set_ylabel("$ per 1,000 GB of logs")
     ax.set_title("Firehose ingestion + node CPU + transform Lambda, by forwarder setting")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    plotting.save(fig, path)
 
 
 def table(results: list[Result]) -> str:

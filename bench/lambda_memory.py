@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import shapes
+from bench import plotting, shapes
 from bench.transform import RESULTS, event
 
 #: Raw bytes of lines that fill the template's default 0.25 MB processor buffer and
@@ -140,11 +140,7 @@ def worker(tasks: Path, raw_bytes: int, repeat: int) -> None:
 
 def plot(rows: list[MemoryRow], path: Path) -> None:
     """Duration and $ per GB by memory size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plotting.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     labels = [str(memory) for memory in MEMORY_SIZES_MB]
     width = 0.8 / len(EVENTS)
@@ -160,9 +156,7 @@ def plot(rows: list[MemoryRow], path: Path) -> None:
     left.set_ylabel("ms per MB of logs (median)")
     right.set_ylabel("µ$ per GB of logs (arm64)")
     fig.suptitle("Transform handler under each memory size's CPU share")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    plotting.save(fig, path)
 
 
 def main() -> int:

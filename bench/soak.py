@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import plotting
 from tests.chaos import Chaos
 
 COLUMNS = ("elapsed_s", "rss_mb", "cpu_s", "delivery_lag_s", "lines_written",
@@ -75,11 +76,7 @@ class Sampler:
 
 def plot(csv_path: Path, png_path: Path, title: str) -> None:
     """RSS, delivery lag and delivered lines/s over time, from the CSV."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plotting.pyplot()
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     t = [float(r["elapsed_s"]) / 60 for r in rows]
@@ -92,8 +89,7 @@ def plot(csv_path: Path, png_path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_title(title)
     axes[-1].set_xlabel("minutes (faults cycle every ~22 s; one SIGKILL per cycle)")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    plotting.save(fig, png_path)
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import baseline_blueprint, shapes
+from bench import baseline_blueprint, plotting, shapes
 from bench.transform import RESULTS, Handler, event, outputs
 from transform_lambda.app import lambda_handler
 from transform_lambda.invoke import LocalContext
@@ -81,11 +81,7 @@ def run_shape(shape: str, repeat: int) -> ShapeRow:
 
 def plot(rows: list[ShapeRow], path: Path) -> None:
     """Bar chart of MB per CPU-second, podhose beside the baseline, per shape."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plotting.pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     x = range(len(rows))
     ax.bar([i - 0.2 for i in x], [r.podhose_mb_per_cpu_s for r in rows], 0.4, label="podhose")
@@ -99,9 +95,7 @@ def plot(rows: list[ShapeRow], path: Path) -> None:
     ax.set_title("Transform Lambda handler on realistic shapes (gzip records, 3 MB per event)")
     ax.set_ylim(0, 1.3 * max(r.podhose_mb_per_cpu_s for r in rows))  # room for the legend
     ax.legend(loc="upper center", ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    plotting.save(fig, path)
 
 
 def main() -> None:
