@@ -24,7 +24,13 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from transform_lambda.jsoncodec import DECODE_ERRORS, ENCODE_ERRORS, decode_object, dumps_objects
+from transform_lambda.jsoncodec import (
+    DECODE_ERRORS,
+    ENCODE_ERRORS,
+    decode_object,
+    dumps_objects,
+    loads,
+)
 
 
 class _DockerEnvelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,7 +45,6 @@ class _DockerEnvelope(msgspec.Struct, forbid_unknown_fields=True):
 
 _read_envelopes = msgspec.json.Decoder(_DockerEnvelope).decode_lines
 _read_strings = msgspec.json.Decoder(list[str]).decode
-_read_json = msgspec.json.Decoder().decode
 _get_log = attrgetter("log")
 _get_stream = attrgetter("stream")
 _ends_with_newline = methodcaller("endswith", "\n")
@@ -48,10 +53,11 @@ _starts_with_brace_bytes = methodcaller("startswith", b"{")
 _starts_with_space = methodcaller("startswith", " ")
 _as_text_object = partial(dict.fromkeys, ("log",))  # log -> {"log": log}, in C
 _RETRY_CHUNK_LINES = 256
-# After a LF, the prefix of a full CRI line whose time is one RFC 3339 token: the common
-# shape, which can be neither a Docker JSON line nor read as CRI in another way.
-_CRI_FULL_PREFIX = re.compile(rb"\n[0-9][0-9A-Za-z:.+\-]* std(?:out|err) F ")
-_CRI_PREFIX = re.compile(rb"\n[0-9][0-9A-Za-z:.+\-]* (std(?:out|err)) ([FP]) ")
+# After a LF, the prefix of a CRI line whose time is one RFC 3339 token: the common shape,
+# which can be neither a Docker JSON line nor read as CRI in another way.
+_CRI_TIME = rb"\n[0-9][0-9A-Za-z:.+\-]* "
+_CRI_FULL_PREFIX = re.compile(_CRI_TIME + rb"std(?:out|err) F ")
+_CRI_PREFIX = re.compile(_CRI_TIME + rb"(std(?:out|err)) ([FP]) ")
 _FULL_TAG = b"F"
 _first, _second = itemgetter(0), itemgetter(1)
 
@@ -99,7 +105,7 @@ def _decode_all(
     one bad line (a Python dict's repr, say) does not slow down the whole record.
     """
     try:
-        return list(map(_read_json, logs)), 0
+        return list(map(loads, logs)), 0
     except DECODE_ERRORS:
         pass
     decoded: list[dict[str, Any]] = []
@@ -107,7 +113,7 @@ def _decode_all(
     for start in range(0, len(logs), _RETRY_CHUNK_LINES):
         chunk = logs[start : start + _RETRY_CHUNK_LINES]
         try:
-            decoded.extend(list(map(_read_json, chunk)))
+            decoded.extend(list(map(loads, chunk)))
             continue
         except DECODE_ERRORS:
             pass

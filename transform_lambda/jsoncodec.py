@@ -38,13 +38,9 @@ _CONTROL_CHAR = re.compile(r"[\x00-\x1f]")
 loads = _DECODER.decode
 
 
-def dumps(value: Any) -> bytes:
-    """Compact JSON (no spaces, UTF-8 as is); raises one of ENCODE_ERRORS."""
-    return _ENCODER.encode(value)
-
-
 def dumps_objects(objects: list[Any]) -> bytes:
-    """NDJSON for many values in one call; raises one of ENCODE_ERRORS like ``dumps``."""
+    """NDJSON for many values in one call (compact, UTF-8 as is); raises one of
+    ENCODE_ERRORS."""
     return _ENCODER.encode_lines(objects)
 
 
@@ -72,7 +68,7 @@ def _stdlib_loads(text: str | bytes, *, strict: bool = True) -> Any:
 def loads_exact(text: str | bytes) -> Any:
     """Parse strict JSON keeping every number's value; raise ValueError when invalid."""
     try:
-        return _DECODER.decode(text)
+        return loads(text)
     except (msgspec.ValidationError, RecursionError):
         # A number msgspec will not hold, or nesting beyond its limit: the stdlib's rules.
         return _stdlib_loads(text)

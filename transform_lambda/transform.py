@@ -242,7 +242,7 @@ def _fast_output(
     line_count: int, body: bytes, settings: TransformSettings, *, join: bool = True
 ) -> tuple[bytes, LineCounts] | None:
     """The bulk path's output for the `line_count` lines of `body` (one output line per
-    input line), or None."""
+    logical line: partial pieces joined), or None."""
     if not body or not settings.is_seed_pipeline:
         return None
     # One-line records (join=False) are transformed one by one elsewhere: a piece alone in

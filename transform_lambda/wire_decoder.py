@@ -249,11 +249,6 @@ class Columns:
             out.append(_line(bytes((kind,)), text, next_time))
         return b"".join(out)
 
-    def enveloped_line(self, index: int) -> bytes:
-        """Line `index` rebuilt, for a body where every line has a time (no `r` kind)."""
-        kind = self.kinds[index : index + 1]
-        return _line(kind, self.texts[index], iter((self.times[index],)).__next__)
-
 
 def _untransposed(block: bytes, width: int, count: int) -> list[bytes]:
     """The `count` times of a ``cols2`` block: W slices put them back side by side.
