@@ -3,8 +3,8 @@
 Speaks enough of Firehose for boto3: PutRecordBatch, PutRecord, DescribeDeliveryStream and
 ListDeliveryStreams. Enforces the real limits, keeps accepted records in memory (or only
 counts them), and injects faults on demand: throttling, per-record failures, 500s, dropped
-connections, slow answers, error answers of any code (access denied, KMS, ...), records it
-refuses as invalid, and missing streams (every name exists until `require_streams` is
+connections, slow answers, malformed 200 answers, error answers of any code (access denied,
+KMS, ...), records it refuses as invalid, and missing streams (every name exists until `require_streams` is
 called; then only those created). Dropped connections happen before anything is accepted,
 so they never duplicate.
 
@@ -38,6 +38,7 @@ MAX_RECORD_BYTES = 1_024_000
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 BILLING_UNIT = 5 * 1024
 FOREVER = -1
+MALFORMED_SHAPES = ("missing", "short", "garbage")
 TARGET_PREFIX = "Firehose_20150804."
 ARN_PREFIX = "arn:aws:firehose:us-east-1:000000000000:deliverystream/"
 
@@ -101,6 +102,7 @@ class FirehoseEndpoint:
         self._call_error = ("InternalFailure", 500)
         self._refused: bytes | None = None  # records whose payload holds this are invalid
         self._delay = 0.0
+        self._malformed = "missing"
         self._explicit_streams = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -152,6 +154,16 @@ class FirehoseEndpoint:
     def drop_connections(self, calls: int = FOREVER) -> None:
         """Close the connection without a response, before accepting anything."""
         self._set_fault("drop", calls)
+
+    def malformed_answers(self, calls: int = FOREVER, shape: str = "missing") -> None:
+        """Answer calls with 200 and a body Firehose never sends, accepting nothing: `missing`
+        (no RequestResponses), `short` (one response fewer than records) or `garbage` (not
+        JSON)."""
+        if shape not in MALFORMED_SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(MALFORMED_SHAPES)}")
+        with self._lock:
+            self._malformed = shape
+        self._set_fault("malformed", calls)
 
     def fail_calls(self, code: str, status: int = 400, calls: int = FOREVER) -> None:
         """Answer calls with this error (e.g. AccessDeniedException, KMSDisabledException)."""
@@ -273,6 +285,10 @@ class FirehoseEndpoint:
             raise FirehoseError(503, "ServiceUnavailableException", "Slow down.")
         if self._take_fault("server_error"):
             raise FirehoseError(500, "InternalFailure", "We encountered an internal error.")
+        if self._take_fault("malformed"):
+            with self._lock:
+                shape = self._malformed
+            raise MalformedAnswer(shape, len(datas))
         failing = self._take_fault("fail_records")
         with self._lock:
             every = self._fail_every
@@ -322,6 +338,24 @@ class FirehoseEndpoint:
                 "HasMoreDestinations": False,
             }
         }
+
+
+class MalformedAnswer(Exception):
+    """A 200 answer of a shape Firehose never sends (see malformed_answers)."""
+
+    def __init__(self, shape: str, records: int) -> None:
+        super().__init__(shape)
+        self.shape = shape
+        self.records = records
+
+    def body(self) -> bytes:
+        """The answer's body."""
+        if self.shape == "garbage":
+            return b"<html>not json</html>"
+        responses = [{"RecordId": uuid.uuid4().hex} for _ in range(self.records - 1)]
+        if self.shape == "short":
+            return orjson.dumps({"FailedPutCount": 0, "RequestResponses": responses})
+        return orjson.dumps({"FailedPutCount": 0, "Encrypted": False})
 
 
 def _decode(record: Any) -> bytes:
@@ -374,6 +408,9 @@ def _make_handler(endpoint: FirehoseEndpoint) -> type[BaseHTTPRequestHandler]:
                 return
             except orjson.JSONDecodeError:
                 self._error(FirehoseError(400, "SerializationException", "bad JSON"))
+                return
+            except MalformedAnswer as exc:
+                self._send(200, exc.body())
                 return
             self._send(200, orjson.dumps(result))
 
