@@ -25,16 +25,17 @@ from forwarder.scan import FileKey
 class Mark:
     """The end offset of a group of records of one file, and how many are not acked yet."""
 
-    __slots__ = ("born", "generation", "key", "offset", "pending")
+    __slots__ = ("born", "generation", "key", "offset", "pending", "size")
 
     def __init__(
-        self, key: FileKey, offset: int, records: int, born: float, generation: int
+        self, key: FileKey, offset: int, records: int, born: float, *, generation: int, size: int
     ) -> None:
         self.key = key
         self.offset = offset
         self.pending = records
         self.born = born  # monotonic time the group's first line was read
         self.generation = generation  # the file's truncation count when it was read
+        self.size = size  # bytes of lines the group holds (in memory until acknowledged)
 
 
 class AckTracker:
@@ -46,6 +47,7 @@ class AckTracker:
         self._committed: dict[FileKey, int] = {}
         self._generation: dict[FileKey, int] = {}
         self._unacked = 0
+        self._unacked_bytes = 0
         self._acks = 0
         self.last_ack = time.monotonic()  # start-up counts as an acknowledgement
         self.idle = threading.Condition(self._lock)
@@ -56,12 +58,15 @@ class AckTracker:
             self._queues.setdefault(key, deque())
             self._committed.setdefault(key, offset)
 
-    def mark(self, key: FileKey, offset: int, records: int, born: float) -> Mark:
-        """Register `records` new records of `key` that together end at `offset`."""
+    def mark(self, key: FileKey, offset: int, records: int, born: float, size: int = 0) -> Mark:
+        """Register `records` new records of `key` that together end at `offset` and hold
+        `size` bytes of lines."""
         with self._lock:
-            m = Mark(key, offset, records, born, self._generation.get(key, 0))
+            m = Mark(key, offset, records, born, generation=self._generation.get(key, 0), size=size)
             self._queues[key].append(m)
             self._unacked += records
+            if records:
+                self._unacked_bytes += size
             self._settle(key)
         return m
 
@@ -71,6 +76,8 @@ class AckTracker:
             for m in marks:
                 m.pending -= 1
                 self._unacked -= 1
+                if m.pending == 0:
+                    self._unacked_bytes -= m.size
                 self._settle(m.key)
             self._acks += 1
             self.last_ack = time.monotonic()
@@ -116,6 +123,11 @@ class AckTracker:
         """Records of all files not acknowledged yet."""
         with self._lock:
             return self._unacked
+
+    def unacked_bytes(self) -> int:
+        """Bytes of lines in records not acknowledged yet (held in memory by the senders)."""
+        with self._lock:
+            return self._unacked_bytes
 
     def forget(self, key: FileKey) -> None:
         """Stop tracking a closed file whose records were all acknowledged."""

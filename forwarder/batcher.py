@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from forwarder import limits, multiline_cut, pod_metadata, wire_encoder
+from forwarder import limits, multiline_cut, partials, pod_metadata, wire_encoder
 from forwarder.acks import AckTracker, Mark
 from forwarder.config import Config
 from forwarder.pod_metadata import PodLookup
@@ -20,14 +21,16 @@ CALL_TARGET_BYTES = 1024 * 1024
 
 
 class Record:
-    """One Firehose record as sent, the mark it acknowledges, and how many lines it holds."""
+    """One Firehose record as sent, the mark it acknowledges, how many lines it holds, and
+    whether it is done (acknowledged or skipped)."""
 
-    __slots__ = ("data", "lines", "mark")
+    __slots__ = ("data", "done", "lines", "mark")
 
     def __init__(self, data: bytes, mark: Mark, lines: int) -> None:
         self.data = data
         self.mark = mark
         self.lines = lines
+        self.done = False
 
 
 @dataclass
@@ -61,6 +64,13 @@ class SendQueue:
         """Enqueue records (in file order)."""
         with self._cv:
             self._queue.extend(records)
+            self._cost += sum(limits.call_cost(len(r.data)) for r in records)
+            self._cv.notify()
+
+    def put_back(self, records: list[Record]) -> None:
+        """Return records a sender could not finish to the head of the queue."""
+        with self._cv:
+            self._queue.extendleft(reversed(records))
             self._cost += sum(limits.call_cost(len(r.data)) for r in records)
             self._cv.notify()
 
@@ -122,8 +132,10 @@ class Batcher:
         tracker: AckTracker,
         queue: SendQueue,
         metadata: PodLookup | None = None,
+        on_cut: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.on_cut = on_cut  # called for each line cut because no record could hold it
         self.metadata = metadata
         self.tracker = tracker
         self.queue = queue
@@ -166,6 +178,9 @@ class Batcher:
 
     def add(self, key: FileKey, chunk: Chunk, now: float) -> None:
         """Append a chunk of complete lines; close records as they fill."""
+        if not chunk.data:  # only pieces of unfinished lines: the offset may move, no record
+            self._move_offset(key, chunk.safe_offset, now)
+            return
         data, pos, cap = chunk.data, 0, self.capacity(key)
         op = self._open(key, now)
         while len(data) - pos > cap - op.size:
@@ -193,6 +208,18 @@ class Batcher:
         op.safe_offset = chunk.safe_offset
         op.last_added = now
         self.last_safe[key] = chunk.safe_offset
+
+    def _move_offset(self, key: FileKey, safe_offset: int, now: float) -> None:
+        op = self.open.get(key)
+        if op is not None:
+            op.safe_offset = safe_offset
+        elif safe_offset != self.last_safe.get(key):
+            self.tracker.mark(key, safe_offset, 0, now)  # settles when its turn comes
+        self.last_safe[key] = safe_offset
+
+    def held_bytes(self) -> int:
+        """Bytes of lines in records not closed yet."""
+        return sum(op.size for op in self.open.values())
 
     def restart_file(self, key: FileKey) -> None:
         """The file was truncated in place: close what was read before, start again at 0."""
@@ -232,7 +259,9 @@ class Batcher:
     def _close(self, key: FileKey, op: OpenRecord) -> None:
         del self.open[key]
         payload = b"".join(op.parts)
-        if self.cfg.one_line_per_record:
+        if not payload:
+            datas: list[tuple[bytes, int]] = []
+        elif self.cfg.one_line_per_record:
             datas = [(line + b"\n", 1) for line in payload.split(b"\n")[:-1]]
         else:
             head, without_metadata = self._header(key)
@@ -240,7 +269,7 @@ class Batcher:
             if without_metadata and self.metadata is not None:
                 self.metadata.missing(len(datas))
         # A mark without records (only an offset move) settles as soon as its turn comes.
-        mark = self.tracker.mark(key, op.safe_offset, len(datas), op.born)
+        mark = self.tracker.mark(key, op.safe_offset, len(datas), op.born, len(payload))
         if datas:
             self.records_made += len(datas)
             self.queue.put([Record(d, mark, lines) for d, lines in datas])
@@ -265,10 +294,34 @@ class Batcher:
         return min((op.born for op in self.open.values()), default=None)
 
     def _encode(self, head: bytes, payload: bytes) -> list[tuple[bytes, int]]:
-        """(record, lines in it) for `payload`, split in halves until each record fits."""
+        """(record, lines in it) for `payload`, split in two until each record fits: at the
+        line boundary nearest the middle, or — for a single line that does not fit even
+        alone (incompressible) — by cutting the line into two lines (partials.cut_line)."""
         data, lines = self.encoder.encode_counted(head, payload)
         if len(data) <= limits.MAX_RECORD_BYTES:
             return [(data, lines)]
-        # Incompressible payload grew past the record limit: split at a line boundary.
-        mid = payload.rfind(b"\n", 0, len(payload) // 2) + 1 or len(payload) // 2
-        return self._encode(head, payload[:mid]) + self._encode(head, payload[mid:])
+        cut = line_boundary_near_middle(payload)
+        if cut:
+            first, rest = payload[:cut], payload[cut:]
+        else:
+            first, rest = partials.cut_line(payload)
+            if self.on_cut is not None:
+                self.on_cut()
+        return self._encode(head, first) + self._encode(head, rest)
+
+
+def line_boundary_near_middle(payload: bytes) -> int:
+    """The offset just after the line feed nearest the middle of `payload` (LF-terminated
+    lines), or 0 when it holds a single line.
+
+    >>> line_boundary_near_middle(b"a\\nbbbbbbbbbb\\nc\\n"), line_boundary_near_middle(b"one\\n")
+    (13, 0)
+    """
+    half = len(payload) // 2
+    before = payload.rfind(b"\n", 0, half)
+    after = payload.find(b"\n", half, len(payload) - 1)
+    if after < 0:
+        return before + 1
+    if before < 0 or after - half < half - before:
+        return after + 1
+    return before + 1

@@ -50,6 +50,7 @@ class Config:
     scan_interval: float = 1.0
     flush_interval: float = 1.0
     max_line_bytes: int = 512 * 1024
+    partial_flush_timeout: float = 4.0
     max_record_bytes: int = 1024 * 1024
     compression: str = "zstd"
     gzip_level: int = 1
@@ -216,6 +217,9 @@ OPTIONS: tuple[Option, ...] = (
            "max seconds a line waits before its record is sent, in [0, 900]", "SECONDS"),
     Option("--max-line-bytes", integer(1024, limits.MAX_LINE_LIMIT), 512 * KIB,
            f"longest logical line shipped whole, 1024 to {limits.MAX_LINE_LIMIT}", "N"),
+    Option("--partial-flush-timeout", seconds(0, 3600, low_open=True), 4.0,
+           "seconds an unfinished partial line (CRI P, Docker entry without \\n) waits for "
+           "its end before it is shipped as it is so far, in (0, 3600]", "SECONDS"),
     Option("--max-record-bytes", integer(1024 + limits.RECORD_OVERHEAD, 64 * MIB), 1 * MIB,
            "uncompressed payload bytes per record (a record as sent stays <= 1,024,000)", "N"),
     Option("--compression", choice("zstd", "gzip", "none"), "zstd",

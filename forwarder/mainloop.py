@@ -37,20 +37,27 @@ class Forwarder:
         self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
         self.db = OffsetsDB(cfg.db)
         self.stored = self.db.load()
-        self.last_save = self.db.last_save()
+        self.last_scan = self.db.last_scan()
+        self.scanned: float | None = None  # start of the last scan, saved with the next rows
         self.tracker = AckTracker()
         self.queue = SendQueue(cfg.flush_interval)
         self.pods = self._pod_metadata(cfg)
-        self.batcher = Batcher(cfg, self.tracker, self.queue, self.pods)
+        self.batcher = Batcher(cfg, self.tracker, self.queue, self.pods, self.metrics.cut_lines.inc)
         self.stop = threading.Event()
         self.hard_stop = threading.Event()
         self.sender = Sender(cfg, self.queue, self.tracker, self.metrics, self.hard_stop)
+        self.health.senders_alive = self.sender.alive
         self.drain = Drain.for_scan_interval(cfg.scan_interval)
         self.files: dict[FileKey, TailedFile] = {}
-        self.closed: dict[FileKey, TailedFile] = {}  # drained, waiting for their acks
+        # Drained, waiting for their acks. Their descriptors stay open until then, so the file
+        # system cannot give their inode numbers to new files meanwhile (ext4, xfs reuse them
+        # at once): a found key is in `closed` only if it is that very file.
+        self.closed: dict[FileKey, TailedFile] = {}
         self.saved: dict[FileKey, int] = {}
         self.buffered = 0
         self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
+        self.unopenable: dict[str, str] = {}  # found files that failed to open, -> reason
+        self.stuck_since: float | None = None  # buffer full with nothing in flight, since
         self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
         self.poll = min(MAX_POLL, max(cfg.scan_interval, 0.01), max(cfg.flush_interval, 0.01))
 
@@ -73,20 +80,18 @@ class Forwarder:
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_scan and not (self.cfg.exit_on_eof and not first):
-                unreadable: dict[str, str] = {}
-                found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix, unreadable)
-                self.report_unreadable(unreadable)
-                self.reconcile(found)
-                if first:
-                    self.recover(found)
-                    first = False
+                self.scan_files(first)
+                first = False
                 next_scan = now + self.cfg.scan_interval
             progressed = self.read_all(now)
+            self.flush_stale_partials(now)
             self.batcher.flush_aged(now)
             self.close_drained(now)
             if now >= next_commit:
                 self.commit()
                 next_commit = now + COMMIT_INTERVAL
+            self.sender.revive()
+            self.watch_buffer(now)
             self.health.beat()
             if self.cfg.exit_on_eof and self.all_read():
                 return self.finish(wait=None)
@@ -97,6 +102,19 @@ class Forwarder:
         return self.finish(wait=self.cfg.shutdown_timeout)
 
     # ----- files
+
+    def scan_files(self, first: bool) -> None:
+        """Glob, open new files, drain vanished ones; at start, recover what was rotated while
+        stopped. The scan's start time is saved with the next offsets (recovery uses it)."""
+        started = time.time()
+        unreadable: dict[str, str] = {}
+        found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix, unreadable)
+        self.unopenable.clear()
+        self.reconcile(found)
+        self.report_unreadable(unreadable | self.unopenable)
+        if first:
+            self.recover(found)
+        self.scanned = started
 
     def reconcile(self, found: dict[FileKey, Found]) -> None:
         """Open new files; start draining files whose path no longer leads to them."""
@@ -113,10 +131,12 @@ class Forwarder:
         self.metrics.files.set(len(self.files))
 
     def report_unreadable(self, unreadable: dict[str, str]) -> None:
-        """Warn once per matched path that leads to no file; keep their count in a gauge.
+        """Warn once per matched path that leads to no readable file; keep their count in a
+        gauge.
 
         Usually a pod's log removed between kubelet's two deletions; on a Docker Engine node
-        without /var/lib/docker/containers mounted, every file (docs/deploy.md).
+        without /var/lib/docker/containers mounted, every file (docs/deploy.md); a file the
+        forwarder may not read; a FIFO or other non-regular file.
         """
         for path in sorted(unreadable.keys() - self.unreadable.keys()):
             log.warning(
@@ -128,12 +148,18 @@ class Forwarder:
 
     def open_file(self, item: Found) -> None:
         """Start tailing a new file, from its stored offset if that belongs to it."""
+        try:
+            tailed = TailedFile.open(
+                item.key, item.path, self.stored.get(item.key), self.cfg.max_line_bytes
+            )
+        except OSError as exc:
+            self.unopenable[item.path] = exc.strerror or type(exc).__name__
+            return
+        if tailed is None:  # the path leads elsewhere now: a stored row stays for recovery
+            return
         # Stored offsets apply once, at start: a later file with a reused inode starts at 0.
-        tailed = TailedFile.open(
-            item.key, item.path, self.stored.pop(item.key, None), self.cfg.max_line_bytes
-        )
-        if tailed is not None:
-            self.add_file(tailed)
+        self.stored.pop(item.key, None)
+        self.add_file(tailed)
 
     def add_file(self, tailed: TailedFile) -> None:
         """Track an opened file."""
@@ -144,7 +170,7 @@ class Forwarder:
     def recover(self, found: dict[FileKey, Found]) -> None:
         """At start: drain what was rotated while stopped; forget rows of files that are gone."""
         drained, gone = recover_at_start(
-            found, self.stored, self.files.keys(), self.last_save, self.cfg.max_line_bytes
+            found, self.stored, self.files.keys(), self.last_scan, self.cfg.max_line_bytes
         )
         for tailed in drained:
             self.add_file(tailed)
@@ -156,10 +182,11 @@ class Forwarder:
         for key, tailed in list(self.files.items()):
             if self.drain.can_close(tailed, now):
                 self.batcher.flush_file(key)
-                tailed.close()
-                self.closed[key] = self.files.pop(key)
+                self.closed[key] = self.files.pop(key)  # descriptor closed once acknowledged
                 self.metrics.files.set(len(self.files))
-                log.info("closed drained file", extra={"path": tailed.path})
+                log.info(
+                    "drained file, waiting for its acknowledgements", extra={"path": tailed.path}
+                )
 
     # ----- reading
 
@@ -193,15 +220,32 @@ class Forwarder:
         self.metrics.buffered.set(self.buffered)
         return progressed
 
-    def read_one(self, tailed: TailedFile, now: float) -> bool:
-        """Read one chunk of one file into the batcher; False when it had nothing complete."""
-        chunk = tailed.read(self.cfg.read_size, self.drain.is_final(tailed, now))
+    def read_one(self, tailed: TailedFile, now: float, final: bool = False) -> bool:
+        """Read one chunk of one file into the batcher; False when it had nothing complete.
+        `final`: the file will not grow again (else decided by the drain policy)."""
+        final = final or self.drain.is_final(tailed, now)
+        chunk = tailed.read(self.cfg.read_size, final)
         self.after_truncation(tailed)
         if chunk is None:
             return False
         self.account(tailed, chunk)
         self.batcher.add(tailed.key, chunk, now)
         return True
+
+    def flush_stale_partials(self, now: float) -> None:
+        """Ship unfinished partial lines that waited longer than --partial-flush-timeout as
+        they are, so one stream stopped mid-line never holds its file's offset (or memory)."""
+        older_than = now - self.cfg.partial_flush_timeout
+        for tailed in self.files.values():
+            chunk = tailed.flush_stale(older_than)
+            if chunk is not None:
+                self.metrics.stale_partials.inc(chunk.stale)
+                log.warning(
+                    "unfinished partial line shipped as it is after waiting",
+                    extra={"path": tailed.path, "lines": chunk.stale,
+                           "seconds": self.cfg.partial_flush_timeout},
+                )  # fmt: skip
+                self.batcher.add(tailed.key, chunk, now)
 
     def after_truncation(self, tailed: TailedFile) -> None:
         """If the file was found truncated (copytruncate): count it, and restart its records
@@ -226,13 +270,21 @@ class Forwarder:
         return self.buffered == 0 or self.buffered + size <= self.cfg.max_buffer_bytes
 
     def compute_buffered(self) -> int:
-        """File bytes read but not acknowledged, over open and closed-but-unacked files."""
-        committed = self.tracker.snapshot()
-        total = 0
-        for group in (self.files, self.closed):
-            for key, tailed in group.items():
-                total += max(0, tailed.offset - committed.get(key, tailed.offset))
-        return total
+        """Bytes of lines held in memory: in records in flight, in open records, and in
+        unfinished partial lines. (Not file offsets: an offset held back by one stream's
+        unfinished line must not count what the other stream sent since.)"""
+        held = self.tracker.unacked_bytes() + self.batcher.held_bytes()
+        return held + sum(t.held_bytes() for t in self.files.values())
+
+    def watch_buffer(self, now: float) -> None:
+        """Readiness fails while the buffer is full with nothing in flight (nothing that an
+        acknowledgement could free) for longer than --max-delivery-lag."""
+        stuck = not self.has_room(self.cfg.read_size) and self.tracker.unacked() == 0
+        if not stuck:
+            self.stuck_since = None
+        elif self.stuck_since is None:
+            self.stuck_since = now
+        self.health.stuck(self.stuck_since)
 
     def all_read(self) -> bool:
         """--exit-on-eof: rotated files closed, live files read to their last complete line."""
@@ -243,7 +295,7 @@ class Forwarder:
     def commit(self) -> None:
         """Save changed committed offsets; forget closed files once fully acknowledged."""
         for tailed in self.files.values():
-            tailed.check_truncation()
+            tailed.check_truncation(deep=True)
             self.after_truncation(tailed)
         committed = self.tracker.snapshot()
         rows = []
@@ -253,10 +305,12 @@ class Forwarder:
             if self.saved.get(key) != offset:
                 rows.append((key, Stored(tailed.path, tailed.target, offset, tailed.fingerprint())))
                 self.saved[key] = offset
-        self.db.save(rows)
+        self.db.save(rows, self.scanned)
+        self.scanned = None
         done = [k for k in self.closed if self.tracker.in_flight(k) == 0]
         for key in done:
             tailed = self.closed.pop(key)
+            tailed.close()
             self.tracker.forget(key)
             self.batcher.untrack(key)
             self.saved.pop(key, None)
@@ -277,8 +331,28 @@ class Forwarder:
             return True
         return self.tracker.wait_idle(wait)
 
+    def drain_on_stop(self, seconds: float) -> None:
+        """Before stopping, read what is left of deleted files (deleted first, then renamed
+        ones), within `seconds`: no restart can find a deleted file again. A renamed file's
+        unterminated last line stays for the restart, which finds the file by its inode."""
+        deadline = time.monotonic() + seconds
+        draining = [t for t in self.files.values() if t.draining_since is not None]
+        draining.sort(key=lambda t: t.deleted())
+        self.queue.flush()  # from now on every record goes out at once
+        for tailed in reversed(draining):
+            final = tailed.deleted()
+            while time.monotonic() < deadline and not tailed.finished():
+                self.buffered = self.compute_buffered()
+                if not self.has_room(self.cfg.read_size):
+                    self.batcher.flush_all()
+                    self.tracker.wait_ack(self.poll)
+                    continue
+                if not self.read_one(tailed, time.monotonic(), final=final):
+                    break
+
     def finish(self, wait: float | None) -> int:
         """Flush open records, wait for acknowledgements (at most `wait` s), save offsets."""
+        self.drain_on_stop(self.cfg.shutdown_timeout if wait is None else wait)
         self.batcher.flush_all()
         self.queue.flush()
         delivered = self.wait_delivered(wait)
@@ -290,6 +364,8 @@ class Forwarder:
         self.db.close()
         for tailed in self.files.values():
             self.report_unshipped(tailed)
+            tailed.close()
+        for tailed in self.closed.values():
             tailed.close()
         log.info("stopped", extra={"delivered": delivered, "records": self.batcher.records_made})
         return 0

@@ -45,6 +45,21 @@ class Metrics:
             "Lines longer than --max-line-bytes, shipped in pieces",
             registry=r,
         )
+        self.stale_partials = Counter(
+            "podhose_partial_lines_flushed",
+            "Unfinished partial lines shipped as they were after --partial-flush-timeout "
+            "(their continuation arrives as its own line)",
+            registry=r,
+        )
+        self.cut_lines = Counter(
+            "podhose_lines_cut",
+            "Lines cut in two because one record could not hold them even alone "
+            "(incompressible, near the record size); each piece arrives as its own line",
+            registry=r,
+        )
+        self.sender_restarts = Counter(
+            "podhose_sender_restarts", "Sender threads that died and were replaced", registry=r
+        )
         self.truncations = Counter("podhose_truncations", "Files truncated in place", registry=r)
         self.files = Gauge("podhose_files_tracked", "Open log files", registry=r)
         self.records_without_metadata = Counter(
@@ -58,7 +73,10 @@ class Metrics:
             registry=r,
         )
         self.buffered = Gauge(
-            "podhose_buffered_bytes", "File bytes read but not yet acknowledged", registry=r
+            "podhose_buffered_bytes",
+            "Bytes of lines held: read but not acknowledged (open records, records in flight, "
+            "unfinished partial lines)",
+            registry=r,
         )
         self.buffer_limit = Gauge(
             "podhose_buffer_limit_bytes", "--max-buffer-bytes: reading pauses above it", registry=r

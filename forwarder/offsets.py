@@ -40,7 +40,8 @@ _ADD_FINGERPRINT = (
     "ALTER TABLE offsets ADD COLUMN fp_len INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE offsets ADD COLUMN fp TEXT NOT NULL DEFAULT ''",
 )
-# When offsets last changed: a file written after it holds lines no offset covers.
+# `last_save`: when offsets last changed. `last_scan`: when the last scan whose files all have
+# rows began — a file modified after it may hold lines no row covers (start-up recovery).
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL)"
 
 
@@ -106,13 +107,14 @@ class OffsetsDB:
             for dev, ino, path, target, off, fp_len, fp in rows
         }
 
-    def save(self, entries: Iterable[tuple[FileKey, Stored]]) -> None:
-        """Upsert rows in one transaction."""
+    def save(self, entries: Iterable[tuple[FileKey, Stored]], scanned: float | None = None) -> None:
+        """Upsert rows in one transaction; with `scanned`, the wall-clock start of the last
+        scan whose files are all among the rows saved so far."""
         now = time.time()
         rows = [
             (k[0], k[1], st.path, st.target, st.offset, now, *st.fingerprint) for k, st in entries
         ]
-        if not rows:
+        if not rows and scanned is None:
             return
         with self.conn:
             self.conn.execute("BEGIN")
@@ -123,16 +125,22 @@ class OffsetsDB:
                 "updated = excluded.updated, fp_len = excluded.fp_len, fp = excluded.fp",
                 rows,
             )
-            self.conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('last_save', ?) "
+            meta = [("last_save", now)] if rows else []
+            meta += [("last_scan", scanned)] if scanned is not None else []
+            self.conn.executemany(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (now,),
+                meta,
             )
 
-    def last_save(self) -> float | None:
-        """Wall-clock time offsets were last saved (None for a new database)."""
-        row = self.conn.execute("SELECT value FROM meta WHERE name = 'last_save'").fetchone()
-        return float(row[0]) if row else None
+    def last_scan(self) -> float | None:
+        """Wall-clock start of the last scan whose files all had rows saved (None for a new
+        database; a database from before this was kept gives the time of its last save)."""
+        for name in ("last_scan", "last_save"):
+            row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            if row:
+                return float(row[0])
+        return None
 
     def delete(self, keys: Iterable[FileKey]) -> None:
         """Forget files that are gone for good."""

@@ -7,6 +7,7 @@ the chunk untouched; only chunks that hold a partial line are walked line by lin
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 DOCKER_PREFIX = b'{"log":"'
@@ -16,6 +17,7 @@ DOCKER_NL_STREAM = b'\\n","stream":"'
 DOCKER_AMBIGUOUS = b'\\\\n","stream":"'
 CRI_PARTIAL = re.compile(rb"^[^ \n]+ [^ \n]+ P(?: |$)", re.MULTILINE)
 BACKSLASH = 0x5C
+HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")  # first half of a \\u pair
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Pending:
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
     oversize: bool = False
+    since: float = field(default_factory=time.monotonic)  # when the first piece was read
 
 
 @dataclass
@@ -87,11 +90,19 @@ class PartialJoiner:
         data = b"\n".join(out) + b"\n" if out else b""
         return Joined(data, False, oversize)
 
-    def flush(self) -> bytes:
-        """Emit every unfinished logical line as is (end of a drained or final file)."""
-        out = [self._wrap(p.head, p.parts) for p in self.pending.values()]
-        self.pending.clear()
-        return b"".join(line + b"\n" for line in out)
+    def flush(self, older_than: float | None = None) -> bytes:
+        """Emit unfinished logical lines as they are so far: all of them (end of a drained or
+        final file), or those whose first piece was read before the monotonic `older_than`."""
+        streams = [s for s, p in self.pending.items() if older_than is None or p.since < older_than]
+        out = []
+        for stream in streams:
+            pend = self.pending.pop(stream)
+            out.append(self._wrap(pend.head, pend.parts) + b"\n")
+        return b"".join(out)
+
+    def held_bytes(self) -> int:
+        """Bytes of unfinished pieces held in memory."""
+        return sum(p.size + len(p.head) for p in self.pending.values())
 
     def _has_partials(self, chunk: bytes) -> bool:
         if self.docker:
@@ -144,6 +155,7 @@ class PartialJoiner:
             if not pend.oversize:
                 oversize = 1
             pend.parts, pend.size, pend.oversize, pend.offset = [], 0, True, pos
+            pend.since = time.monotonic()
         pend.parts.append(text)
         pend.size += len(text)
         if last:
@@ -155,3 +167,65 @@ class PartialJoiner:
         if self.docker:
             return DOCKER_PREFIX + b"".join(parts) + head
         return head + b"".join(parts)
+
+
+def cut_line(line: bytes) -> tuple[bytes, bytes]:
+    """Cut one LF-terminated line near its middle into two lines that each stand whole: a
+    Docker entry into two entries of its stream and time, a CRI line into two F lines with
+    its time and stream, anything else into two lines. Never inside a JSON escape or a UTF-8
+    character, so no byte is lost or garbled.
+
+    >>> first, rest = cut_line(b'{"log":"abcdef","stream":"stdout","time":"T"}\\n')
+    >>> first
+    b'{"log":"abc","stream":"stdout","time":"T"}\\n'
+    >>> rest
+    b'{"log":"def","stream":"stdout","time":"T"}\\n'
+    >>> cut_line(b"T stderr F abcdef\\n")
+    (b'T stderr F abc\\n', b'T stderr F def\\n')
+    """
+    body = line[:-1] if line.endswith(b"\n") else line
+    split = body.find(DOCKER_STREAM, len(DOCKER_PREFIX))
+    if body.startswith(DOCKER_PREFIX) and split > len(DOCKER_PREFIX):
+        text, tail = body[len(DOCKER_PREFIX) : split], body[split:]
+        half = len(text) // 2  # if that falls in the first escape, one escape pair later
+        at = _json_safe_cut(text, half) or _json_safe_cut(text, min(len(text), half + 12))
+        if 0 < at < len(text):
+            first, rest = text[:at], text[at:]
+            return DOCKER_PREFIX + first + tail + b"\n", DOCKER_PREFIX + rest + tail + b"\n"
+    fields = body.split(b" ", 3)
+    if len(fields) == 4 and fields[1] in (b"stdout", b"stderr") and len(fields[3]) > 1:
+        head = b" ".join(fields[:2]) + b" F "
+        text = fields[3]
+        at = _utf8_safe_cut(text, len(text) // 2) or len(text) // 2
+        return head + text[:at] + b"\n", head + text[at:] + b"\n"
+    at = _utf8_safe_cut(body, len(body) // 2) or max(1, len(body) // 2)
+    return body[:at] + b"\n", body[at:] + b"\n"
+
+
+def _utf8_safe_cut(text: bytes, at: int) -> int:
+    """`at` moved back to the start of the UTF-8 character it falls in (0 if none)."""
+    while at > 0 and 0x80 <= text[at] < 0xC0:
+        at -= 1
+    return at
+
+
+def _json_safe_cut(text: bytes, at: int) -> int:
+    """`at` moved back out of any JSON escape (\\x, \\uXXXX), from between the two escapes
+    of a surrogate pair, and out of any UTF-8 character."""
+    at = _utf8_safe_cut(text, at)
+    for i in range(at - 1, max(0, at - 6) - 1, -1):  # an escape that starts within 6 bytes
+        if text[i] == BACKSLASH and _escape_starts(text, i):
+            length = 6 if text[i + 1 : i + 2] == b"u" else 2
+            at = i if i + length > at else at
+            break
+    if at >= 6 and HIGH_SURROGATE.fullmatch(text, at - 6, at) and _escape_starts(text, at - 6):
+        return at - 6
+    return at
+
+
+def _escape_starts(text: bytes, i: int) -> bool:
+    """The backslash at `i` starts an escape (an even run of backslashes precedes it)."""
+    run = 0
+    while i - run - 1 >= 0 and text[i - run - 1] == BACKSLASH:
+        run += 1
+    return run % 2 == 0

@@ -25,6 +25,9 @@ from forwarder.tail import TailedFile
 log = logging.getLogger("forwarder.rotation")
 
 MIN_GRACE = 1.0  # seconds a rotated file must stay quiet, at least, before it is closed
+# File times come from a coarse kernel clock (a few ms behind time.time()): a file written
+# just after a scan began may show an earlier mtime.
+MTIME_SLACK = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def recover_at_start(
     found: dict[FileKey, Found],
     stored: dict[FileKey, Stored],
     opened: Collection[FileKey],
-    last_save: float | None,
+    last_scan: float | None,
     max_line: int,
 ) -> tuple[list[TailedFile], list[FileKey]]:
     """Files rotated while the forwarder was down, opened for draining; and the stored rows of
@@ -63,18 +66,19 @@ def recover_at_start(
     `stored` holds the rows no live file claimed. Two kinds of file are recovered:
     - a stored (dev, inode) found again next to where it was (`0.log.<ts>`, `-json.log.1`):
       drained from its stored offset;
-    - a rotated sibling no row knows that was modified after the last save: it was created
-      *and* rotated while the forwarder was down (two rotations, or a new pod rotating), so
-      it is read from its head. Older siblings were shipped already, or are history from
-      before the forwarder ever ran.
+    - a rotated sibling no row knows that was modified after the last completed scan (less
+      MTIME_SLACK): it was created after that scan and rotated before the forwarder came
+      back (a crash right after a new pod started, two rotations while down), so it is read
+      from its head. Older siblings were shipped already, or are history from before the
+      forwarder ever ran.
     """
     drained: list[TailedFile] = []
     known = set(opened) | set(stored)
-    if last_save is not None:
+    if last_scan is not None:
         live = {os.path.realpath(item.path): item.path for item in found.values()}
         live |= {row.target: row.path for row in stored.values()}
         for target, path in live.items():
-            for rotated, key in rotated_siblings(target, newer_than=last_save):
+            for rotated, key in rotated_siblings(target, newer_than=last_scan - MTIME_SLACK):
                 if key in known:
                     continue
                 tailed = _open_rotated(key, rotated, path, None, max_line)

@@ -39,8 +39,9 @@ def scan(
 ) -> dict[FileKey, Found]:
     """Every regular file matched by `patterns`, keyed by the (st_dev, st_ino) of its target.
 
-    Matched paths that lead to no file (a symlink whose target is gone or not mounted) are
-    put in `unreadable`, path -> reason, when it is given.
+    Matched paths that lead to no file (a symlink whose target is gone or not mounted) or to
+    something else than a regular file are put in `unreadable`, path -> reason, when it is
+    given.
     """
     found: dict[FileKey, Found] = {}
     for pattern in patterns:
@@ -53,7 +54,9 @@ def scan(
                 if unreadable is not None:
                     unreadable[path] = exc.strerror or type(exc).__name__
                 continue
-            if not is_regular(st.st_mode):
+            if not is_regular(st.st_mode):  # a FIFO, socket, device or directory
+                if unreadable is not None:
+                    unreadable[path] = "not a regular file"
                 continue
             key = (st.st_dev, st.st_ino)
             found.setdefault(key, Found(key, path, st.st_size))

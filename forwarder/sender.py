@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from forwarder.acks import AckTracker
 from forwarder.batcher import Record, SendQueue
@@ -26,6 +27,7 @@ from forwarder.metrics import Metrics
 log = logging.getLogger("forwarder.sender")
 
 ERROR_LOG_INTERVAL = 30.0  # seconds between two logs of the same failing error code
+MALFORMED = "MalformedResponse"  # the error code of an answer of a shape Firehose never sends
 
 
 def make_client(cfg: Config) -> Any:  # botocore clients are generated at run time
@@ -72,19 +74,41 @@ class Sender:
         self.said = RateLimitedLog(ERROR_LOG_INTERVAL)
         self.blocked_by: set[str] = set()  # permanent error codes seen since the last success
         self._blocked_lock = threading.Lock()
-        self.threads = [
-            threading.Thread(target=self._run, name=f"sender-{i}", daemon=True)
-            for i in range(cfg.send_concurrency)
-        ]
+        self.threads = [self._thread(i) for i in range(cfg.send_concurrency)]
+
+    def _thread(self, index: int) -> threading.Thread:
+        return threading.Thread(target=self._run, name=f"sender-{index}", daemon=True)
 
     def start(self) -> None:
         """Start the sender threads."""
         for thread in self.threads:
             thread.start()
 
+    def alive(self) -> bool:
+        """Every sender thread runs (until the queue is closed)."""
+        return all(thread.is_alive() for thread in self.threads)
+
+    def revive(self) -> int:
+        """Replace sender threads that died (counted and logged); how many were replaced."""
+        dead = [i for i, thread in enumerate(self.threads) if not thread.is_alive()]
+        for i in dead:
+            log.error("a sender thread died; starting another", extra={"sender": f"sender-{i}"})
+            self.metrics.sender_restarts.inc()
+            self.threads[i] = self._thread(i)
+            self.threads[i].start()
+        return len(dead)
+
     def _run(self) -> None:
         while (call := self.queue.take()) is not None:
-            self.deliver(call)
+            try:
+                self.deliver(call)
+            except Exception:  # a bug must neither lose the call nor stop sending
+                log.exception("sender failed; its records go back to the queue")
+                self.hard_stop.wait(1.0)
+            finally:  # also when the thread dies of something else: revive() replaces it
+                left = [r for r in call if not r.done]
+                if left and not self.hard_stop.is_set():
+                    self.queue.put_back(left)
 
     def deliver(self, records: list[Record]) -> None:
         """Send `records` until each is acknowledged or skipped (or a hard stop abandons them)."""
@@ -117,7 +141,12 @@ class Sender:
             extra={"stream": self.cfg.delivery_stream, "code": outcome.code,
                    "error": outcome.message, "bytes": len(record.data), "lines": record.lines},
         )  # fmt: skip
-        self.tracker.ack([record.mark])
+        self._done([record])
+
+    def _done(self, records: list[Record]) -> None:
+        for record in records:
+            record.done = True
+        self.tracker.ack(r.mark for r in records)
 
     def _put(self, records: list[Record]) -> Outcome:
         """One PutRecordBatch call."""
@@ -131,6 +160,8 @@ class Sender:
             code = str(error.get("Code") or "Unknown")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             return self._call_failed(records, code, status, str(error.get("Message") or exc))
+        except ResponseParserError as exc:  # a 200 (or other) answer that is not Firehose's
+            return self._call_failed(records, MALFORMED, None, str(exc)[:200])
         except (BotoCoreError, OSError) as exc:  # connection reset/refused/closed, timeouts
             return self._call_failed(records, type(exc).__name__, None, str(exc))
         except Exception as exc:  # anything unexpected: log it, keep the records, retry
@@ -141,8 +172,11 @@ class Sender:
         failed: list[Record] = []
         ok: list[Record] = []
         worst: Outcome = Outcome(failed)
-        for record, result in zip(records, resp["RequestResponses"], strict=True):
-            code = result.get("ErrorCode")
+        results = resp.get("RequestResponses") if isinstance(resp, dict) else None
+        if not isinstance(results, list) or len(results) != len(records):
+            return self._malformed(records, results)
+        for record, result in zip(records, results, strict=True):
+            code = result.get("ErrorCode") if isinstance(result, dict) else MALFORMED
             if not code:
                 ok.append(record)
                 continue
@@ -155,10 +189,17 @@ class Sender:
                 worst = Outcome(failed, kind, code, str(result.get("ErrorMessage", "")))
         if failed:
             self._report(worst, len(failed), len(records))
-        self.tracker.ack(r.mark for r in ok)
+        self._done(ok)
         self.metrics.records_sent.inc(len(ok))
         self.metrics.bytes_sent.inc(sum(len(r.data) for r in ok))
         return worst
+
+    def _malformed(self, records: list[Record], results: object) -> Outcome:
+        """A 200 answer without one response per record: nothing is known to be accepted,
+        so the whole call is retried (a record it did accept arrives twice)."""
+        got = len(results) if isinstance(results, list) else "no"
+        message = f"200 answer with {got} responses for {len(records)} records"
+        return self._call_failed(records, MALFORMED, None, message)
 
     def _call_failed(
         self, records: list[Record], code: str, status: int | None, message: str

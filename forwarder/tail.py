@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from forwarder.offsets import FINGERPRINT_BYTES, Fingerprint, Stored
 from forwarder.partials import PartialJoiner
-from forwarder.scan import FileKey
+from forwarder.scan import FileKey, is_regular
 
 log = logging.getLogger("forwarder.tail")
 
@@ -25,6 +25,7 @@ class Chunk:
     safe_offset: int  # every line before this offset is in `data` or an earlier chunk
     consumed: int  # file bytes consumed by this read
     oversize: int  # lines shipped in pieces because they exceeded max_line_bytes
+    stale: int = 0  # unfinished partial lines shipped as they were after waiting too long
 
 
 class TailedFile:
@@ -43,22 +44,24 @@ class TailedFile:
         self.draining_since: float | None = None  # set when rotated away or deleted
         self.at_eof = False  # as of the last read: nothing complete was left to read
         self.truncations = 0  # reported (and reset) by the main loop
+        self.after_newline = offset == 0  # the byte before `offset` is a line feed we read
         self._fingerprint: Fingerprint | None = None
+        self._looked: tuple[int, int] = (-1, -1)  # (size, mtime) at the last fingerprint check
 
     @classmethod
     def open(
         cls, key: FileKey, path: str, stored: Stored | None, max_line: int
     ) -> TailedFile | None:
-        """Open `path` if it still is the file `key`; resume at the stored offset if it
-        belongs to this file (see Stored.applies_to), else read from the head."""
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            log.warning("cannot open file", extra={"path": path, "error": str(exc)})
-            return None
+        """Open `path` if it still is the regular file `key`; resume at the stored offset if
+        it belongs to this file (see Stored.applies_to), else read from the head.
+
+        Raises OSError when the path cannot be opened; None when it no longer leads to `key`.
+        O_NONBLOCK: a path swapped for a FIFO must not block the loop (it is refused below).
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != key:
-            os.close(fd)  # replaced between scan and open; the next scan picks it up
+        if (st.st_dev, st.st_ino) != key or not is_regular(st.st_mode):
+            os.close(fd)  # replaced between scan and open; the next scan looks again
             return None
         offset = 0
         if stored is not None and stored.applies_to(fd, st.st_size):
@@ -69,32 +72,52 @@ class TailedFile:
                 "reading from head",
                 extra={"path": path, "stored_offset": stored.offset, "size": st.st_size},
             )
-        return cls(key, path, fd, offset, max_line)
+        tailed = cls(key, path, fd, offset, max_line)
+        tailed.after_newline = offset == 0 or os.pread(fd, 1, offset - 1) == b"\n"
+        return tailed
 
-    def check_truncation(self) -> os.stat_result:
-        """Look at the file now; if it shrank below the read offset (copytruncate), go back
-        to its head. Called on every read, and for every file at each commit, so truncation
-        is seen even while reads wait for buffer room."""
+    def check_truncation(self, deep: bool = False) -> os.stat_result:
+        """Look at the file now; if it was truncated in place (copytruncate), go back to its
+        head. Truncation shows as a size below the read offset, or — when the file regrew past
+        the offset before this look — as first bytes that no longer match the fingerprint
+        (`deep`: at every offset save, for files that changed since the last look) or as a
+        byte before the offset that is no longer the line feed read there (every read)."""
         st = os.fstat(self.fd)
         self.size = st.st_size
         if st.st_size < self.offset:
-            log.warning("file truncated, reading from head", extra={"path": self.path})
-            self.offset = 0
-            self.truncations += 1
-            self.joiner.reset()
-            self._fingerprint = None
+            self._restart("file truncated, reading from head")
+        elif deep and (st.st_size, st.st_mtime_ns) != self._looked:
+            self._looked = (st.st_size, st.st_mtime_ns)
+            fp = self._fingerprint
+            if fp is not None and not fp.matches(self.fd, st.st_size):
+                self._restart("file rewritten from its head (truncated, then grew), re-reading")
         return st
 
+    def _restart(self, why: str) -> None:
+        log.warning(why, extra={"path": self.path, "offset": self.offset})
+        self.offset = 0
+        self.after_newline = True
+        self.truncations += 1
+        self.joiner.reset()
+        self._fingerprint = None
+
     def fingerprint(self) -> Fingerprint:
-        """The fingerprint of the file's first bytes (kept once it covers FINGERPRINT_BYTES)."""
+        """The fingerprint of the file's first bytes (kept once it covers FINGERPRINT_BYTES;
+        extended only while the bytes it covered are unchanged)."""
         fp = self._fingerprint
         if fp is None or (fp.length < FINGERPRINT_BYTES and self.size > fp.length):
+            if fp is not None and not fp.matches(self.fd, self.size):
+                return fp  # rewritten: the next look (check_truncation) restarts the file
             fp = self._fingerprint = Fingerprint.of(self.fd, self.size)
         return fp
 
     def finished(self) -> bool:
         """Every byte of the file is consumed and no piece of a line waits (checked now)."""
         return os.fstat(self.fd).st_size <= self.offset and not self.joiner.pending
+
+    def deleted(self) -> bool:
+        """The file has no name left (deleted; only this descriptor keeps it)."""
+        return os.fstat(self.fd).st_nlink == 0
 
     def unshipped(self) -> int:
         """Bytes after the last complete line: an unterminated tail or unfinished pieces."""
@@ -110,11 +133,12 @@ class TailedFile:
         """Read the next chunk of complete lines, or None when nothing complete is available.
 
         `final`: the file will not grow any more, so an unterminated last line and unfinished
-        partial lines are shipped too.
+        partial lines are shipped too. Reads at most what the file holds (no large buffer
+        allocated and shrunk per read: that fragments the heap).
         """
-        st = self.check_truncation()
-        data = os.pread(self.fd, read_size, self.offset) if st.st_size > self.offset else b""
-        self.at_eof = len(data) < read_size and self.offset + len(data) >= st.st_size
+        self.check_truncation()
+        data = self._pread(read_size)
+        self.at_eof = len(data) < read_size and self.offset + len(data) >= self.size
         end = data.rfind(b"\n") + 1
         if end:
             return self._emit(data[:end] if end < len(data) else data, end, final and self.at_eof)
@@ -125,6 +149,36 @@ class TailedFile:
             return self._emit(tail, len(data), True)
         return None
 
+    def _pread(self, read_size: int) -> bytes:
+        """Up to `read_size` bytes at the offset (no more than the file holds). The byte
+        before the offset comes in the same call when it should be the line feed read there:
+        if it is not, the file was rewritten (truncated, then grew past the offset), and
+        reading restarts at its head."""
+        size = min(read_size, self.size - self.offset)
+        if size <= 0:
+            return b""
+        if not (self.after_newline and self.offset):
+            return os.pread(self.fd, size, self.offset)
+        data = os.pread(self.fd, size + 1, self.offset - 1)
+        if data[:1] == b"\n":
+            return data[1:]
+        self._restart("file rewritten under its read offset (truncated, then grew), re-reading")
+        return os.pread(self.fd, min(read_size, self.size), 0)
+
+    def flush_stale(self, older_than: float) -> Chunk | None:
+        """Unfinished partial lines whose first piece was read before the monotonic
+        `older_than`, shipped as they are so far (their continuation comes as its own line)."""
+        if not self.joiner.pending:
+            return None
+        data = self.joiner.flush(older_than)
+        if not data:
+            return None
+        return Chunk(data, None, self.joiner.safe_offset(self.offset), 0, 0, data.count(b"\n"))
+
+    def held_bytes(self) -> int:
+        """Bytes of unfinished partial lines held for joining."""
+        return self.joiner.held_bytes()
+
     def _emit(self, data: bytes, consumed: int, flush: bool) -> Chunk | None:
         start = self.offset
         joined = self.joiner.process(data, start)
@@ -132,6 +186,8 @@ class TailedFile:
         if flush and self.joiner.pending:
             out += self.joiner.flush()
         self.offset += consumed
+        if consumed:
+            self.after_newline = data[consumed - 1 : consumed] == b"\n"
         if not out and not consumed:
             return None
         return Chunk(

@@ -371,3 +371,95 @@ def test_opt_ins_refuse_settings_they_cannot_work_with(flags: list[str]) -> None
     extra = ["--one-line-per-record"] if "--node-name" in flags or "--multiline" in flags else []
     with pytest.raises(SystemExit):
         parse_config(["--delivery-stream", "s", *flags, *extra], {})
+
+
+def test_a_line_no_record_can_hold_is_cut_into_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_RECORD_BYTES", 20_000)
+    cuts: list[int] = []
+    cfg = parse_config(["--delivery-stream", "s", "--compression", "gzip"], {})
+    tracker, queue = AckTracker(), SendQueue(cfg.flush_interval)
+    batcher = Batcher(cfg, tracker, queue, on_cut=lambda: cuts.append(1))
+    batcher.track((1, 1), "f.log", 0)
+    noise = os.urandom(50_000).replace(b"\n", b" ")
+    line = b"2024-05-01T10:00:00Z stdout F " + noise + b"\n"
+    small = cri_line("small")
+    payload = small + line + small
+    batcher.add((1, 1), Chunk(payload, 0, len(payload), len(payload), 0), 0.0)
+    batcher.flush_all()
+    queue.flush()
+    lines = []
+    while len(queue):
+        call = queue.take()
+        assert call is not None
+        for record in call:
+            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            lines += decode(record.data)[1]
+    assert lines[0] == lines[-1] == small
+    pieces = lines[1:-1]
+    assert len(pieces) >= 3 and len(cuts) == len(pieces) - 1
+    assert all(p.startswith(b"2024-05-01T10:00:00Z stdout F ") for p in pieces)
+    assert b"".join(p[30:-1] for p in pieces) == noise  # every byte, in order
+
+
+def test_a_chunk_of_only_an_unfinished_piece_makes_no_record() -> None:
+    batcher, queue, tracker = _batcher()
+    batcher.add((1, 1), Chunk(b"", None, 0, 40, 0), 0.0)  # a P line read, nothing complete
+    batcher.flush_all()
+    queue.flush()
+    assert len(queue) == 0
+    assert tracker.unacked() == 0 and tracker.committed((1, 1)) == 0
+
+
+def test_unacknowledged_bytes_follow_the_records_in_flight() -> None:
+    tracker = AckTracker()
+    tracker.start((1, 2), 0)
+    first = tracker.mark((1, 2), 10, 2, 0.0, size=100)
+    tracker.mark((1, 2), 10, 0, 0.0, size=0)  # an offset move only
+    assert tracker.unacked_bytes() == 100
+    tracker.ack([first])
+    assert tracker.unacked_bytes() == 100  # one of its two records is still out
+    tracker.ack([first])
+    assert tracker.unacked_bytes() == 0
+
+
+def test_a_stale_piece_is_flushed_as_it_is_and_frees_the_offset() -> None:
+    joiner = PartialJoiner(512 * 1024)
+    piece = cri_line("progress 10%", tag="P")
+    other = cri_line("an error", "stderr")
+    out = joiner.process(piece + other, 0)
+    assert out.data == other
+    assert joiner.safe_offset(len(piece + other)) == 0
+    assert joiner.held_bytes() > 0
+    assert joiner.flush(older_than=0.0) == b""  # not old enough
+    assert joiner.flush(older_than=float("inf")) == cri_line("progress 10%")
+    assert joiner.safe_offset(len(piece + other)) == len(piece + other)
+
+
+def test_readiness_fails_while_the_buffer_is_full_with_nothing_in_flight() -> None:
+    import time
+
+    from forwarder.health import Health
+    from forwarder.metrics import Metrics
+
+    health = Health(Metrics(), stale_after=30, max_lag=5)
+    assert health.ready()[0]
+    health.stuck(time.monotonic() - 2)
+    assert health.ready()[0]
+    health.stuck(time.monotonic() - 6)
+    ok, why = health.ready()
+    assert not ok and "buffer full" in why
+    health.stuck(None)
+    assert health.ready()[0]
+    health.senders_alive = lambda: False
+    assert not health.live() and not health.ready()[0]
+
+
+def test_the_last_scan_time_is_kept_with_the_offsets(tmp_path) -> None:
+    from forwarder.offsets import OffsetsDB
+
+    db = OffsetsDB(str(tmp_path / "o.db"))
+    assert db.last_scan() is None
+    db.save([], scanned=100.0)
+    db.save([((1, 2), Stored("p", "t", 5))])  # a save without a scan keeps the scan's time
+    assert db.last_scan() == 100.0
+    db.close()

@@ -1,0 +1,389 @@
+"""Regressions of an adversarial review (issue 20): each test sets up one way the forwarder
+lost, cut, invented or stopped shipping lines, and fails on the code before its fix. The
+forwarder runs as a subprocess against the local Firehose endpoint on real files (/tmp is
+ext4 here, which gives a freed inode number to the next new file at once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from forwarder.config import parse_config
+from forwarder.mainloop import Forwarder
+from localaws.firehose_endpoint import MALFORMED_SHAPES, FirehoseEndpoint
+from tests.forwarder_testlib import (
+    STREAM,
+    Container,
+    ForwarderProc,
+    Node,
+    cri_line,
+    delivered,
+    delivered_of,
+    docker_line,
+    lines_of,
+    running,
+    wait_for,
+)
+
+SMALL_BUFFER = ("--max-buffer-bytes", str(256 * 1024), "--max-line-bytes", str(64 * 1024))
+
+
+def fwd(endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, *extra: str) -> ForwarderProc:
+    return ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db", *extra)
+
+
+def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
+    return delivered_of(endpoint.received(), c)
+
+
+def cri_lines(label: str, count: int, width: int = 60) -> bytes:
+    return b"".join(cri_line(f"{label} {i:06d} {'x' * width}") for i in range(count))
+
+
+def delete(c: Container) -> None:
+    """What kubelet does when a pod goes: the link and the file."""
+    c.link.unlink()
+    c.target.unlink()
+
+
+def test_a_new_file_on_a_reused_inode_is_read_while_old_records_await_acks(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 1: a drained file was closed before its acks and its inode freed; the next
+    new log file got the inode and was skipped as 'closed'. A rename-rotating writer whose
+    rotated files are removed lost whole files while Firehose throttled."""
+    endpoint.throttle()  # nothing is acknowledged: every file's records stay in flight
+    c = node.add("rotating", "cri")
+    rotated = c.target.with_name(c.target.name + ".20240501-100000")
+    written = b""
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(proc.up, 30, "up")
+        for generation in range(6):
+            data = cri_lines(f"generation-{generation}", 10)
+            c.write(data)
+            written += data
+            lines = len(lines_of(written))
+            wait_for(
+                lambda n=lines: proc.metric("podhose_lines_read_total") >= n,  # type: ignore[misc]
+                10,
+                f"generation {generation} read (inode {c.target.stat().st_ino})",
+            )
+            c.rotate()  # the new 0.log may take the inode of the file removed last round
+            wait_for(lambda: proc.metric("podhose_files_tracked") == 1, 30, "rotated drained")
+            rotated.unlink()
+        endpoint.clear_faults()
+        wait_for(lambda: got(endpoint, c) == lines_of(written), 30, "every generation")
+
+
+@pytest.mark.parametrize("flush_timeout", ["1", "3600"])
+def test_one_stream_stopped_mid_line_does_not_stop_the_node(
+    flush_timeout: str, endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 2: a piece left open on stdout held the file's offset, and every byte read on
+    stderr after it counted as buffered: the buffer filled and no file was read any more."""
+    bar = node.add("progress-bar", "cri")
+    other = node.add("other", "docker")
+    piece = cri_line("downloading " + "#" * 20_000, tag="P")  # a progress bar, never ended
+    stderr = b"".join(cri_line(f"err {i:06d} {'e' * 100}", "stderr") for i in range(12_000))
+    other_data = b"".join(docker_line(f"other {i:06d}\n") for i in range(20_000))
+    extra = (*SMALL_BUFFER, "--partial-flush-timeout", flush_timeout)
+    with running(fwd(endpoint, node, tmp_path, *extra)) as proc:
+        wait_for(proc.up, 30, "up")
+        bar.write(piece)
+        time.sleep(0.5)
+        bar.write(stderr)  # ~1.4 MB, five times the buffer
+        other.write(other_data)
+        wait_for(lambda: got(endpoint, other) == lines_of(other_data), 60, "the other file")
+        wait_for(lambda: lines_of(stderr) <= got(endpoint, bar), 60, "the stderr lines")
+        assert proc.get("/readyz")[0] == 200
+        if flush_timeout == "1":
+            shipped = piece.replace(b" P ", b" F ", 1)
+            wait_for(lambda: got(endpoint, bar)[shipped] == 1, 30, "the piece, as it is")
+            assert proc.metric("podhose_partial_lines_flushed_total") == 1
+            bar.write(cri_line(" 100%"))  # the end of the line comes: its own line
+            wait_for(lambda: got(endpoint, bar)[cri_line(" 100%")] == 1, 30, "the rest")
+    assert sum(got(endpoint, bar).values()) == len(lines_of(stderr)) + 2 * (flush_timeout == "1")
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_incompressible_lines_over_a_record_arrive_whole(
+    compression: str, endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 3: two lines that did not compress into one record were cut at the byte
+    midpoint, and the encoder dropped a byte it took for a line feed."""
+    rng = random.Random(20)
+    c = node.add("noise", "cri")
+    head = b"2024-05-01T10:00:00.000000001Z stdout F "
+    data = b"".join(
+        head + rng.randbytes(size - len(head) - 1).replace(b"\n", b" ") + b"\n"
+        for size in (524_000, 510_000)
+    )
+    c.target.write_bytes(data)
+    extra = ("--compression", compression, "--exit-on-eof")
+    with running(fwd(endpoint, node, tmp_path, *extra)) as proc:
+        assert proc.wait(60) == 0, proc.log()
+    assert got(endpoint, c) == lines_of(data)
+    assert len(endpoint.received()) >= 2
+
+
+def test_a_file_created_and_rotated_around_a_crash_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 4: recovery read rotated files modified after the last offset save; another
+    file's saves moved that time past the writes of a file the forwarder never scanned."""
+    busy = node.add("busy", "docker")
+    proc = fwd(endpoint, node, tmp_path, "--scan-interval", "5")
+    with running(proc):
+        wait_for(lambda: proc.up() and proc.metric("podhose_files_tracked") == 1, 30, "up")
+        time.sleep(1.0)  # the first scan is over; the next comes in ~4 s
+        new = node.add("new-pod", "cri")
+        before = cri_lines("new-before", 25)
+        new.write(before)
+        busy.write(b"".join(docker_line(f"busy {i}\n") for i in range(10)))
+        wait_for(lambda: len(got(endpoint, busy)) == 10, 10, "a later offset save")
+        time.sleep(0.5)
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+    new.rotate()  # while the forwarder is down
+    after = cri_lines("new-after", 15)
+    new.write(after)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, new) == lines_of(before + after), 30, "the new pod's lines")
+
+
+def test_a_copytruncate_regrown_past_the_offset_is_read_from_its_head(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 5: only a size below the offset counted as a truncation; a file truncated and
+    regrown past the offset while the forwarder was busy lost the head of its new content."""
+    c = node.add("copytruncated", "docker")
+    old = b"".join(docker_line(f"old {i:04d}\n") for i in range(100))
+    c.write(old)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(old), 30, "the old content")
+        proc.signal(signal.SIGSTOP)  # busy or paused
+        try:
+            shutil.copy(c.target, str(c.target) + ".1")
+            os.truncate(c.target, 0)
+            new = b"".join(docker_line(f"new content {i:04d}\n") for i in range(150))
+            c.write(new)  # longer than the old content: the size never drops below the offset
+        finally:
+            proc.signal(signal.SIGCONT)
+        wait_for(lambda: got(endpoint, c) == lines_of(old + new), 30, "the new content, whole")
+        wait_for(lambda: proc.metric("podhose_truncations_total") == 1, 10, "counted")
+
+
+@pytest.mark.parametrize("shape", MALFORMED_SHAPES)
+def test_sending_resumes_after_malformed_answers(
+    shape: str, endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 6: a 200 answer without RequestResponses raised out of the sender thread:
+    nothing was sent after Firehose recovered, and /healthz stayed 200."""
+    c = node.add("app", "cri")
+    endpoint.malformed_answers(calls=3, shape=shape)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(proc.up, 30, "up")
+        data = cri_lines("app", 200)
+        c.write(data)
+        wait_for(lambda: got(endpoint, c) == lines_of(data), 30, "every line after the answers")
+        assert endpoint.stats.faults["malformed"] == 3
+        assert proc.metric('podhose_failures_total{code="MalformedResponse"}') == 3
+        assert proc.get("/healthz")[0] == 200
+        assert proc.metric("podhose_sender_restarts_total") == 0
+        assert "Traceback" not in proc.log()
+
+
+@pytest.mark.parametrize("runtime", ["cri", "docker"])
+def test_a_read_of_only_an_unfinished_piece_adds_no_line(
+    runtime: str, endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 7: a read holding only an unfinished piece opened a record of no line, which
+    arrived as one empty line."""
+    c = node.add("pieces", runtime)
+    if runtime == "cri":
+        first, rest = cri_line("half a ", tag="P"), cri_line("line")
+        joined = cri_line("half a line")
+    else:
+        first, rest = docker_line("half a "), docker_line("line\n")
+        joined = docker_line("half a line\n")
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(proc.up, 30, "up")
+        c.write(first)
+        wait_for(lambda: proc.metric("podhose_bytes_read_total") == len(first), 30, "the piece")
+        time.sleep(1.0)  # several flush intervals
+        c.write(rest)
+        wait_for(lambda: got(endpoint, c) == Counter([joined]), 30, "the joined line")
+        time.sleep(0.5)
+    assert delivered(endpoint.received()) == {c.src: Counter([joined])}
+
+
+def test_a_fifo_is_refused_without_blocking(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 8a: a log path swapped for a FIFO blocked the open forever. Found by the scan,
+    it is counted as unreadable; met at the open (swapped after the scan), refused at once."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (node.containers_dir / "swapped_default_app-0.log").symlink_to(fifo)
+    c = node.add("app", "cri")
+    data = cri_lines("app", 50)
+    c.write(data)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(data), 30, "the regular file")
+        wait_for(lambda: proc.metric("podhose_unreadable_files") == 1, 10, "the FIFO counted")
+        assert proc.get("/healthz")[0] == 200
+
+
+def test_a_fifo_met_at_the_open_does_not_block(tmp_path: Path) -> None:
+    from forwarder.tail import TailedFile
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    st = os.stat(fifo)
+    result: list[object] = []
+    opener = threading.Thread(
+        target=lambda: result.append(TailedFile.open((st.st_dev, st.st_ino), str(fifo), None, 1024))
+    )
+    opener.start()
+    opener.join(5)
+    if opener.is_alive():  # unblock it before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        opener.join(5)
+    assert result == [None]
+
+
+def test_a_file_rotated_between_the_first_scan_and_its_open_is_drained(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 8b: at start-up, a file rotated between the scan and the open lost its stored
+    row, so its unread tail was neither resumed nor drained."""
+    c = node.add("app", "cri")
+    head = cri_lines("head", 40)
+    c.write(head)
+    db = tmp_path / "state" / "offsets.db"
+    with running(ForwarderProc(endpoint.url, node, db)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(head), 30, "the head")
+        time.sleep(0.5)  # an offset save
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    tail = cri_lines("tail", 30)
+    c.write(tail)  # unread: resumes from the stored offset
+    fresh = cri_lines("fresh", 10)
+
+    from forwarder import mainloop
+
+    real_scan = mainloop.scan
+
+    def scan_then_rotate(*args: object, **kwargs: object) -> object:
+        found = real_scan(*args, **kwargs)  # type: ignore[arg-type]
+        if not c.target.with_name(c.target.name + ".20240501-100000").exists():
+            c.rotate()
+            c.write(fresh)
+        return found
+
+    monkeypatch.setattr(mainloop, "scan", scan_then_rotate)
+    cfg = parse_config(
+        ["--path", node.glob, "--delivery-stream", STREAM, "--endpoint-url", endpoint.url,
+         "--db", str(db), "--http-port", "0", "--exit-on-eof", "--scan-interval", "0.2",
+         "--region", "us-east-1"],
+        {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"},
+    )  # fmt: skip
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    assert Forwarder(cfg).run() == 0
+    assert got(endpoint, c) == lines_of(head + tail)  # the fresh file comes with the next scan
+
+
+def test_on_sigterm_a_deleted_file_is_read_to_its_end_first(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Finding 8c: on SIGTERM, what was left of deleted files (no restart can find them) was
+    not read before stopping."""
+    c = node.add("gone", "docker")
+    data = b"".join(docker_line(f"gone {i:06d} {'g' * 100}\n") for i in range(20_000))  # ~3 MB
+    c.write(data)
+    endpoint.throttle()
+    with running(fwd(endpoint, node, tmp_path, *SMALL_BUFFER, "--shutdown-timeout", "60")) as proc:
+        wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 150_000, 30, "full")
+        delete(c)
+        time.sleep(0.5)
+        proc.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        endpoint.clear_faults()
+        assert proc.wait(90) == 0, proc.log()
+    assert got(endpoint, c) == lines_of(data)
+
+
+def test_the_incompressible_line_cut_keeps_every_byte() -> None:
+    """A single line no record can hold even alone is cut into lines that each decode whole;
+    their texts, joined, are the line's text."""
+    from forwarder.partials import cut_line
+
+    rng = random.Random(7)
+    alphabet = ["a", "\\", '"', "\n", "\t", "é", "\u2028", "😀", "\x01", "u", "0"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(8, 60)))
+        line = json.dumps({"log": text, "stream": "stderr", "time": "T"}, separators=(",", ":"))
+        line = line if rng.random() < 0.5 else line.replace("\\u00e9", "é")
+        first, rest = cut_line(line.encode() + b"\n")
+        a, b = json.loads(first), json.loads(rest)
+        assert a["log"] + b["log"] == text
+        assert a["stream"] == b["stream"] == "stderr"
+        content = text.replace("\n", " ").encode()
+        first, rest = cut_line(b"2024-05-01T10:00:00Z stdout F " + content + b"\n")
+        assert first.startswith(b"2024-05-01T10:00:00Z stdout F ") and first.endswith(b"\n")
+        assert first[30:-1] + rest[30:-1] == content
+        first.decode()
+        rest.decode()
+
+
+def test_a_sender_that_fails_or_dies_loses_no_record(
+    endpoint: FirehoseEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 6, second half: records a failing sender held go back to the queue; a dead
+    sender thread fails liveness until the main loop replaces it."""
+    from forwarder.acks import AckTracker
+    from forwarder.batcher import Record, SendQueue
+    from forwarder.metrics import Metrics
+    from forwarder.sender import Sender
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    cfg = parse_config(["--delivery-stream", STREAM, "--endpoint-url", endpoint.url,
+                        "--region", "us-east-1", "--send-concurrency", "1"], {})  # fmt: skip
+    queue, tracker, metrics = SendQueue(0.0), AckTracker(), Metrics()
+    sender = Sender(cfg, queue, tracker, metrics, threading.Event())
+    real_put, faults = sender._put, ["raise", "die"]
+
+    class Die(BaseException):
+        pass
+
+    def flaky_put(records: list[Record]) -> object:
+        fault = faults.pop(0) if faults else None
+        if fault == "raise":
+            raise RuntimeError("a bug")
+        if fault == "die":
+            raise Die
+        return real_put(records)
+
+    monkeypatch.setattr(sender, "_put", flaky_put)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the death is expected
+    tracker.start((1, 1), 0)
+    mark = tracker.mark((1, 1), 10, 1, 0.0, size=10)
+    queue.put([Record(b"one record", mark, 1)])
+    sender.start()
+    wait_for(lambda: not sender.alive(), 10, "the thread's death")
+    assert not sender.alive()
+    assert sender.revive() == 1 and metrics.sender_restarts._value.get() == 1
+    wait_for(lambda: tracker.unacked() == 0, 10, "the record, delivered")
+    assert endpoint.received() == [b"one record"]
+    queue.close()
