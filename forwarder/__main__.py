@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from forwarder import logs
-from forwarder.config import parse_config, resolve_region, unknown_variables
+from forwarder.config import StartupError, parse_config, resolve_region, unknown_variables
 from forwarder.health import serve
 from forwarder.mainloop import Forwarder
 from forwarder.memory import tune_malloc
@@ -19,7 +19,17 @@ log = logging.getLogger("forwarder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (`podhose-forwarder`)."""
+    """Console entry point (`podhose-forwarder`): 0 when done, 1 when --exit-on-eof found
+    something it could not read, 2 on a setting, file or port that cannot be used."""
+    try:
+        return run(argv)
+    except StartupError as exc:
+        print(f"podhose-forwarder: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(argv: Sequence[str] | None) -> int:
+    """Set up from the settings, then run the main loop."""
     tune_malloc()
     cfg = resolve_region(parse_config(argv))
     logs.setup(cfg.log_level)
@@ -35,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if cfg.http_port:
-        serve(fwd.health, cfg.http_host, cfg.http_port)
+        try:
+            serve(fwd.health, cfg.http_host, cfg.http_port)
+        except OSError as exc:  # in use, no such address, a name that does not resolve
+            where = f"--http-host {cfg.http_host} --http-port {cfg.http_port}"
+            raise StartupError(f"{where}: cannot serve there: {exc.strerror or exc}") from None
     log.info("starting", extra={"stream": cfg.delivery_stream, "paths": cfg.paths})
     return fwd.run()
 

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import botocore.session
 
@@ -30,6 +30,14 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # Firehose's rule for delivery stream names.
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+# An AWS region name: us-east-1, eu-central-2, us-gov-west-1, cn-northwest-1, ap-southeast-5.
+REGION_NAME = re.compile(r"[a-z]{2,4}(-[a-z0-9]+){1,3}-[0-9]{1,2}")
+
+
+class StartupError(Exception):
+    """A setting, or a file or port it names, cannot be used: said in one line, exit 2."""
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -61,6 +69,7 @@ class Config:
     max_delivery_lag: float = 30.0
     http_host: str = "0.0.0.0"
     http_port: int = 2020
+    metrics_file_labels: bool = False
     log_level: str = "INFO"
     include_self: bool = False
     pod_name: str | None = None
@@ -159,6 +168,13 @@ def stream_name(value: str) -> str:
     return value.strip()
 
 
+def region(value: str) -> str:
+    """An AWS region name, e.g. us-east-1 or eu-central-2."""
+    if not REGION_NAME.fullmatch(value.strip()):
+        raise ValueError(f"must be an AWS region name such as us-east-1, got {value!r}")
+    return value.strip()
+
+
 def url(value: str) -> str:
     """An http:// or https:// URL."""
     if not value.strip().startswith(("http://", "https://")):
@@ -204,7 +220,7 @@ OPTIONS: tuple[Option, ...] = (
            field="excludes"),
     Option("--delivery-stream", stream_name, None, "Firehose delivery stream name (required)",
            "NAME"),
-    Option("--region", text, None, "AWS region (else AWS_REGION or boto3's default chain)",
+    Option("--region", region, None, "AWS region (else AWS_REGION or boto3's default chain)",
            "REGION"),
     Option("--endpoint-url", url, None, "Firehose endpoint URL override", "URL"),
     Option("--db", text, "/var/lib/podhose/offsets.db", "SQLite offsets database", "PATH"),
@@ -238,6 +254,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--http-host", text, "0.0.0.0", "/healthz, /readyz and /metrics address", "HOST"),
     Option("--http-port", integer(0, 65535), 2020,
            "/healthz, /readyz and /metrics port (0 disables)", "PORT"),
+    Option("--metrics-file-labels", boolean, False,
+           "also expose podhose_file_lag_bytes per log file (its file name as a label: pod, "
+           "namespace and container names become visible to whoever reads /metrics)",
+           switch=True),
     Option("--log-level", choice(*LOG_LEVELS, upper=True), "INFO", ", ".join(LOG_LEVELS),
            "LEVEL"),
     Option("--include-self", boolean, False,
@@ -268,9 +288,16 @@ OPTIONS: tuple[Option, ...] = (
 )  # fmt: skip
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Errors in one line (no usage dump; `--help` has it), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; values stay text (None when absent) until parse_config."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="podhose-forwarder",
         description="Tail Kubernetes container logs and put raw lines to Amazon Data Firehose.",
     )
@@ -298,20 +325,23 @@ def resolve_region(cfg: Config) -> Config:
     ~/.aws/config), else us-east-1 when --endpoint-url points at a local or test endpoint
     (which ignores it).
 
-    Raises SystemExit with a clear message when no region is configured anywhere.
+    Raises StartupError when no region is configured anywhere, or the one found is no region
+    name.
     """
     if cfg.region:
         return cfg
     # AWS_REGION (set on EKS by IRSA) is not in botocore's chain; AWS_DEFAULT_REGION is.
     chain = botocore.session.get_session().get_config_variable("region")
+    source = "AWS_REGION" if os.environ.get("AWS_REGION") else "AWS_DEFAULT_REGION or ~/.aws"
     found = os.environ.get("AWS_REGION") or chain
     if found:
-        return dataclasses.replace(cfg, region=str(found))
+        try:
+            return dataclasses.replace(cfg, region=region(str(found)))
+        except ValueError as exc:
+            raise StartupError(f"{source}: {exc}") from None
     if cfg.endpoint_url:
         return dataclasses.replace(cfg, region=LOCAL_ENDPOINT_REGION)
-    raise SystemExit(
-        "podhose-forwarder: error: no AWS region: set --region, PODHOSE_REGION or AWS_REGION"
-    )
+    raise StartupError("no AWS region: set --region, PODHOSE_REGION or AWS_REGION")
 
 
 def _value(opt: Option, flag_value: Any, env: dict[str, str]) -> tuple[str, Any]:

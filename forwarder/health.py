@@ -7,15 +7,22 @@ for /healthz, /readyz and /metrics.
 - `/readyz` (readiness): 200 unless records have waited longer than `max_lag` seconds for an
   acknowledgement *and* no acknowledgement at all came for as long (Firehose down, the stream
   missing, access denied), or the buffer has been full with nothing in flight for longer
-  than `max_lag`; 503 with the reason otherwise.
+  than `max_lag`, or no path matches the globs, or every matched path is unreadable; 503
+  with the reason otherwise.
+
+The server answers GET only, at most MAX_CONNECTIONS connections at once, each allowed
+MAX_REQUEST_BYTES and REQUEST_SECONDS for its request: whatever clients send, its threads and
+memory stay bounded.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,6 +41,7 @@ class Health:
         self.oldest_read: float | None = None  # oldest unacknowledged line, monotonic
         self.last_ack = time.monotonic()
         self.stuck_since: float | None = None  # buffer full with nothing in flight, since
+        self.nothing_to_read: str | None = None  # why no file can be read, if none can
         self.senders_alive: Callable[[], bool] = lambda: True
         # Computed when scraped, so the value is as of the scrape, not of the last loop.
         metrics.delivery_lag.set_function(self.delivery_lag)
@@ -67,6 +75,8 @@ class Health:
         """(ready, why not)."""
         if not self.live():
             return False, "main loop stalled or a sender thread died"
+        if self.nothing_to_read is not None:
+            return False, "nothing to read: " + self.nothing_to_read
         now = time.monotonic()
         stuck = self.stuck_since
         if stuck is not None and now - stuck > self.max_lag:
@@ -80,11 +90,80 @@ class Health:
         return True, "ok"
 
 
+MAX_CONNECTIONS = 8  # served at once; more are closed at once (bounded threads and memory)
+MAX_REQUEST_BYTES = 8 * 1024  # request line and headers read from one connection, at most
+REQUEST_SECONDS = 5.0  # a client has this long to send its request, in all
+
+
+class _Request:
+    """The request side of one connection, read within MAX_REQUEST_BYTES and REQUEST_SECONDS
+    in all (not per read: a client sending a byte at a time gets no more time). Past either,
+    it reads as the end of the request (a time-out closes the connection)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.left = MAX_REQUEST_BYTES
+        self.deadline = time.monotonic() + REQUEST_SECONDS
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = self.left if size < 0 else min(size, self.left)
+        while b"\n" not in self.buffer and len(self.buffer) < limit:
+            self.sock.settimeout(max(0.001, self.deadline - time.monotonic()))
+            chunk = self.sock.recv(1024)
+            if not chunk:
+                break
+            self.buffer += chunk
+        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
+        line, self.buffer = self.buffer[: min(end, limit)], self.buffer[min(end, limit) :]
+        self.left -= len(line)
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        return b""  # GET only: no body is read
+
+    def close(self) -> None:
+        self.buffer = b""
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the cap: closed without an answer
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that misbehaves or goes away is not the forwarder's problem: quiet."""
+
+
 def serve(health: Health, host: str, port: int) -> ThreadingHTTPServer:
-    """Start the HTTP server in a daemon thread."""
+    """Start the HTTP server in a daemon thread (OSError when it cannot bind)."""
     registry = health.metrics.registry
 
     class Handler(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            self.rfile = _Request(self.connection)  # type: ignore[assignment]
+
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 ok = health.live()
@@ -107,7 +186,6 @@ def serve(health: Health, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             del format, args
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -10,12 +10,13 @@ import time
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import Config
+from forwarder.errors import RateLimitedLog
 from forwarder.health import Health
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rotation import Drain, recover_at_start
-from forwarder.scan import FileKey, Found, scan
+from forwarder.scan import FileKey, Found, any_match, scan
 from forwarder.sender import Sender
 from forwarder.tail import Chunk, TailedFile
 
@@ -25,6 +26,7 @@ COMMIT_INTERVAL = 0.2  # seconds between offset saves (bounds re-sends after a c
 MAX_POLL = 0.2  # seconds the loop sleeps when no file had anything new
 METADATA_STARTUP_WAIT = 5.0  # seconds the first read waits for the pod list (never longer)
 READS_PER_FILE = 8  # rounds of one chunk per file in one pass over the files
+NOTHING_TO_READ_LOG_INTERVAL = 60.0  # seconds between two warnings that nothing can be read
 
 
 class Forwarder:
@@ -58,6 +60,7 @@ class Forwarder:
         self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
         self.unopenable: dict[str, str] = {}  # found files that failed to open, -> reason
         self.stuck_since: float | None = None  # buffer full with nothing in flight, since
+        self.said = RateLimitedLog(NOTHING_TO_READ_LOG_INTERVAL)
         self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
         self.poll = min(MAX_POLL, max(cfg.scan_interval, 0.01), max(cfg.flush_interval, 0.01))
 
@@ -115,6 +118,19 @@ class Forwarder:
         if first:
             self.recover(found)
         self.scanned = started
+        self.report_nothing_to_read(found)
+
+    def report_nothing_to_read(self, found: dict[FileKey, Found]) -> None:
+        """When no path matches at all, or every matched file is unreadable: /readyz fails
+        with the reason, and a WARNING says it (once a minute while it lasts)."""
+        why = None
+        if not found and not self.unreadable and not any_match(self.cfg.paths):
+            why = f"no file matches --path {','.join(self.cfg.paths)}"
+        elif not self.files and self.unreadable:
+            why = f"every matched path is unreadable ({len(self.unreadable)})"
+        self.health.nothing_to_read = why
+        if why is not None and self.said.due("nothing to read") is not None:
+            log.warning("nothing to read: " + why, extra={"paths": self.cfg.paths})
 
     def reconcile(self, found: dict[FileKey, Found]) -> None:
         """Open new files; start draining files whose path no longer leads to them."""
@@ -299,12 +315,17 @@ class Forwarder:
             self.after_truncation(tailed)
         committed = self.tracker.snapshot()
         rows = []
+        total_lag = 0
         for key, tailed in self.files.items():
             offset = committed.get(key, tailed.offset)
-            self.metrics.lag.labels(tailed.src).set(max(0, tailed.size - offset))
+            lag = max(0, tailed.size - offset)
+            total_lag += lag
+            if self.cfg.metrics_file_labels:
+                self.metrics.lag.labels(tailed.src).set(lag)
             if self.saved.get(key) != offset:
                 rows.append((key, Stored(tailed.path, tailed.target, offset, tailed.fingerprint())))
                 self.saved[key] = offset
+        self.metrics.lag_total.set(total_lag)
         self.db.save(rows, self.scanned)
         self.scanned = None
         done = [k for k in self.closed if self.tracker.in_flight(k) == 0]
@@ -368,7 +389,20 @@ class Forwarder:
         for tailed in self.closed.values():
             tailed.close()
         log.info("stopped", extra={"delivered": delivered, "records": self.batcher.records_made})
-        return 0
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        """0; with --exit-on-eof, 1 when something matched could not be read, or nothing
+        matched at all (said in one line)."""
+        why = self.health.nothing_to_read
+        if self.unreadable:
+            why = "unreadable: " + ", ".join(
+                f"{p} ({r})" for p, r in sorted(self.unreadable.items())
+            )
+        if not self.cfg.exit_on_eof or why is None:
+            return 0
+        log.error("exit 1: not everything could be read", extra={"reason": why})
+        return 1
 
     def report_unshipped(self, tailed: TailedFile) -> None:
         """Say how many bytes after the last complete line stay for the next run."""

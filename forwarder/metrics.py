@@ -82,7 +82,15 @@ class Metrics:
             "podhose_buffer_limit_bytes", "--max-buffer-bytes: reading pauses above it", registry=r
         )
         self.lag = Gauge(
-            "podhose_file_lag_bytes", "File size minus acknowledged offset", ["file"], registry=r
+            "podhose_file_lag_bytes",
+            "File size minus acknowledged offset, per file (with --metrics-file-labels)",
+            ["file"],
+            registry=r,
+        )
+        self.lag_total = Gauge(
+            "podhose_lag_bytes",
+            "File size minus acknowledged offset, summed over the open files",
+            registry=r,
         )
         self.delivery_lag = Gauge(
             "podhose_delivery_lag_seconds",

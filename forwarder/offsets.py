@@ -10,6 +10,7 @@ timestamp, so two different files never share their first line.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from forwarder.config import StartupError
 from forwarder.scan import FileKey
 
 FINGERPRINT_BYTES = 1024
@@ -87,17 +89,35 @@ class OffsetsDB:
     """Committed read positions, persisted with the stdlib sqlite3 module."""
 
     def __init__(self, path: str) -> None:
+        """Open (or create) the database at `path`, and lock it for this process alone.
+
+        Raises StartupError, naming the path, when its folder does not exist (it is not
+        created: a missing volume would lose offsets at every restart), when it is a folder,
+        not a database, not writable, or locked by another forwarder.
+        """
         parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute(_SCHEMA)
-        self.conn.execute(_META_SCHEMA)
-        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(offsets)")}
-        if "fp" not in columns:
-            for statement in _ADD_FINGERPRINT:
-                self.conn.execute(statement)
+        if not os.path.isdir(parent):
+            raise StartupError(
+                f"--db {path}: the folder {parent} does not exist (create it, or mount the "
+                "volume that keeps offsets across restarts there)"
+            )
+        if os.path.isdir(path):
+            raise StartupError(f"--db {path}: is a folder, not a database file")
+        self._lock = _lock(path)
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute(_SCHEMA)
+            self.conn.execute(_META_SCHEMA)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(offsets)")}
+            if "fp" not in columns:
+                for statement in _ADD_FINGERPRINT:
+                    self.conn.execute(statement)
+        except sqlite3.Error as exc:
+            os.close(self._lock)
+            message = f"--db {path}: cannot be used as the offsets database: {exc}"
+            raise StartupError(message) from None
 
     def load(self) -> dict[FileKey, Stored]:
         """Every stored row by (dev, inode)."""
@@ -151,5 +171,24 @@ class OffsetsDB:
                 self.conn.executemany("DELETE FROM offsets WHERE dev = ? AND ino = ?", rows)
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and release its lock."""
         self.conn.close()
+        os.close(self._lock)
+
+
+def _lock(path: str) -> int:
+    """An exclusive lock on the database file (flock: apart from SQLite's own locks), held
+    until close; two forwarders on one database would both ship the same files."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StartupError(f"--db {path}: cannot be opened: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(
+            f"--db {path}: another forwarder uses this database (it is locked); give each "
+            "forwarder its own --db"
+        ) from None
+    return fd

@@ -63,6 +63,11 @@ def scan(
     return found
 
 
+def any_match(patterns: list[str]) -> bool:
+    """True when any pattern matches any path (excluded ones included)."""
+    return any(next(glob.iglob(pattern), None) is not None for pattern in patterns)
+
+
 def is_regular(mode: int) -> bool:
     """True for a regular file's st_mode."""
     return (mode & 0o170000) == 0o100000

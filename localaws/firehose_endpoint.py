@@ -4,9 +4,9 @@ Speaks enough of Firehose for boto3: PutRecordBatch, PutRecord, DescribeDelivery
 ListDeliveryStreams. Enforces the real limits, keeps accepted records in memory (or only
 counts them), and injects faults on demand: throttling, per-record failures, 500s, dropped
 connections, slow answers, malformed 200 answers, error answers of any code (access denied,
-KMS, ...), records it refuses as invalid, and missing streams (every name exists until `require_streams` is
-called; then only those created). Dropped connections happen before anything is accepted,
-so they never duplicate.
+KMS, ...), records it refuses as invalid, and missing streams (every name exists until
+`require_streams` is called; then only those created). Dropped connections happen before
+anything is accepted, so they never duplicate.
 
     python -m localaws.firehose_endpoint --port 4573
 """
@@ -288,7 +288,7 @@ class FirehoseEndpoint:
         if self._take_fault("malformed"):
             with self._lock:
                 shape = self._malformed
-            raise MalformedAnswer(shape, len(datas))
+            raise MalformedAnswerError(shape, len(datas))
         failing = self._take_fault("fail_records")
         with self._lock:
             every = self._fail_every
@@ -340,7 +340,7 @@ class FirehoseEndpoint:
         }
 
 
-class MalformedAnswer(Exception):
+class MalformedAnswerError(Exception):
     """A 200 answer of a shape Firehose never sends (see malformed_answers)."""
 
     def __init__(self, shape: str, records: int) -> None:
@@ -409,7 +409,7 @@ def _make_handler(endpoint: FirehoseEndpoint) -> type[BaseHTTPRequestHandler]:
             except orjson.JSONDecodeError:
                 self._error(FirehoseError(400, "SerializationException", "bad JSON"))
                 return
-            except MalformedAnswer as exc:
+            except MalformedAnswerError as exc:
                 self._send(200, exc.body())
                 return
             self._send(200, orjson.dumps(result))

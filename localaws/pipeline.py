@@ -253,6 +253,7 @@ class ForwarderProcess:
         log_path: Path,
         extra_args: list[str] | None = None,
     ) -> None:
+        db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
         self.args = [
             sys.executable,
             "-m",

@@ -143,6 +143,7 @@ class ForwarderProc:
         self, url: str, node: Node, db: Path, *extra: str, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
+        db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
         self.log_path = db.parent.parent / f"forwarder.{self.port}.log"
         self.args = [
             sys.executable, "-m", "forwarder", "--path", node.glob, "--delivery-stream", STREAM,

@@ -291,6 +291,7 @@ def test_a_file_rotated_between_the_first_scan_and_its_open_is_drained(
         return found
 
     monkeypatch.setattr(mainloop, "scan", scan_then_rotate)
+    db.parent.mkdir(exist_ok=True)
     cfg = parse_config(
         ["--path", node.glob, "--delivery-stream", STREAM, "--endpoint-url", endpoint.url,
          "--db", str(db), "--http-port", "0", "--exit-on-eof", "--scan-interval", "0.2",

@@ -217,7 +217,9 @@ def test_running_forwarder_follows_new_files_rotation_and_serves_metrics(
         assert proc.metric("podhose_records_sent_total") == len(endpoint.received())
         assert proc.metric("podhose_calls_total") == endpoint.stats.calls
         assert proc.metric("podhose_bytes_sent_total") == endpoint.stats.bytes
-        assert "podhose_file_lag_bytes" in proc.get("/metrics")[1]
+        metrics = proc.get("/metrics")[1]
+        assert "podhose_lag_bytes " in metrics
+        assert "podhose_file_lag_bytes{" not in metrics and cri.src not in metrics
         assert proc.get("/nope")[0] == 404
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -11,7 +11,7 @@ import zstandard
 from forwarder import limits, wire_encoder
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
-from forwarder.config import parse_config, resolve_region
+from forwarder.config import StartupError, parse_config, resolve_region
 from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
@@ -274,7 +274,7 @@ def test_region_from_flag_chain_or_local_endpoint(monkeypatch: pytest.MonkeyPatc
     )
     local = parse_config([*base, "--endpoint-url", "http://127.0.0.1:1"], env={})
     assert resolve_region(local).region == "us-east-1"
-    with pytest.raises(SystemExit, match="no AWS region"):
+    with pytest.raises(StartupError, match="no AWS region"):
         resolve_region(parse_config(base, env={}))
     monkeypatch.setenv("AWS_REGION", "ap-south-1")
     assert resolve_region(parse_config(base, env={})).region == "ap-south-1"
