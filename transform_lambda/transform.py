@@ -55,6 +55,11 @@ GZIP_WBITS = 31  # zlib's window bits for a gzip member with its header and CRC
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: Largest decompressed record accepted (the forwarder writes at most 64 MiB a record).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 + 4096
+#: Most a record may expand when decompressed: legitimate log records stay far below it
+#: (10-30x, a few hundred for one line repeated); a compression bomb does not.
+MAX_EXPANSION = 5000
+RECORD_SHARE = 8  # one record may decompress to at most this part of the invocation's budget
+ZSTD_READ_BYTES = 4 * 1024 * 1024  # per read of a record of several zstd frames
 _ends_with_newline = methodcaller("endswith", b"\n")
 UNKNOWN_PARTITION = "unknown"
 _NOT_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
@@ -62,6 +67,39 @@ _NOT_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
 
 class RecordUnreadableError(ValueError):
     """The record's data cannot be read at all (for example a corrupt gzip stream)."""
+
+
+class TooLargeError(RecordUnreadableError):
+    """The record decompresses to more than it may (a bomb, or the invocation's budget)."""
+
+
+class Allowance:
+    """How many decompressed bytes one invocation may still make, so a few small records
+    that expand enormously are refused instead of exhausting the Lambda's memory.
+
+    >>> allowance = Allowance(800_000)
+    >>> allowance.room_for(10)[0], allowance.room_for(1_000)[0]
+    (50000, 100000)
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+
+    def room_for(self, compressed: int) -> tuple[int, str]:
+        """(most bytes a record of `compressed` bytes may decompress to, the limit's name)."""
+        return min(
+            (MAX_PAYLOAD_BYTES, f"a record's limit of {MAX_PAYLOAD_BYTES} bytes"),
+            (MAX_EXPANSION * max(compressed, 1), f"{MAX_EXPANSION}x its compressed size"),
+            (max(self.left, 0), f"the invocation's {self.total} decompressed bytes"),
+            # One record's output can be ~6x its text (control characters escaped): an
+            # eighth of the budget keeps even that within the memory.
+            (self.total // RECORD_SHARE, f"1/{RECORD_SHARE} of the invocation's {self.total}"),
+        )
+
+    def spend(self, size: int) -> None:
+        """A record decompressed to `size` bytes."""
+        self.left -= size
 
 
 @dataclass(slots=True)
@@ -120,23 +158,25 @@ def decode_payload(data: bytes) -> bytes:
         raise RecordUnreadableError(str(error)) from None
 
 
-def decompress(data: bytes) -> bytes:
-    """Gunzip or un-zstd ``data`` when it starts with their magic bytes."""
+def decompress(data: bytes, room: int | None = None) -> bytes:
+    """Gunzip or un-zstd ``data`` when it starts with their magic bytes; refuse (raise
+    RecordUnreadableError) more than ``room`` bytes of output (MAX_PAYLOAD_BYTES)."""
+    room = MAX_PAYLOAD_BYTES if room is None else room
     if data.startswith(GZIP_MAGIC):
         try:
-            data = _gunzip(data)
+            data = _gunzip(data, room)
         except isal_zlib.error as error:
             raise RecordUnreadableError(f"corrupt gzip data: {error}") from None
     elif data.startswith(ZSTD_MAGIC):
-        data = _unzstd(data)
+        data = _unzstd(data, room)
     return data
 
 
-def _gunzip(data: bytes) -> bytes:
+def _gunzip(data: bytes, room: int) -> bytes:
     """gzip.decompress's result (every member; zero padding between them allowed), by ISA-L
-    (about twice zlib's speed), refusing more than MAX_PAYLOAD_BYTES."""
+    (about twice zlib's speed), refusing more than ``room`` bytes."""
     members = []
-    room = MAX_PAYLOAD_BYTES
+    limit = room
     while data:
         if not data.startswith(GZIP_MAGIC):
             raise RecordUnreadableError("corrupt gzip data: not a gzip member after the last")
@@ -144,21 +184,39 @@ def _gunzip(data: bytes) -> bytes:
         members.append(inflater.decompress(data, room + 1))
         room -= len(members[-1])
         if room < 0 or inflater.unconsumed_tail:
-            raise RecordUnreadableError(f"gzip data of more than {MAX_PAYLOAD_BYTES} bytes")
+            raise TooLargeError(f"gzip data of more than {limit} bytes")
         if not inflater.eof:
             raise RecordUnreadableError("corrupt gzip data: truncated")
         data = inflater.unused_data.lstrip(b"\x00")
     return b"".join(members)
 
 
-def _unzstd(data: bytes) -> bytes:
+def _unzstd(data: bytes, room: int) -> bytes:
+    """Every frame of ``data`` (the forwarder writes one; zstd allows several), refusing more
+    than ``room`` bytes: one frame of a declared size in one call, else in bounded reads."""
     try:
         size = zstandard.frame_content_size(data)
-        if size < 0 or size > MAX_PAYLOAD_BYTES:
-            raise RecordUnreadableError(f"zstd frame of unknown or excessive size ({size})")
-        return zstandard.ZstdDecompressor().decompress(data)
+        if size < 0 or size > room:
+            raise TooLargeError(f"zstd frame of unknown or excessive size ({size})")
+        return zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
+    except zstandard.ZstdError as error:
+        if "unused data" not in str(error):
+            raise RecordUnreadableError(f"corrupt zstd data: {error}") from None
+    return _unzstd_frames(data, room)
+
+
+def _unzstd_frames(data: bytes, room: int) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    parts, size = [], 0
+    try:
+        while piece := reader.read(min(room + 1 - size, ZSTD_READ_BYTES)):
+            parts.append(piece)
+            size += len(piece)
+            if size > room:
+                raise TooLargeError(f"zstd data of more than {room} bytes")
     except zstandard.ZstdError as error:
         raise RecordUnreadableError(f"corrupt zstd data: {error}") from None
+    return b"".join(parts)
 
 
 def split_lines(body: bytes) -> list[bytes]:
@@ -169,9 +227,19 @@ def split_lines(body: bytes) -> list[bytes]:
     return lines
 
 
-def transform_record(data: bytes, settings: TransformSettings) -> RecordResult:
-    """Transform one record's (base64-decoded) data; raise RecordUnreadableError."""
-    header, body = split_header(decompress(data))
+def transform_record(
+    data: bytes, settings: TransformSettings, allowance: Allowance | None = None
+) -> RecordResult:
+    """Transform one record's (base64-decoded) data; raise RecordUnreadableError (also when
+    it decompresses beyond what `allowance` leaves)."""
+    allowance = allowance or Allowance(settings.decompressed_budget_bytes)
+    room, limit = allowance.room_for(len(data))
+    try:
+        payload = decompress(data, room)
+    except TooLargeError as error:
+        raise TooLargeError(f"{error}: over {limit}") from None
+    allowance.spend(len(payload) if payload is not data else 0)
+    header, body = split_header(payload)
     columns, fast = None, None
     if header is not None and "enc" in header.fields:
         try:
@@ -204,9 +272,10 @@ def transform_records(
     if bulk is not None:
         return bulk
     results: list[RecordResult | RecordUnreadableError] = []
+    allowance = Allowance(settings.decompressed_budget_bytes)
     for data in datas:
         try:
-            results.append(transform_record(data, settings))
+            results.append(transform_record(data, settings, allowance))
         except RecordUnreadableError as error:
             results.append(error)
     return results

@@ -127,8 +127,7 @@ class RecordHeader:
     @property
     def attempt(self) -> int:
         """Re-ingest attempt number (0 for a record straight from a forwarder)."""
-        raw = self.fields.get("n", "0")
-        return int(raw) if raw.isdigit() else 0
+        return short_number(self.fields.get("n", "0")) or 0
 
     def encode(self) -> bytes:
         """The header line, newline included."""
@@ -200,9 +199,9 @@ class Columns:
     @classmethod
     def _read_transposed(cls, kinds: bytes, enveloped: int, rest: bytes) -> Columns:
         end = rest.find(b"\n")
-        if end < 0 or not rest[:end].isdigit() or int(rest[:end]) > _MAX_TIME_WIDTH:
+        width = short_number(rest[:end].decode("latin-1")) if end >= 0 else None
+        if width is None or width > _MAX_TIME_WIDTH:
             raise WireFormatError("corrupt column body: bad time width")
-        width = int(rest[:end])
         start, stop = end + 1, end + 1 + width * enveloped
         texts = rest[stop + 1 :].split(b"\n")
         if rest[stop : stop + 1] != b"\n" or texts.pop() != b"" or len(texts) != len(kinds):
@@ -281,6 +280,18 @@ def decode_columns(body: bytes, enc: str = ENC_COLUMNS) -> bytes:
     b'{"log":"hi\\\\n","stream":"stdout","time":"T1"}\\nplain\\n'
     """
     return Columns.read(body, transposed=enc == ENC_TRANSPOSED_COLUMNS).lines()
+
+
+def short_number(text: str) -> int | None:
+    """A header number: 1-9 ASCII digits, else None (``isdigit`` alone accepts ``²``, and
+    thousands of digits would exceed Python's int conversion limit).
+
+    >>> short_number("3"), short_number("²"), short_number("9" * 5000), short_number("")
+    (3, None, None, None)
+    """
+    if 0 < len(text) <= 9 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def split_header(payload: bytes) -> tuple[RecordHeader | None, bytes]:
