@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -121,3 +122,41 @@ def test_records_firehose_keeps_refusing_leave_their_object_for_a_later_run(
     again = redrive(s3, endpoint)
     assert again.returncode == 0
     assert len(endpoint.received()) == 20
+
+
+def test_bad_lines_bombs_and_empty_records_are_reported_and_the_run_goes_on(
+    s3: MotoS3, endpoint: FirehoseEndpoint
+) -> None:
+    bucket = s3.config.bucket_name
+    good = [b"first", b"second"]
+    deep = b'{"rawData": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    mixed = error_object(good[:1]) + deep + b"\n" + error_object(good[1:])
+    s3.s3.put_object(Bucket=bucket, Key=f"{PREFIX}a-mixed", Body=mixed)
+    packer = zlib.compressobj(9, wbits=31)  # 1 GiB of zeros: a gzip bomb of ~1 MB
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(1024)) + packer.flush()
+    s3.s3.put_object(Bucket=bucket, Key=f"{PREFIX}b-bomb.gz", Body=bomb)
+    s3.s3.put_object(Bucket=bucket, Key=f"{PREFIX}c-empty", Body=error_object([b"", b"third"]))
+    result = redrive(s3, endpoint)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "a-mixed: line 2: RecursionError" in result.stderr
+    assert "b-bomb.gz" in result.stderr and "over" in result.stderr
+    assert "1 empty record(s) skipped" in result.stderr and "over 1024000" not in result.stderr
+    assert Counter(endpoint.received()) == Counter([*good, b"third"])
+    marks = tags(s3)
+    assert marks[f"{PREFIX}a-mixed"] == [] and marks[f"{PREFIX}b-bomb.gz"] == []
+    assert marks[f"{PREFIX}c-empty"] == [{"Key": "podhose-redrive", "Value": "done"}]
+
+
+@pytest.mark.parametrize(
+    "args", [["--endpoint-url", "notaurl"], ["--region", "not a region"], ["s3:/nope"]]
+)
+def test_bad_arguments_exit_2_in_one_line(args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "podhose_redrive", "--delivery-stream", STREAM]
+    if args[0].startswith("--"):
+        cmd.append("s3://bucket/prefix/")
+    result = subprocess.run([*cmd, *args], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("podhose-redrive: error:")
