@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from localaws import stack_config
 from localaws.kube_api import FakeKubeApi
 from localaws.node import Workload, canonical
 from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
@@ -83,6 +84,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.parameters.setdefault("Multiline", "java")
     if args.pod_labels:
         args.parameters.setdefault("AddKubernetesMetadata", "true")
+    problems = stack_config.parameter_problems(args.parameters)
+    if args.buffer_mb is not None:  # the processor buffer, bounded as the template bounds it
+        buffer = {"ProcessorBufferSizeMB": f"{args.buffer_mb:g}"}
+        problems += [f"--buffer-mb {args.buffer_mb:g}: {p.split(': ', 1)[1]}"
+                     for p in stack_config.parameter_problems(buffer)]  # fmt: skip
+    if problems:
+        parser.error("; ".join(problems))
     return args
 
 

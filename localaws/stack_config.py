@@ -219,12 +219,58 @@ class _Template:
         return default if resolved is None else resolved
 
 
+def parameter_problems(parameters: dict[str, str], path: Path = TEMPLATE_PATH) -> list[str]:
+    """What CloudFormation would refuse in these parameter values: unknown names, values
+    outside AllowedValues, AllowedPattern, MinValue/MaxValue or MinLength/MaxLength.
+
+    >>> for problem in parameter_problems({"DynamicPartitioning": "maybe", "Nope": "1"}):
+    ...     print(problem)
+    template.yaml has no parameter Nope
+    DynamicPartitioning=maybe: not one of ['true', 'false']
+    """
+    declared = load_template(path).get("Parameters") or {}
+    problems = [
+        f"{path.name} has no parameter {name}" for name in parameters if name not in declared
+    ]
+    for name, value in parameters.items():
+        rule = declared.get(name)
+        if rule is not None:
+            problems += [f"{name}={value}: {why}" for why in _refusals(rule, value)]
+    return problems
+
+
+def _refusals(rule: dict[str, Any], value: str) -> list[str]:
+    allowed = rule.get("AllowedValues")
+    if allowed is not None and value not in [str(v) for v in allowed]:
+        return [f"not one of {[str(v) for v in allowed]}"]
+    pattern = rule.get("AllowedPattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        return [f"does not match {pattern}"]
+    if rule.get("Type") == "Number":
+        return _number_refusals(rule, value)
+    if "MaxLength" in rule and len(value) > int(rule["MaxLength"]):
+        return [f"longer than {rule['MaxLength']}"]
+    return []
+
+
+def _number_refusals(rule: dict[str, Any], value: str) -> list[str]:
+    try:
+        number = float(value)
+    except ValueError:
+        return ["not a number"]
+    if "MinValue" in rule and number < float(rule["MinValue"]):
+        return [f"below the minimum {rule['MinValue']}"]
+    if "MaxValue" in rule and number > float(rule["MaxValue"]):
+        return [f"above the maximum {rule['MaxValue']}"]
+    return []
+
+
 def _read_template(path: Path, parameters: dict[str, str]) -> dict[str, Any]:
     doc = load_template(path)
     tpl = _Template(doc)
-    unknown = sorted(set(parameters) - set(tpl.params))
-    if unknown:
-        raise ValueError(f"{path.name} has no parameter(s) {unknown}")
+    problems = parameter_problems(parameters, path)
+    if problems:
+        raise ValueError("; ".join(problems))
     tpl.params.update(parameters)
     out: dict[str, Any] = {"source": f"{path.name} (parameter defaults)"}
     for res in (doc.get("Resources") or {}).values():

@@ -46,14 +46,45 @@ def describe(response: dict) -> str:
     return "\n".join(lines)
 
 
+def event_problem(event: object) -> str | None:
+    """What keeps `event` from being a Firehose data-transformation event (None: nothing).
+
+    >>> event_problem({"records": [{"recordId": "1"}]})
+    'records[0] has no "data" string'
+    """
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    records = event.get("records")
+    if not isinstance(records, list):
+        return 'no "records" list'
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            return f"records[{i}] is not an object"
+        for key in ("recordId", "data"):
+            if not isinstance(record.get(key), str):
+                return f'records[{i}] has no "{key}" string'
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 with the rendering; 2 with one line when the event cannot be used."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m transform_lambda.invoke EVENT.json", file=sys.stderr)
         return 2
+    path = Path(args[0])
+    try:
+        event = jsoncodec.loads(path.read_bytes())
+        problem = event_problem(event)
+    except OSError as error:
+        problem = f"cannot read it: {error.strerror}"
+    except ValueError as error:  # msgspec's DecodeError is a ValueError
+        problem = f"not JSON: {error}"
+    if problem is not None:
+        print(f"invoke: error: {path}: {problem}", file=sys.stderr)
+        return 2
     from transform_lambda.app import lambda_handler
 
-    event = jsoncodec.loads(Path(args[0]).read_bytes())
     response = lambda_handler(event, LocalContext())
     print(describe(response))
     return 0
