@@ -60,6 +60,7 @@ DOCKER_TIME = b'","time":"'
 DOCKER_TAIL = len(DOCKER_TIME) + TIME_LEN + 3  # ","time":"<time>"}\n
 KEEP_ROTATED = 2  # rotated files kept per container: small, so pruning frees inodes often
 HOLD_WAIT = 2.0  # seconds a delete/rotate waits for the forwarder to hold the files open
+MAX_EXCUSED = 50  # pieces a copytruncate may cut before they were shipped (else it waits)
 PIECE_SPLIT = 16384  # the runtimes' piece size for long lines
 FAULTS = ("throttle", "server_error", "drop", "fail_records")
 MALFORMED = ("missing", "short", "garbage")
@@ -696,6 +697,17 @@ class Runner:
                 return False
             self.pause(0.05)
 
+    def delivered(self, files: list[FileModel], wait: float = HOLD_WAIT) -> bool:
+        """Every piece of `files` delivered (waits up to `wait`)."""
+        deadline = time.monotonic() + wait
+        while True:
+            self.model.absorb()
+            if not any(f.undelivered() for f in files):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self.pause(0.05)
+
     def op_rotate(self, c: int) -> bool:
         """Rename rotation: kubelet's 0.log -> 0.log.<ts>, dockerd's -json.log -> .1 (.1 ->
         .2, ...); a new file; the oldest rotated beyond KEEP_ROTATED pruned when safe."""
@@ -731,8 +743,10 @@ class Runner:
         if box is None:
             return False
         live = box.live
-        if self.running and not self.faulty:
-            self.holds([live])  # give it a moment to catch up
+        if self.running:
+            self.delivered([live])  # give it a moment to catch up
+        if len(live.undelivered()) > MAX_EXCUSED:
+            return False  # the forwarder is far behind: most lines would be excused
         size = box.target.stat().st_size
         box.copies += 1
         copy = box.target.with_name(f"{box.target.name}-copy{box.copies}")
@@ -814,8 +828,8 @@ class Runner:
         m.absorb()
         pieces = list(m.pieces.values())
         dup = [p for p in pieces if p.delivered > 1]
-        excused = sum(1 for p in pieces if p.excused)
-        self.notes.append(f"inode reuses: {m.inode_reuses}; excused pieces: {excused}")
+        excused = Counter(p.excused for p in pieces if p.excused)
+        self.notes.append(f"inode reuses: {m.inode_reuses}; excused pieces: {dict(excused)}")
         stalled = [p for p in self.stalled if p.delivered]  # late; lost ones count as lost
         return Result(
             profile=self.profile.name,
@@ -882,14 +896,14 @@ class Walker:
         live = r.live_boxes()
         opts: list[tuple[float, Callable[[], Step]]] = [(3.0, self.sleep)]
         if len(live) < 6:
-            opts.append((3.0 if len(live) < 2 else 0.8, self.add))
+            opts.append((3.0 if len(live) < 3 else 1.0, self.add))
         if live:
             opts += [(6.0, self.write), (0.8, self.bulk), (2.0, self.piece), (0.4, self.big),
                      (1.5, self.rotate), (0.6, self.copytruncate)]  # fmt: skip
         if any(b.open for b in live):
             opts.append((2.0, self.finish))
-        if r.running and len(live) >= 2:
-            opts.append((0.6, self.delete))
+        if r.running and live:
+            opts.append((1.0, self.delete))
         opts.append((0.4, lambda: step("kill")) if r.running else (4.0, lambda: step("start")))
         opts.append((1.5, lambda: step("clear")) if r.faulty or r.slowed else (0.8, self.fault))
         opts += [(0.3, self.slow), (0.3, self.malformed)]
