@@ -89,7 +89,7 @@ class Profile:
         return (
             "--max-buffer-bytes", str(self.buffer_bytes), "--max-line-bytes",
             str(self.line_bytes), "--max-record-bytes", str(self.record_bytes),
-            "--send-concurrency", "2",
+            "--send-concurrency", "2", "--shutdown-timeout", "5",
         )  # fmt: skip
 
     def resend_per_kill(self) -> int:
@@ -107,7 +107,7 @@ PROFILES = {
     "big": Profile("big", 4 * 1024 * 1024, 700_000, 2 * 1024 * 1024, (1_000_000, 5_000_000),
                    (600_000, 690_000)),
 }  # fmt: skip
-assert PROFILES["small"].flags() == FORWARDER_FLAGS  # the chaos suite's settings
+assert PROFILES["small"].flags()[: len(FORWARDER_FLAGS)] == FORWARDER_FLAGS  # the chaos suite's
 
 
 @dataclass(frozen=True)
@@ -792,10 +792,11 @@ class Runner:
             self.start()
         if not self.wait_delivered(skip_open=True, timeout=90):
             self.stalled = self.model.missing(skip_open=True)
-        for box in self.live_boxes():
-            for stream in list(box.open):
-                self.op_finish(int(box.name[1:]), stream, 8)
-        self.wait_delivered(skip_open=False, timeout=60)
+        unfinished = [(box, stream) for box in self.live_boxes() for stream in box.open]
+        for box, stream in unfinished:
+            self.op_finish(int(box.name[1:]), stream, 8)
+        if unfinished or not self.stalled:
+            self.wait_delivered(skip_open=False, timeout=60)
         if self.proc is not None:
             self.proc.signal(signal.SIGTERM)
             try:
@@ -873,9 +874,10 @@ class Walker:
     """Chooses the next step from the runner's state (seeded: the same seed, the same walk
     as long as the forwarder behaves the same)."""
 
-    def __init__(self, rng: random.Random, runner: Runner) -> None:
+    def __init__(self, rng: random.Random, runner: Runner, without: Iterable[str] = ()) -> None:
         self.rng = rng
         self.runner = runner
+        self.without = frozenset(without)  # operations never chosen
         self.next_box = 0
 
     def steps(self, count: int) -> Iterator[Step]:
@@ -885,7 +887,7 @@ class Walker:
 
     def choose(self) -> Step:
         """One step, by weight among those that apply now."""
-        options = self.options()
+        options = [(w, make) for w, make in self.options() if make.__name__ not in self.without]
         weights = [w for w, _ in options]
         make = self.rng.choices([m for _, m in options], weights)[0]
         return make()
@@ -904,8 +906,8 @@ class Walker:
             opts.append((2.0, self.finish))
         if r.running and live:
             opts.append((1.0, self.delete))
-        opts.append((0.4, lambda: step("kill")) if r.running else (4.0, lambda: step("start")))
-        opts.append((1.5, lambda: step("clear")) if r.faulty or r.slowed else (0.8, self.fault))
+        opts.append((0.4, self.kill) if r.running else (4.0, self.start))
+        opts.append((1.5, self.clear) if r.faulty or r.slowed else (0.8, self.fault))
         opts += [(0.3, self.slow), (0.3, self.malformed)]
         return opts
 
@@ -969,6 +971,18 @@ class Walker:
         """A pod deleted."""
         return step("delete", c=self.pick_box())
 
+    def kill(self) -> Step:
+        """SIGKILL."""
+        return step("kill")
+
+    def start(self) -> Step:
+        """Restart."""
+        return step("start")
+
+    def clear(self) -> Step:
+        """End the faults."""
+        return step("clear")
+
     def fault(self) -> Step:
         """An outage."""
         return step("fault", kind=self.rng.choice(FAULTS))
@@ -1001,11 +1015,17 @@ def workdir(root: Path | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def walk(seed: int, count: int, profile: str = "small", root: Path | None = None) -> Result:
-    """A seeded random walk of `count` steps."""
+def walk(
+    seed: int,
+    count: int,
+    profile: str = "small",
+    root: Path | None = None,
+    without: Iterable[str] = (),
+) -> Result:
+    """A seeded random walk of `count` steps (never choosing the operations `without`)."""
     with workdir(root) as path:
         runner = Runner(path, PROFILES[profile])
-        return runner.run(Walker(random.Random(seed), runner).steps(count))
+        return runner.run(Walker(random.Random(seed), runner, without).steps(count))
 
 
 def run_steps(steps: list[Step], profile: str = "small", root: Path | None = None) -> Result:
@@ -1126,11 +1146,13 @@ def check(
     count: int,
     profile: str = "small",
     reduce_seconds: float = 120.0,
+    *,
     root: Path | None = None,
+    without: Iterable[str] = (),
 ) -> Outcome:
     """Walk; on failure reduce the steps to a few that fail the same way."""
     print(f"tailer model: seed {seed}, {count} steps, profile {profile}", flush=True)
-    result = walk(seed, count, profile, root)
+    result = walk(seed, count, profile, root, without)
     outcome = Outcome(result)
     if result.ok or reduce_seconds <= 0:
         return outcome
@@ -1149,11 +1171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
     parser.add_argument("--minutes", type=float, default=0.0, help="walk seeds until then")
     parser.add_argument("--reduce-seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--without", action="append", default=[], metavar="OP", help="never choose OP"
+    )
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.minutes * 60
     seed = args.seed
     while True:
-        outcome = check(seed, args.steps, args.profile, args.reduce_seconds)
+        outcome = check(seed, args.steps, args.profile, args.reduce_seconds, without=args.without)
         print(outcome.message(seed) if not outcome.ok else outcome.result.report(), flush=True)
         if not outcome.ok:
             return 1

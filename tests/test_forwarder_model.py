@@ -17,13 +17,13 @@ import pytest
 from tests.tailer_model import check
 
 STEPS = 60
-REDUCE_SECONDS = float(os.environ.get("PODHOSE_MODEL_REDUCE_SECONDS", "60"))
+REDUCE_SECONDS = float(os.environ.get("PODHOSE_MODEL_REDUCE_SECONDS", "180"))
 WALKS = [(1, "small"), (2, "small"), (3, "small"), (4, "big")]
 
 
 @pytest.mark.timeout(240 + REDUCE_SECONDS)
 @pytest.mark.parametrize(("seed", "profile"), WALKS)
 def test_every_line_arrives_exactly_once(seed: int, profile: str, tmp_path: Path) -> None:
-    outcome = check(seed, STEPS, profile, REDUCE_SECONDS, tmp_path)
+    outcome = check(seed, STEPS, profile, REDUCE_SECONDS, root=tmp_path)
     print(outcome.result.report())
     assert outcome.ok, outcome.message(seed)
