@@ -14,11 +14,11 @@ long), each run with the head of its first piece (forwarder/partials.py):
 Each delivered line is matched to the run of pieces it must be; every piece must be covered
 exactly once: more only after a SIGKILL, within what it can leave unacknowledged.
 
-Only what the forwarder could have seen is demanded: a pod is deleted (and a rotated file
-pruned) only once the running forwarder held its files open (/proc/PID/fd), or they were
-delivered; a live file is rotated only once the running forwarder held it (a file created and
-rotated within one scan interval is a documented limit); what a copytruncate cut before the
-forwarder read it, and what a SIGKILL left unread in deleted files, is excused (it may arrive).
+Only what the forwarder could have seen is demanded: a pod is deleted, a rotated file pruned
+and a live file rotated only once each file was delivered, or the running forwarder held it
+open (/proc/PID/fd), or could find it by its glob for a second (a file created and rotated
+within one scan interval is a documented limit); what a copytruncate cut before the forwarder
+shipped it, and what a SIGKILL left undelivered in deleted files, is excused (it may arrive).
 
 A failing walk is reduced (prefix bisection, then delta debugging of the recorded steps) and
 printed as a `replay([...])` call.
@@ -60,6 +60,9 @@ DOCKER_TIME = b'","time":"'
 DOCKER_TAIL = len(DOCKER_TIME) + TIME_LEN + 3  # ","time":"<time>"}\n
 KEEP_ROTATED = 2  # rotated files kept per container: small, so pruning frees inodes often
 HOLD_WAIT = 2.0  # seconds a delete/rotate waits for the forwarder to hold the files open
+# A file the running forwarder could find by its glob this long (5 scan intervals) must have
+# been opened: losing sight of it then is the forwarder's fault, not a documented limit.
+FINDABLE = 1.0
 MAX_EXCUSED = 50  # pieces a copytruncate may cut before they were shipped (else it waits)
 PIECE_SPLIT = 16384  # the runtimes' piece size for long lines
 FAULTS = ("throttle", "server_error", "drop", "fail_records")
@@ -188,6 +191,8 @@ class FileModel:
     pieces: list[Piece] = field(default_factory=list)
     history: list[str] = field(default_factory=list)  # rotated, truncated, pruned, deleted
     seen_by: set[int] = field(default_factory=set)  # forwarder generations that held it open
+    created: float = field(default_factory=time.monotonic)
+    rotated_at: float | None = None  # when its path stopped matching the glob
     gone: bool = False  # unlinked
 
     def describe(self) -> str:
@@ -488,6 +493,7 @@ class Runner:
         self.died: list[str] = []
         self.notes: list[str] = []
         self.exit_code: int | None = None
+        self.ready_at: float | None = None  # when the current forwarder first answered
         self.stalled: list[Piece] = []
         self.writes = 0
 
@@ -536,6 +542,8 @@ class Runner:
             f = self.model.files.get(key)
             if f is not None:
                 f.seen_by.add(self.generation)
+        if self.ready_at is None and self.proc.up():
+            self.ready_at = time.monotonic()
 
     def pause(self, seconds: float) -> None:
         """Sleep, watching the forwarder."""
@@ -551,6 +559,7 @@ class Runner:
         self.procs.append(proc.start())
         self.proc = proc
         self.generation += 1
+        self.ready_at = None
 
     def op_start(self) -> bool:
         """Restart after a kill."""
@@ -683,15 +692,25 @@ class Runner:
         return True
 
     # --- rotation, truncation, deletion
-    def holds(self, files: list[FileModel]) -> bool:
-        """The running forwarder held each of `files` open at some point, or has delivered it
-        (waits up to HOLD_WAIT)."""
+    def known(self, f: FileModel) -> bool:
+        """Losing sight of `f` (rotating it away, deleting it) loses nothing the forwarder
+        could not have had: it is delivered, or the running forwarder held it open, or could
+        find it by its glob for FINDABLE seconds."""
+        if not f.undelivered():
+            return True
         if self.proc is None:
             return False
+        if self.generation in f.seen_by:
+            return True
+        end = f.rotated_at or time.monotonic()
+        return self.ready_at is not None and end - max(f.created, self.ready_at) >= FINDABLE
+
+    def knows(self, files: list[FileModel]) -> bool:
+        """Each of `files` is known (waits up to HOLD_WAIT)."""
         deadline = time.monotonic() + HOLD_WAIT
         while True:
             self.model.absorb()
-            if all(self.generation in f.seen_by or not f.undelivered() for f in files):
+            if all(self.known(f) for f in files):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -709,11 +728,13 @@ class Runner:
             self.pause(0.05)
 
     def op_rotate(self, c: int) -> bool:
-        """Rename rotation: kubelet's 0.log -> 0.log.<ts>, dockerd's -json.log -> .1 (.1 ->
-        .2, ...); a new file; the oldest rotated beyond KEEP_ROTATED pruned when safe."""
+        """Rename rotation as kubelet and dockerd do it: the oldest rotated files beyond
+        KEEP_ROTATED pruned first (when safe), then 0.log -> 0.log.<ts> or -json.log -> .1
+        (.1 -> .2, ...), then a new file, which gets a pruned file's inode on ext4."""
         box = self.box(c)
-        if box is None or (self.running and not self.holds([box.live])):
+        if box is None or (self.running and not self.knows([box.live])):
             return False  # a file created and rotated unseen is a documented limit
+        self.prune(box)
         box.rotations += 1
         if box.runtime == "docker":
             for f in sorted(box.rotated(), key=lambda f: -int(f.path.suffix[1:])):
@@ -723,15 +744,16 @@ class Runner:
             rotated = box.target.with_name(f"{box.target.name}.20240501-{box.rotations:06d}")
         box.live.path = box.target.rename(rotated)
         box.live.history.append("rotated")
+        box.live.rotated_at = time.monotonic()
         box.target.touch()
         box.files.append(self.model.add_file(box.target))
-        self.prune(box)
         return True
 
     def prune(self, box: Box) -> None:
-        """Delete rotated files beyond KEEP_ROTATED, oldest first, if the forwarder has them."""
-        for f in box.rotated()[:-KEEP_ROTATED]:
-            if (self.generation in f.seen_by and self.running) or not f.undelivered():
+        """Delete the oldest rotated files, keeping KEEP_ROTATED - 1 (the rotation adds one),
+        each only if the running forwarder held it or it was delivered."""
+        for f in box.rotated()[: -(KEEP_ROTATED - 1)]:
+            if self.known(f):
                 f.path.unlink()
                 f.gone = True
                 f.history.append("pruned")
@@ -770,10 +792,10 @@ class Runner:
 
     def op_delete(self, c: int) -> bool:
         """A finished pod's files deleted (link and directory), once the running forwarder
-        holds them open."""
+        knows them (see `known`)."""
         box = self.box(c)
         files = [f for f in box.files if not f.gone] if box is not None else []
-        if box is None or not self.running or not self.holds(files):
+        if box is None or not self.running or not self.knows(files):
             return False
         box.link.unlink()
         shutil.rmtree(box.target.parent)
