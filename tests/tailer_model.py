@@ -455,7 +455,9 @@ class Result:
                 yield from (f"  x{p.delivered} {p.describe()}" for p in self.duplicated[:4])
         if self.extra:
             yield f"EXTRA {len(self.extra)} lines that are no run of written pieces (half lines?)"
-            yield from (f"  {line[:100]!r}...{line[-60:]!r}" for line in self.extra[:5])
+            for line in self.extra[:5]:
+                shown = repr(line) if len(line) <= 160 else f"{line[:100]!r}...{line[-60:]!r}"
+                yield f"  {len(line)} bytes: {shown}"
         if self.undecodable:
             yield f"UNDECODABLE records: {len(self.undecodable)}: {self.undecodable[:3]}"
         if self.misplaced:

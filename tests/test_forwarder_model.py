@@ -17,7 +17,7 @@ import pytest
 from tests.tailer_model import check
 
 STEPS = 60
-REDUCE_SECONDS = float(os.environ.get("PODHOSE_MODEL_REDUCE_SECONDS", "180"))
+REDUCE_SECONDS = float(os.environ.get("PODHOSE_MODEL_REDUCE_SECONDS", "120"))
 WALKS = [(1, "small"), (2, "small"), (3, "small"), (4, "big")]
 
 
