@@ -1100,9 +1100,21 @@ class Reducer:
         return False
 
     def reduce(self, steps: list[Step]) -> list[Step]:
-        """The shortest failing prefix, then chunks removed (ddmin) while time allows."""
+        """The shortest failing prefix, then every step of one kind at once, then chunks
+        (ddmin), while time allows."""
         steps = self.prefix(steps)
+        steps = self.without_kinds(steps)
         return self.ddmin(steps)
+
+    def without_kinds(self, steps: list[Step]) -> list[Step]:
+        """Remove all steps of one operation at once (sleeps, writes, ...), most common first."""
+        for op, _ in Counter(s.op for s in steps).most_common():
+            candidate = [s for s in steps if s.op != op]
+            if self.out_of_time():
+                break
+            if candidate and self.fails(candidate):
+                steps = candidate
+        return steps
 
     def prefix(self, steps: list[Step]) -> list[Step]:
         """Bisect the shortest prefix that still fails."""
