@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(argv: Sequence[str] | None) -> int:
     """Set up from the settings, then run the main loop."""
     tune_malloc()
+    raise_open_files_limit()
     cfg = resolve_region(parse_config(argv))
     logs.setup(cfg.log_level)
     for name in unknown_variables(dict(os.environ)):
@@ -52,6 +55,15 @@ def run(argv: Sequence[str] | None) -> int:
             raise StartupError(f"{where}: cannot serve there: {exc.strerror or exc}") from None
     log.info("starting", extra={"stream": cfg.delivery_stream, "paths": cfg.paths})
     return fwd.run()
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit of open descriptors to the hard one (often 1,024 of 1,048,576 in
+    containers): files drained but unacknowledged keep theirs during an outage."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -387,10 +387,13 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
             parser.error(f"{source}: {exc}")
     if not values["delivery_stream"]:
         parser.error("--delivery-stream (or PODHOSE_DELIVERY_STREAM) is required")
-    if values["max_record_bytes"] < values["max_line_bytes"] + limits.RECORD_OVERHEAD:
+    overhead = limits.RECORD_OVERHEAD
+    overhead += limits.METADATA_RESERVE if values["kubernetes_metadata"] else 0
+    if values["max_record_bytes"] < values["max_line_bytes"] + overhead:
         parser.error(
             f"{sources['max_record_bytes']}: --max-record-bytes must be at least "
-            f"--max-line-bytes + {limits.RECORD_OVERHEAD}"
+            f"--max-line-bytes + {overhead}"
+            + (" (with --kubernetes-metadata)" if values["kubernetes_metadata"] else "")
         )
     _check_multiline(parser, values, sources)
     if values["kubernetes_metadata"] and not values["node_name"]:

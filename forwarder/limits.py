@@ -8,6 +8,10 @@ MAX_RECORD_BYTES = 1_024_000
 MAX_CALL_BYTES = 4 * 1024 * 1024
 # Room for the wire header (15 bytes + file name up to 255 bytes + newline) and gzip framing.
 RECORD_OVERHEAD = 512
+# Pod metadata (--kubernetes-metadata) a record header may carry, and the room a record keeps
+# for it (the field, " k8s=" and slack).
+MAX_METADATA_BYTES = 8 * 1024
+METADATA_RESERVE = MAX_METADATA_BYTES + 8
 # Longest logical line we ship whole: a record must hold at least one line plus the header.
 MAX_LINE_LIMIT = MAX_RECORD_BYTES - RECORD_OVERHEAD - 1
 # Firehose bills every record rounded up to the next 5 KB.

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
@@ -16,7 +20,7 @@ from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rotation import Drain, recover_at_start
-from forwarder.scan import FileKey, Found, any_match, scan
+from forwarder.scan import FileKey, Found, ScanError, any_match, scan
 from forwarder.sender import Sender
 from forwarder.tail import Chunk, TailedFile
 
@@ -26,6 +30,7 @@ COMMIT_INTERVAL = 0.2  # seconds between offset saves (bounds re-sends after a c
 MAX_POLL = 0.2  # seconds the loop sleeps when no file had anything new
 METADATA_STARTUP_WAIT = 5.0  # seconds the first read waits for the pod list (never longer)
 READS_PER_FILE = 8  # rounds of one chunk per file in one pass over the files
+FORGOTTEN_FILES = 4096  # closed files whose offsets are kept in memory, newest
 NOTHING_TO_READ_LOG_INTERVAL = 60.0  # seconds between two warnings that nothing can be read
 
 
@@ -56,6 +61,9 @@ class Forwarder:
         # at once): a found key is in `closed` only if it is that very file.
         self.closed: dict[FileKey, TailedFile] = {}
         self.saved: dict[FileKey, int] = {}
+        # Files closed once acknowledged, by key: if one is found again (its path came back),
+        # it resumes where it was, when its fingerprint says it is the same file.
+        self.forgotten: OrderedDict[FileKey, Stored] = OrderedDict()
         self.buffered = 0
         self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
         self.unopenable: dict[str, str] = {}  # found files that failed to open, -> reason
@@ -83,8 +91,7 @@ class Forwarder:
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_scan and not (self.cfg.exit_on_eof and not first):
-                self.scan_files(first)
-                first = False
+                first = not self.scan_files(first) and first  # recovery needs a whole scan
                 next_scan = now + self.cfg.scan_interval
             progressed = self.read_all(now)
             self.flush_stale_partials(now)
@@ -106,12 +113,19 @@ class Forwarder:
 
     # ----- files
 
-    def scan_files(self, first: bool) -> None:
+    def scan_files(self, first: bool) -> bool:
         """Glob, open new files, drain vanished ones; at start, recover what was rotated while
-        stopped. The scan's start time is saved with the next offsets (recovery uses it)."""
+        stopped. The scan's start time is saved with the next offsets (recovery uses it).
+        False when the scan failed (counted, logged at most once a minute): nothing changes."""
         started = time.time()
         unreadable: dict[str, str] = {}
-        found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix, unreadable)
+        try:
+            found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix, unreadable)
+        except ScanError as exc:  # nothing seen is not everything gone: change nothing
+            self.metrics.scan_errors.inc()
+            if self.said.due("scan error") is not None:
+                log.error("scan failed, files kept as they are", extra={"error": str(exc)})
+            return False
         self.unopenable.clear()
         self.reconcile(found)
         self.report_unreadable(unreadable | self.unopenable)
@@ -119,6 +133,7 @@ class Forwarder:
             self.recover(found)
         self.scanned = started
         self.report_nothing_to_read(found)
+        return True
 
     def report_nothing_to_read(self, found: dict[FileKey, Found]) -> None:
         """When no path matches at all, or every matched file is unreadable: /readyz fails
@@ -135,12 +150,15 @@ class Forwarder:
     def reconcile(self, found: dict[FileKey, Found]) -> None:
         """Open new files; start draining files whose path no longer leads to them."""
         for key, item in found.items():
-            tailed = self.files.get(key)
-            if tailed is None and key not in self.closed:
+            tailed = self.files.get(key) or self.closed.pop(key, None)
+            if tailed is None:
                 self.open_file(item)
-            elif tailed is not None:
-                tailed.path = item.path
-                tailed.draining_since = None
+                continue
+            if tailed.draining_since is not None:  # its path leads to it again: tail it on
+                log.info("file found again, tailing on", extra={"path": item.path})
+            self.files[key] = tailed
+            tailed.path = item.path
+            tailed.draining_since = None
         for key, tailed in self.files.items():
             if key not in found:
                 tailed.start_draining()
@@ -164,10 +182,11 @@ class Forwarder:
 
     def open_file(self, item: Found) -> None:
         """Start tailing a new file, from its stored offset if that belongs to it."""
+        stored = self.stored.get(item.key)
+        forgotten = self.forgotten.pop(item.key, None)  # a reused inode, unless it matches
+        row, warn = (stored, True) if stored is not None else (forgotten, False)
         try:
-            tailed = TailedFile.open(
-                item.key, item.path, self.stored.get(item.key), self.cfg.max_line_bytes
-            )
+            tailed = TailedFile.open(item.key, item.path, row, self.cfg.max_line_bytes, warn)
         except OSError as exc:
             self.unopenable[item.path] = exc.strerror or type(exc).__name__
             return
@@ -253,15 +272,20 @@ class Forwarder:
         they are, so one stream stopped mid-line never holds its file's offset (or memory)."""
         older_than = now - self.cfg.partial_flush_timeout
         for tailed in self.files.values():
-            chunk = tailed.flush_stale(older_than)
-            if chunk is not None:
-                self.metrics.stale_partials.inc(chunk.stale)
-                log.warning(
-                    "unfinished partial line shipped as it is after waiting",
-                    extra={"path": tailed.path, "lines": chunk.stale,
-                           "seconds": self.cfg.partial_flush_timeout},
-                )  # fmt: skip
-                self.batcher.add(tailed.key, chunk, now)
+            if tailed.size <= tailed.offset:  # unread bytes may hold the line's end
+                self.ship_pieces(tailed, older_than, now, "after waiting")
+
+    def ship_pieces(self, tailed: TailedFile, older_than: float, now: float, why: str) -> None:
+        """Ship the file's unfinished partial lines read before `older_than` as they are."""
+        chunk = tailed.flush_stale(older_than)
+        if chunk is not None:
+            self.metrics.stale_partials.inc(chunk.stale)
+            log.warning(
+                "unfinished partial line shipped as it is " + why,
+                extra={"path": tailed.path, "lines": chunk.stale,
+                       "seconds": self.cfg.partial_flush_timeout},
+            )  # fmt: skip
+            self.batcher.add(tailed.key, chunk, now)
 
     def after_truncation(self, tailed: TailedFile) -> None:
         """If the file was found truncated (copytruncate): count it, and restart its records
@@ -309,11 +333,19 @@ class Forwarder:
     # ----- offsets and delivery state
 
     def commit(self) -> None:
-        """Save changed committed offsets; forget closed files once fully acknowledged."""
+        """Look for truncations, save changed offsets, forget closed files once fully
+        acknowledged, and report delivery progress to the health checks."""
         for tailed in self.files.values():
             tailed.check_truncation(deep=True)
             self.after_truncation(tailed)
         committed = self.tracker.snapshot()
+        self.save_offsets(committed)
+        self.forget_acknowledged(committed)
+        self.report_delivery()
+
+    def save_offsets(self, committed: dict[FileKey, int]) -> None:
+        """Save the offsets that changed (and the last scan's time); a failed save (disk
+        full, database locked) is counted, logged and tried again at the next commit."""
         rows = []
         total_lag = 0
         for key, tailed in self.files.items():
@@ -324,13 +356,28 @@ class Forwarder:
                 self.metrics.lag.labels(tailed.src).set(lag)
             if self.saved.get(key) != offset:
                 rows.append((key, Stored(tailed.path, tailed.target, offset, tailed.fingerprint())))
-                self.saved[key] = offset
         self.metrics.lag_total.set(total_lag)
-        self.db.save(rows, self.scanned)
-        self.scanned = None
+        if self.db_call(self.db.save, rows, self.scanned):
+            self.saved.update((key, row.offset) for key, row in rows)
+            self.scanned = None
+
+    def db_call(self, call: Callable[..., None], *args: Any) -> bool:
+        """Run a database write; False (counted, logged once a minute) when it failed."""
+        try:
+            call(*args)
+        except sqlite3.Error as exc:
+            self.metrics.offset_save_failures.inc()
+            if self.said.due("offsets") is not None:
+                log.error("cannot save offsets; retrying", extra={"error": str(exc)})
+            return False
+        return True
+
+    def forget_acknowledged(self, committed: dict[FileKey, int]) -> None:
+        """Close drained files whose records are all acknowledged; delete their rows."""
         done = [k for k in self.closed if self.tracker.in_flight(k) == 0]
         for key in done:
             tailed = self.closed.pop(key)
+            self.remember(key, tailed, committed.get(key, tailed.offset))
             tailed.close()
             self.tracker.forget(key)
             self.batcher.untrack(key)
@@ -338,10 +385,19 @@ class Forwarder:
             if tailed.src not in {t.src for t in self.files.values()}:
                 with contextlib.suppress(KeyError):
                     self.metrics.lag.remove(tailed.src)
-        self.db.delete(done)
+        self.db_call(self.db.delete, done)  # a row left behind is pruned at the next start
+
+    def report_delivery(self) -> None:
+        """The oldest unacknowledged record and line, for /readyz and the lag gauge."""
         sent = self.tracker.oldest_unacked()
         read = min((t for t in (sent, self.batcher.oldest_open()) if t is not None), default=None)
         self.health.delivery(sent, read, self.tracker.last_ack)
+
+    def remember(self, key: FileKey, tailed: TailedFile, offset: int) -> None:
+        """Keep a closed file's offset and fingerprint for a while (FORGOTTEN_FILES)."""
+        self.forgotten[key] = Stored(tailed.path, tailed.target, offset, tailed.fingerprint())
+        while len(self.forgotten) > FORGOTTEN_FILES:
+            self.forgotten.popitem(last=False)
 
     def wait_delivered(self, wait: float | None) -> bool:
         """Wait for every acknowledgement: at most `wait` s; None = until done or signalled."""
@@ -374,6 +430,11 @@ class Forwarder:
     def finish(self, wait: float | None) -> int:
         """Flush open records, wait for acknowledgements (at most `wait` s), save offsets."""
         self.drain_on_stop(self.cfg.shutdown_timeout if wait is None else wait)
+        for tailed in self.files.values():
+            # Lines after an unfinished piece were shipped: keeping the piece for the next run
+            # would keep the offset before them, and the next run would send them again.
+            if tailed.joiner.shipped_past_pending():
+                self.ship_pieces(tailed, float("inf"), time.monotonic(), "at shutdown")
         self.batcher.flush_all()
         self.queue.flush()
         delivered = self.wait_delivered(wait)

@@ -57,6 +57,17 @@ class Metrics:
             "(incompressible, near the record size); each piece arrives as its own line",
             registry=r,
         )
+        self.scan_errors = Counter(
+            "podhose_scan_errors",
+            "Scans that could not list a folder (out of descriptors, permissions): nothing "
+            "was changed",
+            registry=r,
+        )
+        self.offset_save_failures = Counter(
+            "podhose_offset_save_failures",
+            "Offset saves that failed (disk full, database locked); tried again",
+            registry=r,
+        )
         self.sender_restarts = Counter(
             "podhose_sender_restarts", "Sender threads that died and were replaced", registry=r
         )

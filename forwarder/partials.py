@@ -61,10 +61,12 @@ class PartialJoiner:
         self.docker: bool | None = None  # decided from the first byte of the file
         self.pending: dict[bytes, Pending] = {}
         self._out: list[bytes] = []
+        self._shipped_past = False  # a line after an unfinished piece was emitted
 
     def reset(self) -> None:
         """Forget all pieces (after a truncation)."""
         self.pending.clear()
+        self._shipped_past = False
 
     def safe_offset(self, end: int) -> int:
         """Offset up to which every line is emitted: before the first unfinished piece."""
@@ -82,10 +84,12 @@ class PartialJoiner:
         oversize = 0
         pos = offset
         for line in chunk.split(b"\n")[:-1]:
+            emitted = len(out)
             if self.docker:
                 oversize += self._docker_line(line, pos)
             else:
                 oversize += self._cri_line(line, pos)
+            self._shipped_past = bool(self.pending) and (self._shipped_past or len(out) > emitted)
             pos += len(line) + 1
         data = b"\n".join(out) + b"\n" if out else b""
         return Joined(data, False, oversize)
@@ -98,7 +102,13 @@ class PartialJoiner:
         for stream in streams:
             pend = self.pending.pop(stream)
             out.append(self._wrap(pend.head, pend.parts) + b"\n")
+        self._shipped_past = self._shipped_past and bool(self.pending)
         return b"".join(out)
+
+    def shipped_past_pending(self) -> bool:
+        """An unfinished piece holds the offset back while lines after it were emitted: a
+        restart from that offset would send those lines again."""
+        return bool(self.pending) and self._shipped_past
 
     def held_bytes(self) -> int:
         """Bytes of unfinished pieces held in memory."""

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
 from typing import Any
 
+from forwarder import limits
+
 log = logging.getLogger("forwarder")
 
 #: Pods kept in the cache (a node runs at most a few hundred; kubelet's default is 110).
@@ -45,7 +47,7 @@ MAX_PODS = 2048
 #: How long a deleted pod's metadata is kept for the lines still draining from its files.
 DELETED_TTL_S = 300.0
 #: A header field larger than this is left out (and the record counted without metadata).
-MAX_FIELD_BYTES = 8 * 1024
+MAX_FIELD_BYTES = limits.MAX_METADATA_BYTES
 #: The watch's server-side timeout; the client's socket timeout is a little longer.
 WATCH_TIMEOUT_S = 290
 RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0

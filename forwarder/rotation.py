@@ -24,6 +24,8 @@ from forwarder.tail import TailedFile
 
 log = logging.getLogger("forwarder.rotation")
 
+# kubelet compresses old rotated files to `.gz` through a `.tmp` file: neither holds lines.
+NOT_LOGS = (".gz", ".tmp")
 MIN_GRACE = 1.0  # seconds a rotated file must stay quiet, at least, before it is closed
 # File times come from a coarse kernel clock (a few ms behind time.time()): a file written
 # just after a scan began may show an earlier mtime.
@@ -43,10 +45,13 @@ class Drain:
         return cls(max(MIN_GRACE, 2 * scan_interval))
 
     def is_final(self, tailed: TailedFile, now: float) -> bool:
-        """The file was rotated away or deleted and stayed quiet for the grace period: it will
-        not grow again, so an unterminated last line may be shipped."""
+        """The file was rotated away or deleted (not merely unlinked from the glob's path: a
+        file still at its own path may grow again), and has not grown for the grace period
+        since: it will not grow again, so an unterminated last line may be shipped."""
         since = tailed.draining_since
-        return since is not None and now - since >= self.grace
+        if since is None or now - max(since, tailed.last_growth) < self.grace:
+            return False
+        return not tailed.in_place()
 
     def can_close(self, tailed: TailedFile, now: float) -> bool:
         """Final, and every byte consumed (looked at now, not as of the last read)."""
@@ -81,7 +86,7 @@ def recover_at_start(
             for rotated, key in rotated_siblings(target, newer_than=last_scan - MTIME_SLACK):
                 if key in known:
                     continue
-                tailed = _open_rotated(key, rotated, path, None, max_line)
+                tailed = _open_rotated(key, rotated, path, target, row=None, max_line=max_line)
                 if tailed is not None:
                     log.info("reading file created and rotated while stopped",
                              extra={"file": rotated})  # fmt: skip
@@ -90,7 +95,9 @@ def recover_at_start(
     gone = []
     for key, row in stored.items():
         rotated = find_rotated(key, row.target)
-        tailed = rotated and _open_rotated(key, rotated, row.path, row, max_line)
+        tailed = rotated and _open_rotated(
+            key, rotated, row.path, row.target, row=row, max_line=max_line
+        )
         if not tailed:
             gone.append(key)
             continue
@@ -100,13 +107,14 @@ def recover_at_start(
 
 
 def _open_rotated(
-    key: FileKey, rotated: str, path: str, row: Stored | None, max_line: int
+    key: FileKey, rotated: str, path: str, target: str, *, row: Stored | None, max_line: int
 ) -> TailedFile | None:
-    """Open a rotated file under the name it was globbed as, already draining."""
+    """Open a rotated file under the name it was globbed as and the path it had before its
+    rotation (`target`), already draining."""
     tailed = TailedFile.open(key, rotated, row, max_line)
     if tailed is None:
         return None
-    tailed.path, tailed.src = path, os.path.basename(path)
+    tailed.path, tailed.src, tailed.target = path, os.path.basename(path), target
     tailed.draining_since = time.monotonic()
     return tailed
 
@@ -114,8 +122,8 @@ def _open_rotated(
 def rotated_siblings(target: str, newer_than: float) -> list[tuple[str, FileKey]]:
     """Rotated copies of `target` (0.log.<ts>, -json.log.<n>) modified after `newer_than`.
 
-    Oldest first. Compressed ones (.gz) are skipped: runtimes compress only files they
-    rotated long before.
+    Oldest first. Compressed ones (.gz, and kubelet's .tmp while it compresses) are skipped:
+    runtimes compress only files they rotated long before.
     """
     directory, name = os.path.split(target)
     try:
@@ -124,7 +132,7 @@ def rotated_siblings(target: str, newer_than: float) -> list[tuple[str, FileKey]
         return []
     siblings = []
     for sibling in names:
-        if not sibling.startswith(name + ".") or sibling.endswith(".gz"):
+        if not sibling.startswith(name + ".") or sibling.endswith(NOT_LOGS):
             continue
         path = os.path.join(directory, sibling)
         with contextlib.suppress(OSError):

@@ -39,12 +39,13 @@ def scan(
 ) -> dict[FileKey, Found]:
     """Every regular file matched by `patterns`, keyed by the (st_dev, st_ino) of its target.
 
-    Matched paths that lead to no file (a symlink whose target is gone or not mounted) or to
-    something else than a regular file are put in `unreadable`, path -> reason, when it is
-    given.
+    Raises ScanError when a folder cannot be listed. Matched paths that lead to no file (a
+    symlink whose target is gone or not mounted) or to something else than a regular file are
+    put in `unreadable`, path -> reason, when it is given.
     """
     found: dict[FileKey, Found] = {}
     for pattern in patterns:
+        probe(pattern)
         for path in sorted(glob.glob(pattern)):
             if is_excluded(path, excludes, self_prefix):
                 continue
@@ -61,6 +62,25 @@ def scan(
             key = (st.st_dev, st.st_ino)
             found.setdefault(key, Found(key, path, st.st_size))
     return found
+
+
+class ScanError(OSError):
+    """A folder of the globs cannot be listed (out of descriptors, permissions): the scan saw
+    nothing, which must not be taken for every file being gone."""
+
+
+def probe(pattern: str) -> None:
+    """List the folder the pattern starts from, as glob would, but raise what glob swallows
+    (ScanError); a folder that does not exist is fine (nothing matches)."""
+    fixed = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    folder = os.path.dirname(fixed) or "."
+    try:
+        with os.scandir(folder):
+            pass
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise ScanError(exc.errno, f"cannot list {folder}: {exc.strerror}") from None
 
 
 def any_match(patterns: list[str]) -> bool:

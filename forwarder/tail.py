@@ -43,6 +43,7 @@ class TailedFile:
         self.joiner = PartialJoiner(max_line)
         self.draining_since: float | None = None  # set when rotated away or deleted
         self.at_eof = False  # as of the last read: nothing complete was left to read
+        self.last_growth = time.monotonic()  # when a read last found new bytes
         self.truncations = 0  # reported (and reset) by the main loop
         self.after_newline = offset == 0  # the byte before `offset` is a line feed we read
         self._fingerprint: Fingerprint | None = None
@@ -50,12 +51,14 @@ class TailedFile:
 
     @classmethod
     def open(
-        cls, key: FileKey, path: str, stored: Stored | None, max_line: int
+        cls, key: FileKey, path: str, stored: Stored | None, max_line: int, warn: bool = True
     ) -> TailedFile | None:
         """Open `path` if it still is the regular file `key`; resume at the stored offset if
         it belongs to this file (see Stored.applies_to), else read from the head.
 
         Raises OSError when the path cannot be opened; None when it no longer leads to `key`.
+        `warn`: log when the stored offset does not belong to the file (not for the memory of
+        closed files, whose inodes new files reuse all the time).
         O_NONBLOCK: a path swapped for a FIFO must not block the loop (it is refused below).
         """
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -66,7 +69,7 @@ class TailedFile:
         offset = 0
         if stored is not None and stored.applies_to(fd, st.st_size):
             offset = stored.offset
-        elif stored is not None and stored.offset:
+        elif stored is not None and stored.offset and warn:
             log.warning(
                 "stored offset does not belong to this file (inode reused or file rewritten), "
                 "reading from head",
@@ -74,6 +77,8 @@ class TailedFile:
             )
         tailed = cls(key, path, fd, offset, max_line)
         tailed.after_newline = offset == 0 or os.pread(fd, 1, offset - 1) == b"\n"
+        if offset:  # the runtime's format from the file's first byte, not from mid-file
+            tailed.joiner.docker = os.pread(fd, 1, 0) == b"{"
         return tailed
 
     def check_truncation(self, deep: bool = False) -> os.stat_result:
@@ -115,6 +120,15 @@ class TailedFile:
         """Every byte of the file is consumed and no piece of a line waits (checked now)."""
         return os.fstat(self.fd).st_size <= self.offset and not self.joiner.pending
 
+    def in_place(self) -> bool:
+        """The file is still at the path it was opened at: only a link to it went away (the
+        runtime did not rotate or delete it), so it may well grow again."""
+        try:
+            st = os.stat(self.target)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.key
+
     def deleted(self) -> bool:
         """The file has no name left (deleted; only this descriptor keeps it)."""
         return os.fstat(self.fd).st_nlink == 0
@@ -139,6 +153,8 @@ class TailedFile:
         self.check_truncation()
         data = self._pread(read_size)
         self.at_eof = len(data) < read_size and self.offset + len(data) >= self.size
+        if data:
+            self.last_growth = time.monotonic()
         end = data.rfind(b"\n") + 1
         if end:
             return self._emit(data[:end] if end < len(data) else data, end, final and self.at_eof)

@@ -5,6 +5,7 @@ ext4 here, which gives a freed inode number to the next new file at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -388,3 +389,171 @@ def test_a_sender_that_fails_or_dies_loses_no_record(
     wait_for(lambda: tracker.unacked() == 0, 10, "the record, delivered")
     assert endpoint.received() == [b"one record"]
     queue.close()
+
+
+# ----- a second review, of the fixes above (each confirmed by a script first)
+
+
+def test_a_clean_stop_with_an_unfinished_piece_sends_nothing_twice(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Lines after an unfinished piece were shipped but its offset was kept before them: a
+    clean restart (or every --exit-on-eof run) sent them again."""
+    c = node.add("bar", "cri")
+    piece = cri_line("progress " + "#" * 200, tag="P")
+    err = b"".join(cri_line(f"err {i:05d} " + "e" * 80, "stderr") for i in range(2000))
+    with running(fwd(endpoint, node, tmp_path, "--partial-flush-timeout", "60")) as proc:
+        wait_for(proc.up, 30, "up")
+        c.write(piece + err)
+        wait_for(lambda: lines_of(err) <= got(endpoint, c), 30, "stderr delivered")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert got(endpoint, c)[piece.replace(b" P ", b" F ", 1)] == 1  # shipped as it was
+    with running(fwd(endpoint, node, tmp_path)) as again:
+        c.write(cri_line(" 100%"))
+        wait_for(lambda: got(endpoint, c)[cri_line(" 100%")] == 1, 30, "the rest of the line")
+        wait_for(lambda: again.metric("podhose_files_tracked") == 1, 10, "tracked")
+    assert max(got(endpoint, c).values()) == 1
+
+
+def test_a_path_that_goes_away_and_comes_back_is_neither_cut_nor_sent_again(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """The glob's link vanished for longer than the drain grace, the file itself stayed: its
+    half-written line was shipped cut, and once acknowledged the file was read from 0."""
+    c = node.add("app", "cri")
+    data = cri_lines("line", 1000)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(proc.up, 30, "up")
+        c.write(data + b"2024-05-01T10:00:01.000000000Z stdout F half a li")
+        wait_for(lambda: lines_of(data) <= got(endpoint, c), 30, "delivered")
+        target = os.readlink(c.link)
+        c.link.unlink()
+        time.sleep(3)  # past the 1 s drain grace
+        os.symlink(target, c.link)
+        more = cri_lines("after", 10)
+        c.write(b"ne, completed\n" + more)
+        whole = b"2024-05-01T10:00:01.000000000Z stdout F half a line, completed\n"
+        wait_for(lambda: lines_of(data + whole + more) == got(endpoint, c), 30, "all once")
+        time.sleep(1)
+    assert got(endpoint, c) == lines_of(data + whole + more)
+
+
+def test_a_kubelet_compression_temp_file_is_not_read_as_a_log(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """kubelet writes <log>.<ts>.tmp (gzip) before renaming it .gz; recovery at start read it."""
+    import gzip
+
+    c = node.add("app", "cri")
+    data = cri_lines("line", 200)
+    c.write(data)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: lines_of(data) == got(endpoint, c), 30, "delivered")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    tmp = c.target.with_name(c.target.name + ".20240501-095000.tmp")
+    tmp.write_bytes(gzip.compress(cri_lines("old rotated", 500)))
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: proc.up() and proc.metric("podhose_files_tracked") == 1, 30, "up")
+        time.sleep(2)
+    assert got(endpoint, c) == lines_of(data)
+
+
+def test_backpressure_does_not_cut_lines_whose_end_is_on_disk(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Reading stopped (buffer full) between a piece and its end, already written: after the
+    partial flush timeout the piece was shipped alone."""
+    c = node.add("app", "cri")
+    data, wanted = b"", b""
+    for i in range(300):
+        when = f"2024-05-01T10:00:00.{i:09d}Z"
+        pieces = [f"L{i:04d}-{k}-" + "y" * 3000 for k in range(3)]
+        data += b"".join(cri_line(p, tag="PPF"[k], when=when) for k, p in enumerate(pieces))
+        wanted += cri_line("".join(pieces), when=when)
+    endpoint.throttle()
+    extra = ("--max-buffer-bytes", str(64 * 1024), "--max-line-bytes", "16384",
+             "--max-record-bytes", str(32 * 1024), "--partial-flush-timeout", "1")  # fmt: skip
+    with running(fwd(endpoint, node, tmp_path, *extra)) as proc:
+        wait_for(proc.up, 30, "up")
+        c.write(data)
+        time.sleep(4)  # an outage longer than the partial flush timeout
+        endpoint.clear_faults()
+        wait_for(lambda: got(endpoint, c) == lines_of(wanted), 60, "every line whole")
+        assert proc.metric("podhose_partial_lines_flushed_total") == 0
+
+
+def test_a_full_offsets_disk_does_not_stop_shipping(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """sqlite's 'database or disk is full' escaped the main loop: exit 1 at every start."""
+    import subprocess
+
+    mnt = tmp_path / "dbfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        c = node.add("app", "cri")
+        with running(ForwarderProc(endpoint.url, node, mnt / "offsets.db")) as proc:
+            wait_for(proc.up, 30, "up")
+            with contextlib.suppress(OSError), open(mnt / "filler", "wb") as filler:
+                while True:
+                    filler.write(bytes(4096))
+                    filler.flush()
+            others = [node.add(f"p{i}", "cri") for i in range(50)]  # rows to write
+            for other in others:
+                other.write(cri_lines(other.src, 20))
+            data = cri_lines("after", 100)
+            c.write(data)
+            wait_for(lambda: got(endpoint, c) == lines_of(data), 30, "shipping goes on")
+            wait_for(lambda: proc.metric("podhose_offset_save_failures_total") > 0, 10, "counted")
+            assert proc.proc is not None and proc.proc.poll() is None
+            assert "cannot save offsets" in proc.log()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_docker_file_resumed_mid_line_is_still_read_as_docker(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """The format was decided from the first byte read: after a restart at an offset inside
+    a cut oversize line, a Docker file was read as CRI and its pieces no longer joined."""
+    c = node.add("app", "docker")
+    args = ("--max-line-bytes", "1024")
+    with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+        wait_for(proc.up, 30, "up")
+        c.write(docker_line("a" * 1500 + "\n") + b'{"log":"' + b"b" * 1500 + b"\\n")
+        wait_for(lambda: proc.metric("podhose_oversize_lines_total") >= 1, 10, "cut")
+        time.sleep(0.5)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    c.write(b'","stream":"stdout","time":"2024-05-01T10:00:01Z"}\n')
+    c.write(docker_line("first half ", when="2024-05-01T10:00:02Z"))
+    c.write(docker_line("second half\n", when="2024-05-01T10:00:03Z"))
+    joined = docker_line("first half second half\n", when="2024-05-01T10:00:02Z")
+    with running(fwd(endpoint, node, tmp_path, *args)):
+        wait_for(lambda: got(endpoint, c)[joined] == 1, 30, "the pieces joined")
+
+
+def test_a_scan_that_cannot_list_its_folder_changes_nothing(tmp_path: Path) -> None:
+    """glob swallows EMFILE: out of descriptors, every file looked deleted and was drained."""
+    import resource
+
+    from forwarder.scan import ScanError, scan
+
+    (tmp_path / "a.log").write_bytes(b"x\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        with pytest.raises(ScanError):
+            scan([str(tmp_path / "*.log")], [], None)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(scan([str(tmp_path / "*.log")], [], None)) == 1
