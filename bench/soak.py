@@ -1,8 +1,10 @@
 """Soak: the chaos scenario (tests/chaos.py) for minutes to hours, sampled over time.
 
 Writes a CSV (elapsed seconds, forwarder RSS, CPU, delivery lag, lines written and
-delivered, delivered lines per second, kills, fault phase), a PNG plot of it and a summary;
-exits non-zero if any line was lost or corrupted.
+delivered, delivered lines per second, kills, fault phase), a PNG plot of it and a summary
+(the accountant's counts, and how often each condition of tests/chaos.py happened: reused
+inodes, stuck pieces, incompressible pairs, kills with unacknowledged drained files,
+malformed answers); exits non-zero if any line was lost or corrupted.
 
     python -m bench.soak --minutes 30 --out bench/results/soak    (make soak)
 """
@@ -57,9 +59,8 @@ class Sampler:
             self.cpu_before += self.cpu_last
             self.pid = proc.proc.pid
         self.cpu_last = cpu
-        written = sum(len(w.expected) for w in chaos.writers)
-        written += sum(len(job.expected) for job, _ in chaos.jobs)
-        delivered = chaos.delivered_count()
+        written = sum(len(w.expected) + len(w.pieces) for w in chaos.all_writers())
+        delivered = chaos.accountant.delivered_count()
         rate = 0.0
         if self.last is not None:
             rate = (delivered - self.last[1]) / (now - self.last[0])
@@ -112,7 +113,8 @@ def main() -> int:
     summary = dataclasses.asdict(result)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(csv_path, png_path, f"podhose soak, {args.minutes:g} min: lost {result.lost}, "
-         f"corrupt {result.corrupt}, {result.kills} SIGKILLs")  # fmt: skip
+         f"corrupt {result.corrupt}, {result.kills} SIGKILLs, {result.reused_inodes} reused "
+         f"inodes, {result.stuck_pieces} stuck pieces")  # fmt: skip
     print(json.dumps(summary))
     print(f"wrote {csv_path}, {png_path}")
     return 0 if result.lost == 0 and result.corrupt == 0 else 1
