@@ -82,10 +82,24 @@ BLOB_PAIRS = (
 REUSE_READ_WAIT = 0.4  # seconds a replaced pod is held open before its file is deleted
 REUSE_OPEN_WAIT = 2.0  # seconds (10 scans) a forwarder gets to open a new file
 MAX_FILLERS = 500  # files created at most to reach a freed inode
+WAIT_SAMPLE_EVERY = 0.5  # seconds between looks at the oldest undelivered line
 KILL_DELIVERY_WAIT = 30.0  # seconds a kill waits for deleted files' lines, else skipped
 KILL_CATCH_UP_WAIT = 10.0  # seconds a kill waits for the forwarder to catch up
 CAUGHT_UP_BYTES = 256 * 1024  # file bytes not yet acknowledged, over every file
 KILL_CLOSE_WAIT = 4.0  # seconds to wait for a rotated file to be drained and closed
+
+
+def filesystem(path: Path) -> str:
+    """Type of the filesystem `path` is on (/proc/mounts; "" if unknown). Inodes are reused
+    at once on ext4 (reuse phases rely on it), not on tmpfs."""
+    best, kind = "", ""
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            _dev, mount, fstype, *_ = line.split()
+            inside = str(path.resolve()).startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) > len(best):
+                best, kind = mount, fstype
+    return kind
 
 
 @dataclass
@@ -161,7 +175,7 @@ class Counts:
     """The conditions produced so far."""
 
     kills: int = 0
-    skipped_kills: int = 0  # kill phases skipped: deleted files not yet delivered
+    skipped_kills: int = 0  # kill phases skipped: deleted files not delivered in time
     reused_inodes: int = 0
     removed_unopened: int = 0
     stuck_pieces: int = 0
@@ -192,12 +206,14 @@ class Chaos:
         self.endpoint = FirehoseEndpoint(sink=self.accountant.on_records, store=False)
         self.writers: list[Writer] = []  # long-running containers
         self.bars: list[ProgressBar] = []
-        self.jobs: list[tuple[Writer, float]] = []  # short-lived pods and when they finished
+        self.jobs: list[Writer] = []  # short-lived pods
+        self.finished: list[tuple[Writer, float]] = []  # jobs to delete, and when they finished
         self.gone: list[Gone] = []
         self.gone_waited = 0  # gone[:gone_waited] were waited for by a kill phase
         self.freed: dict[FileKey, Gone] = {}
         self.rotated: list[Rotated] = []  # by the last forced rotation
         self.replacements: list[Replacement] = []
+        self.removals = 0  # new files of replacements deleted or rotated
         self.counts = Counts()
         self.proc: ForwarderProc | None = None
         self.procs: list[ForwarderProc] = []
@@ -205,7 +221,6 @@ class Chaos:
         self.done = threading.Event()
         self.lock = threading.Lock()  # between deleting files and deciding to kill
         self.phase = "normal"
-        self.phase_number = 0
         self.rotate_request = threading.Event()
         self.rotate_done = threading.Event()
 
@@ -238,7 +253,7 @@ class Chaos:
     # ----- containers
     def all_writers(self) -> list[Writer]:
         """Every container that wrote, long-running or not."""
-        return [*self.writers, *(job for job, _ in self.jobs)]
+        return [*self.writers, *self.jobs]
 
     def add_writers(self) -> None:
         """Containers at mixed rates, each runtime, each rotation style; two progress bars."""
@@ -265,7 +280,9 @@ class Chaos:
         self.note_created(c.target)
         job = Writer(c, f"{kind}{i}", 0.0, "none", 0.0, kind=kind)
         c.write(job.lines(self.rng.randint(50, 400), now))
-        self.jobs.append((job, now))
+        self.jobs.append(job)
+        if kind == "job":
+            self.finished.append((job, now))
         return job
 
     def add_blob(self, now: float) -> None:
@@ -280,7 +297,8 @@ class Chaos:
         for line in lines:
             job.remember(line, now)
         c.write(b"".join(lines))
-        self.jobs.append((job, now))
+        self.jobs.append(job)
+        self.finished.append((job, now))
         self.counts.incompressible_pairs += 1
 
     def note_created(self, path: Path) -> None:
@@ -312,8 +330,7 @@ class Chaos:
     def delete_finished_jobs(self, now: float) -> None:
         """Delete a finished pod's files once the running forwarder holds them open (a file
         deleted before any tailer opened it is gone for anyone)."""
-        due = [job for job, finished in self.jobs if job.kind in ("job", "blob")
-               and job.container.link.exists() and now - finished > JOB_DELETE_AFTER]  # fmt: skip
+        due = [job for job, finished in self.finished if now - finished > JOB_DELETE_AFTER]
         if not due:
             return
         with self.lock:
@@ -324,6 +341,7 @@ class Chaos:
                 st = job.container.target.stat()
                 if (st.st_dev, st.st_ino) in opened:
                     self.delete_file(job, opened, whole_pod=True)
+                    self.finished = [(j, t) for j, t in self.finished if j is not job]
 
     # ----- writing and rotating
     def write_tick(self, dt: float, now: float) -> None:
@@ -474,7 +492,7 @@ class Chaos:
         c.link.unlink()
         w = Writer(new, f"r{len(self.jobs)}", 0.0, "none", 0.0, kind="reuse")
         new.write(w.lines(self.rng.randint(50, 300), now))
-        self.jobs.append((w, now))
+        self.jobs.append(w)
         return w
 
     @staticmethod
@@ -502,7 +520,8 @@ class Chaos:
         st = c.target.stat()
         if (st.st_dev, st.st_ino) not in opened:
             self.counts.removed_unopened += 1
-        if len(self.gone) % 2:
+        self.removals += 1
+        if self.removals % 2:
             self.delete_file(rep.new, opened, whole_pod=True)
         else:
             suffix = f".{time.time_ns()}" if c.runtime == "cri" else ".1"
@@ -615,7 +634,8 @@ class Chaos:
 
     def write_loop(self) -> None:
         """Write, rotate, start and delete pods, and sample, until the time is up."""
-        tick, last, next_job, next_blob, next_sample = 0.05, time.monotonic(), 0.0, 0.5, 0.0
+        tick, last, next_job, next_blob = 0.05, time.monotonic(), 0.0, 0.5
+        next_wait = next_sample = 0.0
         while (now := time.monotonic()) - self.started_at < self.seconds:
             self.reuse_tick(now)  # first: a freed inode goes to the next file created
             self.rotate_on_request()
@@ -629,7 +649,9 @@ class Chaos:
                 self.add_blob(now)
                 next_blob += BLOB_EVERY
             self.delete_finished_jobs(now)
-            self.note_wait(now)
+            if now >= next_wait:
+                self.note_wait(now)
+                next_wait = now + WAIT_SAMPLE_EVERY
             if self.sample is not None and now >= next_sample:
                 self.sample(self)
                 next_sample = now + self.sample_every
@@ -647,10 +669,6 @@ class Chaos:
         """Every line written arrived (the wait is sampled meanwhile)."""
         self.note_wait(time.monotonic())
         return all(map(self.delivered, self.all_writers()))
-
-    def wait_for_lines(self, keys: list[bytes], timeout: float) -> bool:
-        """Until each of `keys` arrived (True), or `timeout` (False)."""
-        return self.wait_until(lambda: self.accountant.all_in(keys), timeout)
 
     @staticmethod
     def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

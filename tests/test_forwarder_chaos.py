@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.chaos import BUFFER_BYTES, STUCK_SECONDS, Chaos
+from tests.chaos import BUFFER_BYTES, STUCK_SECONDS, Chaos, filesystem
 
 # A SIGKILL re-sends what was unacknowledged (<= the buffer) plus what was acknowledged after
 # the last offset save (every 0.2 s): a generous bound on that second part.
@@ -32,7 +32,8 @@ def test_nothing_is_lost_under_rotation_faults_and_kills(tmp_path: Path) -> None
     assert result.deleted_jobs >= 1
     assert result.written > 20_000
     assert {"server_error", "throttle", "fail_records", "drop", "malformed"} <= set(result.faults)
-    assert result.reused_inodes >= 1, result
+    if filesystem(tmp_path) == "ext4":  # tmpfs, for one, does not reuse inode numbers soon
+        assert result.reused_inodes >= 1, result
     assert result.stuck_pieces >= 1, result
     assert result.incompressible_pairs >= 1, result
     assert result.kills_with_unacked_drained_files >= 1, result
