@@ -40,7 +40,7 @@ from pathlib import Path
 
 from localaws.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
 from tests.chaos_accountant import Accountant
-from tests.chaos_lines import Writer, incompressible_line, progress_texts
+from tests.chaos_lines import Piece, Writer, incompressible_line, progress_texts
 from tests.forwarder_testlib import Container, ForwarderProc, Node
 
 FileKey = tuple[int, int]
@@ -65,7 +65,7 @@ PHASES: tuple[tuple[str, float], ...] = (
 )  # fmt: skip
 JOB_DELETE_AFTER = 1.5  # seconds after a job finished (and once the forwarder holds it)
 STUCK_START = 3.0  # seconds into the run the first progress bars stop
-STUCK_SECONDS = 30.0  # how long a progress bar stays stuck mid-line
+STUCK_SECONDS = 36.0  # how long a progress bar stays stuck mid-line
 STUCK_COUNTS = 8.0  # a piece stuck at least this long counts (the forwarder's bound: ~5 s)
 STUCK_GAP = 8.0  # seconds between a progress bar's end and the next one
 PROGRESS_BYTES = 5 * 16 * 1024  # a progress bar: five pieces, the first three before it stops
@@ -80,12 +80,14 @@ BLOB_PAIRS = (
     ("docker", "near", (560_000, 470_000)),
 )  # fmt: skip
 REUSE_READ_WAIT = 0.4  # seconds a replaced pod is held open before its file is deleted
-REUSE_OPEN_WAIT = 2.0  # seconds (10 scans) a forwarder gets to open a new file
+REUSE_OPEN_WAIT = 3.0  # seconds (15 scans) a forwarder gets to open a new file
+REUSE_GIVE_UP = 40.0  # seconds after which a replacement whose old inode stays held is dropped
 MAX_FILLERS = 500  # files created at most to reach a freed inode
 WAIT_SAMPLE_EVERY = 0.5  # seconds between looks at the oldest undelivered line
 KILL_DELIVERY_WAIT = 30.0  # seconds a kill waits for deleted files' lines, else skipped
 KILL_CATCH_UP_WAIT = 10.0  # seconds a kill waits for the forwarder to catch up
-CAUGHT_UP_BYTES = 256 * 1024  # file bytes not yet acknowledged, over every file
+CAUGHT_UP_SECONDS = 1.0  # the oldest undelivered line waited less: the forwarder caught up
+KILL_DRAIN_SECONDS = 2.5  # a rotated file is drained by then (1 s grace, 0.2 s scans)
 KILL_CLOSE_WAIT = 4.0  # seconds to wait for a rotated file to be drained and closed
 
 
@@ -131,6 +133,7 @@ class Replacement:
     old_key: FileKey | None = None  # set once its file is deleted
     new: Writer | None = None
     new_created: float = 0.0
+    new_in_phase: bool = False  # the new file was created while Firehose throttled
     removed: bool = False
 
 
@@ -141,7 +144,7 @@ class ProgressBar:
     writer: Writer
     next_at: float
     since: float = 0.0
-    stuck: bool = False
+    piece: Piece | None = None  # the bar while it is stuck
 
 
 @dataclass
@@ -157,7 +160,8 @@ class ChaosResult:
     kills: int
     skipped_kills: int
     deleted_jobs: int  # finished pods whose files were deleted while being read
-    reused_inodes: int  # new files given the inode of a deleted file awaiting acknowledgement
+    reused_inodes: int  # new files given the inode of a file deleted by the harness
+    reused_inodes_unacked: int  # ... whose lines awaited acknowledgement (the inode was freed)
     removed_unopened: int  # new files of reuse phases deleted/rotated before the forwarder
     stuck_pieces: int  # progress bars stuck mid-line >= STUCK_COUNTS while stderr logged on
     incompressible_pairs: int
@@ -177,6 +181,7 @@ class Counts:
     kills: int = 0
     skipped_kills: int = 0  # kill phases skipped: deleted files not delivered in time
     reused_inodes: int = 0
+    reused_inodes_unacked: int = 0
     removed_unopened: int = 0
     stuck_pieces: int = 0
     incompressible_pairs: int = 0
@@ -212,8 +217,10 @@ class Chaos:
         self.gone_waited = 0  # gone[:gone_waited] were waited for by a kill phase
         self.freed: dict[FileKey, Gone] = {}
         self.rotated: list[Rotated] = []  # by the last forced rotation
+        self.rotated_at = 0.0
         self.replacements: list[Replacement] = []
         self.removals = 0  # new files of replacements deleted or rotated
+        self.reuse_phase = -1  # the phase_count of the last reuse phase started
         self.counts = Counts()
         self.proc: ForwarderProc | None = None
         self.procs: list[ForwarderProc] = []
@@ -221,6 +228,7 @@ class Chaos:
         self.done = threading.Event()
         self.lock = threading.Lock()  # between deleting files and deciding to kill
         self.phase = "normal"
+        self.phase_count = 0
         self.rotate_request = threading.Event()
         self.rotate_done = threading.Event()
 
@@ -302,12 +310,13 @@ class Chaos:
         self.counts.incompressible_pairs += 1
 
     def note_created(self, path: Path) -> None:
-        """Count a new file that got the inode of a deleted file whose lines await
-        acknowledgement."""
+        """Count a new file that got the inode of a file the harness deleted (and whether that
+        one's lines still awaited acknowledgement)."""
         st = path.stat()
         gone = self.freed.pop((st.st_dev, st.st_ino), None)
-        if gone is not None and not self.delivered(gone.writer):
+        if gone is not None:
             self.counts.reused_inodes += 1
+            self.counts.reused_inodes_unacked += not self.delivered(gone.writer)
 
     def delivered(self, w: Writer) -> bool:
         """Every line of a writer arrived."""
@@ -418,15 +427,16 @@ class Chaos:
             self.rotate_request.clear()
             renaming = [w for w in self.writers if w.rotation in RENAMES]
             self.rotated = [r for w in renaming if (r := self.rotate(w)) is not None]
+            self.rotated_at = time.monotonic()
             self.rotate_done.set()
 
     # ----- progress bars stuck mid-line
     def progress_tick(self, now: float) -> None:
         """Start, or finish after STUCK_SECONDS, each container's progress bar."""
         for bar in self.bars:
-            if not bar.stuck and now >= bar.next_at:
+            if bar.piece is None and now >= bar.next_at:
                 self.start_bar(bar, now)
-            elif bar.stuck and now - bar.since >= STUCK_SECONDS:
+            elif bar.piece is not None and now - bar.since >= STUCK_SECONDS:
                 self.finish_bar(bar, now)
 
     def start_bar(self, bar: ProgressBar, now: float) -> None:
@@ -434,33 +444,36 @@ class Chaos:
         w = bar.writer
         w.seq += 1
         texts = progress_texts(f"{w.name}-{w.seq}", PROGRESS_BYTES, w.container.runtime, self.rng)
-        piece = w.add_piece(texts, stream="stdout")
-        w.container.write(piece.physical(0, PROGRESS_STUCK_AT))
-        bar.stuck, bar.since = True, now
+        bar.piece, bar.since = w.add_piece(texts, stream="stdout"), now
+        w.container.write(bar.piece.physical(0, PROGRESS_STUCK_AT))
 
     def finish_bar(self, bar: ProgressBar, now: float) -> None:
         """Write the rest of a stuck progress bar."""
-        piece = bar.writer.pieces[-1]
-        bar.writer.container.write(piece.physical(PROGRESS_STUCK_AT, len(piece.texts)))
+        assert bar.piece is not None
+        bar.writer.container.write(bar.piece.physical(PROGRESS_STUCK_AT, len(bar.piece.texts)))
         if now - bar.since >= STUCK_COUNTS:
             self.counts.stuck_pieces += 1
-        bar.stuck, bar.next_at = False, now + STUCK_GAP
+        bar.piece, bar.next_at = None, now + STUCK_GAP
 
     # ----- pods replaced while Firehose throttles (inode reuse)
     def reuse_tick(self, now: float) -> None:
-        """Drive the pod replacements of a reuse phase; end them once it is over."""
-        if self.phase != "reuse":
-            for rep in self.replacements:
-                if rep.new is not None and not rep.removed:
-                    self.remove_new(rep, self.open_keys())  # before the acks come back
-            self.replacements.clear()
-            return
+        """Start the pod replacements of a reuse phase and drive them. A forwarder that keeps
+        a drained file open until it is acknowledged frees its inode only after the phase:
+        the new file comes then (a reuse, but not while awaiting acknowledgement)."""
+        if self.phase == "reuse" and self.reuse_phase != self.phase_count:
+            self.reuse_phase = self.phase_count
+            self.replacements += [Replacement(self.add_job("reuse", rt, now), now)
+                                  for rt in ("cri", "docker")]  # fmt: skip
         if not self.replacements:
-            self.replacements = [Replacement(self.add_job("reuse", rt, now), now)
-                                 for rt in ("cri", "docker")]  # fmt: skip
+            return
         opened = self.open_keys()
         for rep in self.replacements:
-            self.replace_step(rep, opened, now)
+            if rep.new_in_phase and self.phase != "reuse":
+                self.remove_new(rep, opened)  # before the acknowledgements come back
+            else:
+                self.replace_step(rep, opened, now)
+        self.replacements = [rep for rep in self.replacements if not rep.removed
+                             and now - rep.created < REUSE_GIVE_UP]  # fmt: skip
 
     def replace_step(self, rep: Replacement, opened: set[FileKey], now: float) -> None:
         """One step of a replacement: delete the old file once read; create the new one the
@@ -473,7 +486,8 @@ class Chaos:
         elif rep.new is None:
             if rep.old_key not in opened:
                 rep.new, rep.new_created = self.replace_pod(rep.old, rep.old_key, now), now
-        elif not rep.removed:
+                rep.new_in_phase = self.phase == "reuse"
+        else:
             st = rep.new.container.target.stat()
             if (st.st_dev, st.st_ino) in opened or now - rep.new_created >= REUSE_OPEN_WAIT:
                 self.remove_new(rep, opened)
@@ -552,6 +566,7 @@ class Chaos:
         """One fault phase: faults on, for `seconds` (after the kill, for 'kill')."""
         with self.lock:
             self.phase = name
+            self.phase_count += 1
         self.set_faults(name)
         if name == "kill":
             self.kill_phase()
@@ -586,18 +601,17 @@ class Chaos:
         self.start_forwarder()
 
     def caught_up(self) -> bool:
-        """The forwarder has read and delivered nearly everything written."""
-        assert self.proc is not None
-        try:
-            return self.proc.metric("podhose_file_lag_bytes") < CAUGHT_UP_BYTES
-        except OSError:
-            return False
+        """Every whole line written until a moment ago was delivered."""
+        wait = self.accountant.oldest_wait(self.all_writers(), time.monotonic())
+        return wait < CAUGHT_UP_SECONDS
 
     def drained_unacked(self) -> bool:
-        """A file rotated by the last forced rotation was closed by the forwarder (drained)
-        and some of its lines are not acknowledged."""
+        """A file rotated by the last forced rotation was drained — closed by the forwarder,
+        or rotated KILL_DRAIN_SECONDS ago with room in the buffer (a forwarder may keep it
+        open until acknowledged) — and some of its lines are not acknowledged."""
         opened = self.open_keys()
-        return any(r.key not in opened and not self.accountant.all_in(
+        drained = time.monotonic() - self.rotated_at >= KILL_DRAIN_SECONDS
+        return any((drained or r.key not in opened) and not self.accountant.all_in(
             r.writer.expected[r.start : r.end]) for r in self.rotated)  # fmt: skip
 
     def fault_loop(self) -> None:
@@ -657,7 +671,7 @@ class Chaos:
                 next_sample = now + self.sample_every
             time.sleep(tick)
         for bar in self.bars:
-            if bar.stuck:
+            if bar.piece is not None:
                 self.finish_bar(bar, time.monotonic())
 
     def note_wait(self, now: float) -> None:
@@ -695,6 +709,7 @@ class Chaos:
             skipped_kills=c.skipped_kills,
             deleted_jobs=sum(1 for g in self.gone if g.writer.kind in ("job", "blob")),
             reused_inodes=c.reused_inodes,
+            reused_inodes_unacked=c.reused_inodes_unacked,
             removed_unopened=c.removed_unopened,
             stuck_pieces=c.stuck_pieces,
             incompressible_pairs=c.incompressible_pairs,
