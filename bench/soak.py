@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from bench import plotting
-from tests.chaos import Chaos
+from tests.chaos import PHASES, Chaos
 
 COLUMNS = ("elapsed_s", "rss_mb", "cpu_s", "delivery_lag_s", "lines_written",
            "lines_delivered", "delivered_per_s", "kills", "phase")  # fmt: skip
@@ -67,7 +67,7 @@ class Sampler:
         self.last = (now, delivered)
         self.csv.writerow([f"{now - chaos.started_at:.1f}", f"{rss:.1f}",
                            f"{self.cpu_before + cpu:.2f}", f"{lag:.2f}", written, delivered,
-                           f"{rate:.0f}", chaos.kills, chaos.phase])  # fmt: skip
+                           f"{rate:.0f}", chaos.counts.kills, chaos.phase])  # fmt: skip
         self.file.flush()
 
     def close(self) -> None:
@@ -89,7 +89,8 @@ def plot(csv_path: Path, png_path: Path, title: str) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_title(title)
-    axes[-1].set_xlabel("minutes (faults cycle every ~22 s; one SIGKILL per cycle)")
+    cycle = sum(seconds for _, seconds in PHASES)
+    axes[-1].set_xlabel(f"minutes (faults cycle every ~{cycle:.0f} s; one SIGKILL per cycle)")
     plotting.save(fig, png_path)
 
 
