@@ -1,8 +1,10 @@
 """Soak: the chaos scenario (tests/chaos.py) for minutes to hours, sampled over time.
 
 Writes a CSV (elapsed seconds, forwarder RSS, CPU, delivery lag, lines written and
-delivered, delivered lines per second, kills, fault phase), a PNG plot of it and a summary;
-exits non-zero if any line was lost or corrupted.
+delivered, delivered lines per second, kills, fault phase), a PNG plot of it and a summary
+(the accountant's counts, and how often each condition of tests/chaos.py happened: reused
+inodes, stuck pieces, incompressible pairs, kills with unacknowledged drained files,
+malformed answers); exits non-zero if any line was lost or corrupted.
 
     python -m bench.soak --minutes 30 --out bench/results/soak    (make soak)
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from bench import plotting
-from tests.chaos import Chaos
+from tests.chaos import PHASES, Chaos
 
 COLUMNS = ("elapsed_s", "rss_mb", "cpu_s", "delivery_lag_s", "lines_written",
            "lines_delivered", "delivered_per_s", "kills", "phase")  # fmt: skip
@@ -57,16 +59,15 @@ class Sampler:
             self.cpu_before += self.cpu_last
             self.pid = proc.proc.pid
         self.cpu_last = cpu
-        written = sum(len(w.expected) for w in chaos.writers)
-        written += sum(len(job.expected) for job, _ in chaos.jobs)
-        delivered = chaos.delivered_count()
+        written = sum(len(w.expected) + len(w.pieces) for w in chaos.all_writers())
+        delivered = chaos.accountant.delivered_count()
         rate = 0.0
         if self.last is not None:
             rate = (delivered - self.last[1]) / (now - self.last[0])
         self.last = (now, delivered)
         self.csv.writerow([f"{now - chaos.started_at:.1f}", f"{rss:.1f}",
                            f"{self.cpu_before + cpu:.2f}", f"{lag:.2f}", written, delivered,
-                           f"{rate:.0f}", chaos.kills, chaos.phase])  # fmt: skip
+                           f"{rate:.0f}", chaos.counts.kills, chaos.phase])  # fmt: skip
         self.file.flush()
 
     def close(self) -> None:
@@ -88,7 +89,8 @@ def plot(csv_path: Path, png_path: Path, title: str) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_title(title)
-    axes[-1].set_xlabel("minutes (faults cycle every ~22 s; one SIGKILL per cycle)")
+    cycle = sum(seconds for _, seconds in PHASES)
+    axes[-1].set_xlabel(f"minutes (faults cycle every ~{cycle:.0f} s; one SIGKILL per cycle)")
     plotting.save(fig, png_path)
 
 
@@ -112,7 +114,8 @@ def main() -> int:
     summary = dataclasses.asdict(result)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(csv_path, png_path, f"podhose soak, {args.minutes:g} min: lost {result.lost}, "
-         f"corrupt {result.corrupt}, {result.kills} SIGKILLs")  # fmt: skip
+         f"corrupt {result.corrupt}, {result.kills} SIGKILLs, {result.reused_inodes} reused "
+         f"inodes, {result.stuck_pieces} stuck pieces")  # fmt: skip
     print(json.dumps(summary))
     print(f"wrote {csv_path}, {png_path}")
     return 0 if result.lost == 0 and result.corrupt == 0 else 1
