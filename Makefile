@@ -18,7 +18,7 @@ help:
 	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
 	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline)"
 	@echo "make image  the forwarder image (ARCH=amd64|arm64 IMAGE=<name:tag>; wheels fetched on the host)"
-	@echo "make soak    the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/"
+	@echo "make soak    the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/; then tailer-model walks for MODEL_MINUTES (10)"
 	@echo "make deploy-check   validate template.yaml and k8s/ (sam, cfn-lint, checkov, kubectl, kubernetes-validate)"
 
 $(STAMP): pyproject.toml
@@ -78,8 +78,10 @@ image: $(STAMP)
 		--build-arg WHEELS=build/wheels/forwarder-$(ARCH) -t $(IMAGE) .
 
 SOAK_MINUTES ?= 30
+MODEL_MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --out bench/results/soak
+	$(PY) -m tests.tailer_model --minutes $(MODEL_MINUTES) --steps 400 --seed 100
 
 clean:
 	rm -rf $(VENV) .tools .aws-sam .pytest_cache .ruff_cache
