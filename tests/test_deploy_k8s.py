@@ -283,3 +283,21 @@ def test_example_app_renders():
     app = (ROOT / "k8s" / "examples" / "app.py").read_text()
     assert '"fakenerd"' in app
     assert "flush=True" in app
+
+
+def test_the_configmap_names_every_setting_with_its_default() -> None:
+    """Each forwarder option is in k8s/configmap.yaml: set, or as a comment with its default
+    (a user looking for PODHOSE_MULTILINE finds it there)."""
+    import re
+
+    text = (ROOT / "k8s" / "configmap.yaml").read_text()
+    data = yaml.safe_load(text)["data"]
+    commented = dict(re.findall(r'^  # (PODHOSE_[A-Z_]+): "([^"]*)"', text, re.MULTILINE))
+    for opt in fconfig.OPTIONS:
+        assert opt.env in data or opt.env in commented, f"{opt.env} missing from the ConfigMap"
+        if opt.env in commented:
+            default = opt.default if opt.default is not None else ""
+            default = ",".join(default) if isinstance(default, list) else default
+            parsed = opt.parse(commented[opt.env]) if commented[opt.env] else ""
+            assert parsed == (opt.parse(default) if isinstance(default, str) and default else
+                              default), opt.env  # fmt: skip
