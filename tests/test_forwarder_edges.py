@@ -172,3 +172,26 @@ def test_file_names_leave_metrics_unless_asked(
             wait_for(lambda p=proc: p.up() and "podhose_lag_bytes 0.0" in p.get("/metrics")[1],
                      30, "a commit")  # fmt: skip
             assert ("secret-pod-name" in proc.get("/metrics")[1]) is shown
+
+
+def test_a_file_the_forwarder_may_not_read_is_counted_once_and_fails_exit_on_eof(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Without the right to read a log file (a non-root forwarder, as docs/forwarder.md
+    offers), it was warned about every second, not counted, and --exit-on-eof said
+    delivered. Root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (setpriv) stands in for
+    a non-root user: file permissions apply to it."""
+    fine, secret = node.add("fine", "cri"), node.add("secret", "cri")
+    fine.write(cri_line("readable"))
+    secret.write(cri_line("not for you"))
+    os.chown(secret.target, 65534, 65534)
+    secret.target.chmod(0o600)
+    proc = ForwarderProc(endpoint.url, node, tmp_path / "s" / "o.db", "--exit-on-eof")
+    proc.args = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                 "--inh-caps=-dac_override,-dac_read_search", *proc.args]  # fmt: skip
+    with running(proc):
+        assert proc.wait(30) == 1, proc.log()
+    log = proc.log()
+    assert log.count("Permission denied") == 2, log  # the warning, and the exit's reason
+    assert secret.src in log
+    assert len(endpoint.received()) == 1
