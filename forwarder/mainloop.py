@@ -274,6 +274,20 @@ class Forwarder:
         for tailed in self.files.values():
             if tailed.size <= tailed.offset:  # unread bytes may hold the line's end
                 self.ship_pieces(tailed, older_than, now, "after waiting")
+        if self.only_pieces_fill_the_buffer():
+            # Reading is paused and nothing sent or to send could free room: the pieces
+            # themselves must go, or no file would ever be read again.
+            for tailed in self.files.values():
+                self.ship_pieces(tailed, float("inf"), now, "to free the buffer")
+
+    def only_pieces_fill_the_buffer(self) -> bool:
+        """No room to read, nothing in flight, no record open: pieces hold the buffer."""
+        self.buffered = self.compute_buffered()
+        return (
+            not self.has_room(self.cfg.read_size)
+            and self.tracker.unacked() == 0
+            and self.batcher.held_bytes() == 0
+        )
 
     def ship_pieces(self, tailed: TailedFile, older_than: float, now: float, why: str) -> None:
         """Ship the file's unfinished partial lines read before `older_than` as they are."""
@@ -327,8 +341,11 @@ class Forwarder:
         self.health.stuck(self.stuck_since)
 
     def all_read(self) -> bool:
-        """--exit-on-eof: rotated files closed, live files read to their last complete line."""
-        return all(t.at_eof and t.draining_since is None for t in self.files.values())
+        """--exit-on-eof: rotated files closed, live files (and files whose link only went
+        away: they may grow again) read to their last complete line."""
+        return all(
+            t.at_eof and (t.draining_since is None or t.in_place()) for t in self.files.values()
+        )
 
     # ----- offsets and delivery state
 

@@ -17,6 +17,7 @@ DOCKER_NL_STREAM = b'\\n","stream":"'
 DOCKER_AMBIGUOUS = b'\\\\n","stream":"'
 CRI_PARTIAL = re.compile(rb"^[^ \n]+ [^ \n]+ P(?: |$)", re.MULTILINE)
 BACKSLASH = 0x5C
+STREAMS = (b"stdout", b"stderr")  # pieces are joined (and held) per stream: only these two
 HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")  # first half of a \\u pair
 
 
@@ -129,6 +130,9 @@ class PartialJoiner:
             return 0
         stream_end = line.find(b'"', split + len(DOCKER_STREAM))
         stream = line[split + len(DOCKER_STREAM) : stream_end]
+        if stream not in STREAMS:  # no runtime writes it: not joined (nor held) by stream
+            self._out.append(line)
+            return 0
         log = line[len(DOCKER_PREFIX) : split]
         return self._piece(stream, log, line[split:], pos, docker_log_complete(log))
 
@@ -144,7 +148,7 @@ class PartialJoiner:
         stream = line[sp1 + 1 : sp2]
         head = line[: sp2 + 1] + b"F "
         partial = tag.split(b":")[0] == b"P"
-        if not partial and stream not in self.pending:
+        if stream not in STREAMS or (not partial and stream not in self.pending):
             self._out.append(line)
             return 0
         return self._piece(stream, content, head, pos, not partial)

@@ -14,6 +14,7 @@ from forwarder.partials import PartialJoiner
 from forwarder.scan import FileKey, is_regular
 
 log = logging.getLogger("forwarder.tail")
+HEAD_BYTES = 64  # first bytes compared at every read (a truncation changes them)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TailedFile:
         self.after_newline = offset == 0  # the byte before `offset` is a line feed we read
         self._fingerprint: Fingerprint | None = None
         self._looked: tuple[int, int] = (-1, -1)  # (size, mtime) at the last fingerprint check
+        self._head = b""  # the file's first bytes, as last seen (see _same_head)
 
     @classmethod
     def open(
@@ -101,6 +103,7 @@ class TailedFile:
     def _restart(self, why: str) -> None:
         log.warning(why, extra={"path": self.path, "offset": self.offset})
         self.offset = 0
+        self._head = b""
         self.after_newline = True
         self.truncations += 1
         self.joiner.reset()
@@ -166,20 +169,37 @@ class TailedFile:
         return None
 
     def _pread(self, read_size: int) -> bytes:
-        """Up to `read_size` bytes at the offset (no more than the file holds). The byte
-        before the offset comes in the same call when it should be the line feed read there:
-        if it is not, the file was rewritten (truncated, then grew past the offset), and
-        reading restarts at its head."""
+        """Up to `read_size` bytes at the offset (no more than the file holds). A file
+        rewritten (truncated, then grown past the offset) is read again from its head: it
+        shows in its first bytes (_same_head), or in the byte before the offset, read in the
+        same call, that is no longer the line feed read there."""
         size = min(read_size, self.size - self.offset)
         if size <= 0:
             return b""
-        if not (self.after_newline and self.offset):
+        if self.offset and not self._same_head():
+            self._restart("file rewritten from its head (truncated, then grew), re-reading")
+            return self._pread(read_size)
+        if not self.offset:
+            data = os.pread(self.fd, size, 0)
+            self._head = data[:HEAD_BYTES]
+            return data
+        if not self.after_newline:
             return os.pread(self.fd, size, self.offset)
         data = os.pread(self.fd, size + 1, self.offset - 1)
         if data[:1] == b"\n":
             return data[1:]
         self._restart("file rewritten under its read offset (truncated, then grew), re-reading")
-        return os.pread(self.fd, min(read_size, self.size), 0)
+        return self._pread(read_size)
+
+    def _same_head(self) -> bool:
+        """The file still starts with the HEAD_BYTES first seen (kept, and extended while
+        shorter): a file truncated and regrown past the offset starts otherwise (every log
+        line starts with its time), even when a line boundary falls at the old offset."""
+        head = os.pread(self.fd, HEAD_BYTES, 0)
+        if not head.startswith(self._head):
+            return False
+        self._head = head
+        return True
 
     def flush_stale(self, older_than: float) -> Chunk | None:
         """Unfinished partial lines whose first piece was read before the monotonic

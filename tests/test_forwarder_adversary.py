@@ -557,3 +557,85 @@ def test_a_scan_that_cannot_list_its_folder_changes_nothing(tmp_path: Path) -> N
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert len(scan([str(tmp_path / "*.log")], [], None)) == 1
+
+
+# ----- a third review, of the second round of fixes
+
+
+def test_unfinished_pieces_that_fill_the_buffer_are_shipped_not_kept_forever(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Pieces counted in the buffer could be flushed only once their file was read to its
+    end; with the buffer full of them, nothing was ever read again (Firehose healthy)."""
+    bars = [node.add(f"bar{i}", "cri") for i in range(4)]
+    quiet = node.add("quiet", "cri")
+    wanted = {}
+    for i, c in enumerate(bars):  # a 60 KB piece, then stderr lines, all on disk
+        data = cri_line(f"bar{i} " + "#" * 60_000, tag="P")
+        data += b"".join(cri_line(f"err{i} {k:05d} " + "e" * 100, "stderr") for k in range(1000))
+        c.write(data)
+        wanted[c.src] = lines_of(data.replace(b" P ", b" F ", 1))
+    extra = (*SMALL_BUFFER, "--partial-flush-timeout", "1")
+    with running(fwd(endpoint, node, tmp_path, *extra)) as proc:
+        wait_for(proc.up, 30, "up")
+        time.sleep(2)
+        quiet.write(cri_lines("quiet", 10))
+        wait_for(lambda: got(endpoint, quiet) == lines_of(cri_lines("quiet", 10)), 30, "quiet")
+        for c in bars:
+            wait_for(lambda c=c: got(endpoint, c) == wanted[c.src], 30, c.src)  # type: ignore[misc]
+
+
+def test_exit_on_eof_exits_when_a_link_went_away_but_the_file_stayed(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Recovered as 'rotated' but still in place, the file was never final: the run hung."""
+    a, b = node.add("a", "cri"), node.add("b", "cri")
+    a.write(cri_lines("a", 5))
+    b.write(cri_lines("b", 5))
+    db = tmp_path / "state" / "offsets.db"
+    with running(ForwarderProc(endpoint.url, node, db, "--exit-on-eof")) as first:
+        assert first.wait(60) == 0
+    a.write(cri_line("a after"))
+    a.link.unlink()
+    with running(ForwarderProc(endpoint.url, node, db, "--exit-on-eof")) as second:
+        assert second.wait(30) == 0
+    assert got(endpoint, a) == lines_of(cri_lines("a", 5) + cri_line("a after"))
+
+
+def test_a_copytruncate_with_a_line_boundary_at_the_old_offset_sends_nothing_twice(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Lines of equal length: the byte before the old offset is a line feed again, so the
+    read went on from there; the offset save's fingerprint check then re-read from 0."""
+    c = node.add("fixed", "cri")
+    old = b"".join(
+        cri_line(f"old {i:05d}", when=f"2024-05-01T10:00:00.{i:09d}Z") for i in range(200)
+    )
+    c.write(old)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(old), 30, "old content")
+        proc.signal(signal.SIGSTOP)
+        try:
+            os.truncate(c.target, 0)
+            new = b"".join(
+                cri_line(f"new {i:05d}", when=f"2024-05-01T11:00:00.{i:09d}Z") for i in range(500)
+            )
+            c.write(new)
+        finally:
+            proc.signal(signal.SIGCONT)
+        wait_for(lambda: got(endpoint, c) == lines_of(old + new), 30, "the new content, once")
+        time.sleep(1)  # an offset save or more
+    assert got(endpoint, c) == lines_of(old + new)
+
+
+def test_lines_of_streams_no_runtime_writes_are_not_held_as_pieces(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Every stream name opened its own pending piece: 600,000 'streams' took 321 MiB
+    against an 8 MiB buffer."""
+    c = node.add("odd", "cri")
+    data = b"".join(f"T s{i} P x\n".encode() for i in range(3000))
+    c.write(data)
+    with running(fwd(endpoint, node, tmp_path, "--exit-on-eof")) as proc:
+        assert proc.wait(30) == 0
+    assert got(endpoint, c) == lines_of(data)  # shipped as they are
