@@ -395,6 +395,11 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
             f"--max-line-bytes + {overhead}"
             + (" (with --kubernetes-metadata)" if values["kubernetes_metadata"] else "")
         )
+    if values["max_buffer_bytes"] < 2 * values["max_line_bytes"]:
+        parser.error(
+            f"{sources['max_buffer_bytes']}: --max-buffer-bytes must be at least twice "
+            "--max-line-bytes (a read and an unfinished line must fit together)"
+        )
     _check_multiline(parser, values, sources)
     if values["kubernetes_metadata"] and not values["node_name"]:
         parser.error("--kubernetes-metadata needs --node-name (PODHOSE_NODE_NAME)")

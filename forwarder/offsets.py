@@ -22,6 +22,9 @@ from forwarder.config import StartupError
 from forwarder.scan import FileKey
 
 FINGERPRINT_BYTES = 1024
+# A Docker json-file line ends with its time: the whole first line (up to this) is hashed
+# too, or two files whose first kilobyte is the same message would look alike.
+FIRST_LINE_BYTES = 32 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
@@ -55,15 +58,29 @@ class Fingerprint(NamedTuple):
 
     @classmethod
     def of(cls, fd: int, size: int) -> Fingerprint:
-        """The fingerprint of an open file of `size` bytes."""
-        head = os.pread(fd, min(size, FINGERPRINT_BYTES), 0) if size else b""
-        return cls(len(head), hashlib.blake2b(head, digest_size=16).hexdigest())
+        """The fingerprint of an open file of `size` bytes (see `take`)."""
+        return cls.take(fd, size)[0]
+
+    @classmethod
+    def take(cls, fd: int, size: int) -> tuple[Fingerprint, bool]:
+        """(the fingerprint of the file's first FINGERPRINT_BYTES, or of its whole first line
+        when longer, up to FIRST_LINE_BYTES; True when it will not grow: it holds both, or
+        the first line is longer than FIRST_LINE_BYTES)."""
+        head = os.pread(fd, min(size, FIRST_LINE_BYTES), 0) if size else b""
+        line_end = head.find(b"\n") + 1
+        length = max(min(len(head), FINGERPRINT_BYTES), line_end)
+        settled = len(head) == FIRST_LINE_BYTES or (line_end > 0 and length >= FINGERPRINT_BYTES)
+        return cls(length, _digest(head[:length])), settled
 
     def matches(self, fd: int, size: int) -> bool:
         """The open file still starts with the bytes this fingerprint was taken of."""
         if self.length == 0:
             return True
-        return size >= self.length and Fingerprint.of(fd, self.length) == self
+        return size >= self.length and _digest(os.pread(fd, self.length, 0)) == self.digest
+
+
+def _digest(head: bytes) -> str:
+    return hashlib.blake2b(head, digest_size=16).hexdigest()
 
 
 class Stored(NamedTuple):

@@ -9,12 +9,14 @@ import os
 import time
 from dataclasses import dataclass
 
-from forwarder.offsets import FINGERPRINT_BYTES, Fingerprint, Stored
+from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner
 from forwarder.scan import FileKey, is_regular
 
 log = logging.getLogger("forwarder.tail")
-HEAD_BYTES = 64  # first bytes compared at every read (a truncation changes them)
+# First bytes compared at every read (a truncation changes them): a kilobyte, so a Docker
+# line's time (at its end) is in it for all but long first lines.
+HEAD_BYTES = 1024
 
 
 @dataclass
@@ -48,6 +50,7 @@ class TailedFile:
         self.truncations = 0  # reported (and reset) by the main loop
         self.after_newline = offset == 0  # the byte before `offset` is a line feed we read
         self._fingerprint: Fingerprint | None = None
+        self._fingerprint_settled = False  # no longer extended as the file grows
         self._looked: tuple[int, int] = (-1, -1)  # (size, mtime) at the last fingerprint check
         self._head = b""  # the file's first bytes, as last seen (see _same_head)
 
@@ -108,15 +111,17 @@ class TailedFile:
         self.truncations += 1
         self.joiner.reset()
         self._fingerprint = None
+        self._fingerprint_settled = False
 
     def fingerprint(self) -> Fingerprint:
-        """The fingerprint of the file's first bytes (kept once it covers FINGERPRINT_BYTES;
+        """The fingerprint of the file's first bytes (Fingerprint.take: kept once settled,
         extended only while the bytes it covered are unchanged)."""
         fp = self._fingerprint
-        if fp is None or (fp.length < FINGERPRINT_BYTES and self.size > fp.length):
+        if fp is None or (not self._fingerprint_settled and self.size > fp.length):
             if fp is not None and not fp.matches(self.fd, self.size):
                 return fp  # rewritten: the next look (check_truncation) restarts the file
-            fp = self._fingerprint = Fingerprint.of(self.fd, self.size)
+            fp, self._fingerprint_settled = Fingerprint.take(self.fd, self.size)
+            self._fingerprint = fp
         return fp
 
     def finished(self) -> bool:

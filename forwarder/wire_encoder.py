@@ -105,7 +105,8 @@ def _docker_stdout_columns(body: bytes) -> Sections | None:
     parts = inner.replace(_DOCKER_NEXT, _DOCKER_SEP).split(_DOCKER_SEP)
     texts, times = parts[0::2], parts[1::2]
     if (
-        inner.count(b"\n") != len(texts) - 1  # a line boundary of another shape
+        len(texts) != len(times)  # a line without its stream and time
+        or inner.count(b"\n") != len(texts) - 1  # a line boundary of another shape
         or _DOCKER_NEXT.join(map(_DOCKER_SEP.join, zip(texts, times, strict=False))) != inner
     ):
         return None  # ... or an odd count of parts, or a line with no separator or two

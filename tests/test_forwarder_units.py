@@ -463,3 +463,40 @@ def test_the_last_scan_time_is_kept_with_the_offsets(tmp_path) -> None:
     db.save([((1, 2), Stored("p", "t", 5))])  # a save without a scan keeps the scan's time
     assert db.last_scan() == 100.0
     db.close()
+
+
+def test_docker_files_with_the_same_long_first_message_have_different_fingerprints(
+    tmp_path,
+) -> None:
+    """A Docker line ends with its time: two pods printing the same 1.5 KB banner first
+    shared their first kilobyte, and a new file on a reused inode resumed at the old file's
+    offset (its head lost). The fingerprint covers the whole first line."""
+    banner = "config: " + ",".join(f"key{i}=value{i}" for i in range(100)) + "\n"
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_bytes(docker_line(banner, when="2024-05-01T10:00:00.000000001Z") + b"x\n" * 50)
+    new.write_bytes(docker_line(banner, when="2024-05-01T10:05:00.000000002Z") + b"y\n" * 50)
+    fd_old, fd_new = os.open(old, os.O_RDONLY), os.open(new, os.O_RDONLY)
+    try:
+        fp = Fingerprint.of(fd_old, old.stat().st_size)
+        assert fp.length > 1024  # the whole first line
+        row = Stored("p", "t", old.stat().st_size - 20, fp)
+        assert row.applies_to(fd_old, old.stat().st_size)
+        assert not row.applies_to(fd_new, new.stat().st_size)
+    finally:
+        os.close(fd_old)
+        os.close(fd_new)
+
+
+def test_a_record_line_without_stream_and_time_is_carried_whole() -> None:
+    """`{"log":""}` passed the Docker-stdout column check (an unpaired part was dropped by
+    zip) and arrived with a stream and a time it never had."""
+    encoder = wire_encoder.RecordEncoder("zstd", 1, 6)
+    for line in (b'{"log":""}\n', b'{"log":"a"}\n', b'{"log":"a","stream":"stdout","time":"t"}\n'):
+        assert b"".join(decode(encoder.encode(encoder.header("a_b_c-0.log"), line))[1]) == line
+
+
+def test_the_buffer_must_hold_a_read_and_an_unfinished_line() -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--delivery-stream", "s", "--max-buffer-bytes", "65536"], {})
+    cfg = parse_config(["--delivery-stream", "s", "--max-buffer-bytes", str(1024 * 1024)], {})
+    assert cfg.max_buffer_bytes == 1024 * 1024
