@@ -26,6 +26,11 @@ log = logging.getLogger("forwarder.rotation")
 
 # kubelet compresses old rotated files to `.gz` through a `.tmp` file: neither holds lines.
 NOT_LOGS = (".gz", ".tmp")
+# A stored file not found where it was is looked for this many times, RECOVERY_PAUSE apart:
+# dockerd renames .1 -> .2 -> ... one by one, so a file can be between names while its
+# folder is read (missed once, found at the next look).
+RECOVERY_LOOKS = 3
+RECOVERY_PAUSE = 0.05
 MIN_GRACE = 1.0  # seconds a rotated file must stay quiet, at least, before it is closed
 # File times come from a coarse kernel clock (a few ms behind time.time()): a file written
 # just after a scan began may show an earlier mtime.
@@ -92,18 +97,35 @@ def recover_at_start(
                              extra={"file": rotated})  # fmt: skip
                     drained.append(tailed)
                     known.add(key)
-    gone = []
-    for key, row in stored.items():
+    missing = dict(stored)
+    for look in range(RECOVERY_LOOKS):
+        if look:  # a rotation may have renamed the file while its folder was read
+            time.sleep(RECOVERY_PAUSE)
+        missing = _drain_rotated(missing, drained, max_line)
+        if not missing:
+            break
+    return drained, list(missing)
+
+
+def _drain_rotated(
+    rows: dict[FileKey, Stored], drained: list[TailedFile], max_line: int
+) -> dict[FileKey, Stored]:
+    """Open each row's file where it went (appended to `drained`); the rows not found."""
+    missing = {}
+    for key, row in rows.items():
         rotated = find_rotated(key, row.target)
-        tailed = rotated and _open_rotated(
-            key, rotated, row.path, row.target, row=row, max_line=max_line
-        )
+        try:
+            tailed = rotated and _open_rotated(
+                key, rotated, row.path, row.target, row=row, max_line=max_line
+            )
+        except OSError:  # renamed again between the look and the open
+            tailed = None
         if not tailed:
-            gone.append(key)
+            missing[key] = row
             continue
         log.info("draining file rotated while stopped", extra={"file": rotated})
         drained.append(tailed)
-    return drained, gone
+    return missing
 
 
 def _open_rotated(
@@ -126,20 +148,38 @@ def rotated_siblings(target: str, newer_than: float) -> list[tuple[str, FileKey]
     runtimes compress only files they rotated long before.
     """
     directory, name = os.path.split(target)
+    for look in range(RECOVERY_LOOKS):
+        if look:  # a name vanished between the listing and its stat: renamed, look again
+            time.sleep(RECOVERY_PAUSE)
+        siblings, complete = _siblings(directory, name, newer_than)
+        if complete:
+            break
+    return [(path, key) for _, path, key in sorted(siblings)]
+
+
+def _siblings(
+    directory: str, name: str, newer_than: float
+) -> tuple[list[tuple[float, str, FileKey]], bool]:
+    """(the siblings, True unless a listed name had vanished by its stat)."""
     try:
         names = os.listdir(directory)
     except OSError:
-        return []
-    siblings = []
+        return [], True
+    siblings, complete = [], True
     for sibling in names:
         if not sibling.startswith(name + ".") or sibling.endswith(NOT_LOGS):
             continue
         path = os.path.join(directory, sibling)
-        with contextlib.suppress(OSError):
+        try:
             st = os.stat(path)
-            if is_regular(st.st_mode) and st.st_mtime > newer_than:
-                siblings.append((st.st_mtime, path, (st.st_dev, st.st_ino)))
-    return [(path, key) for _, path, key in sorted(siblings)]
+        except FileNotFoundError:
+            complete = False
+            continue
+        except OSError:
+            continue
+        if is_regular(st.st_mode) and st.st_mtime > newer_than:
+            siblings.append((st.st_mtime, path, (st.st_dev, st.st_ino)))
+    return siblings, complete
 
 
 def find_rotated(key: FileKey, target: str) -> str | None:

@@ -500,3 +500,34 @@ def test_the_buffer_must_hold_a_read_and_an_unfinished_line() -> None:
         parse_config(["--delivery-stream", "s", "--max-buffer-bytes", "65536"], {})
     cfg = parse_config(["--delivery-stream", "s", "--max-buffer-bytes", str(1024 * 1024)], {})
     assert cfg.max_buffer_bytes == 1024 * 1024
+
+
+def test_a_file_renamed_while_recovery_reads_its_folder_is_still_drained(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dockerd renames .1 -> .2 -> ... one by one: a stored file between two names while
+    start-up recovery read the folder was taken for gone, its unread lines lost (chaos)."""
+    from forwarder import rotation
+
+    live = tmp_path / "c-json.log"
+    live.write_bytes(docker_line("old\n") * 10)
+    st = live.stat()
+    key = (st.st_dev, st.st_ino)
+    rotated = tmp_path / "c-json.log.1"
+    live.rename(rotated)
+    live.write_bytes(b"")
+    real_stat, missed = os.stat, []
+
+    def stat_racing_a_rename(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) == str(rotated) and not missed:
+            missed.append(path)
+            raise FileNotFoundError(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(rotation.os, "stat", stat_racing_a_rename)
+    stored = {key: Stored(str(live), str(live), 22)}
+    drained, gone = rotation.recover_at_start({}, stored, (), None, 65536)
+    assert missed and not gone
+    assert [t.key for t in drained] == [key] and drained[0].offset == 22
+    for tailed in drained:
+        tailed.close()
