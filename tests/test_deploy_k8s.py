@@ -301,3 +301,14 @@ def test_the_configmap_names_every_setting_with_its_default() -> None:
             parsed = opt.parse(commented[opt.env]) if commented[opt.env] else ""
             assert parsed == (opt.parse(default) if isinstance(default, str) and default else
                               default), opt.env  # fmt: skip
+
+
+def test_the_metrics_port_is_admitted_only_from_the_scraper() -> None:
+    """The NetworkPolicy let anyone reach /metrics (which held every pod's file name) and the
+    HTTP server: ingress now comes only from the documented Prometheus selector."""
+    [policy] = [o for o in _render("k8s") if o["kind"] == "NetworkPolicy"]
+    [rule] = policy["spec"]["ingress"]
+    [peer] = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert [p["port"] for p in rule["ports"]] == [2020]
