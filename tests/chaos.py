@@ -88,6 +88,7 @@ KILL_DELIVERY_WAIT = 30.0  # seconds a kill waits for deleted files' lines, else
 KILL_CATCH_UP_WAIT = 10.0  # seconds a kill waits for the forwarder to catch up
 CAUGHT_UP_SECONDS = 1.0  # the oldest undelivered line waited less: the forwarder caught up
 KILL_DRAIN_SECONDS = 2.5  # a rotated file is drained by then (1 s grace, 0.2 s scans)
+KILL_UNACKED_WRITING = 0.6  # seconds of writing into the files about to rotate, unacked
 KILL_CLOSE_WAIT = 4.0  # seconds to wait for a rotated file to be drained and closed
 
 
@@ -591,6 +592,7 @@ class Chaos:
         if not delivered:  # a slow machine: killing now would lose them; next time
             self.counts.skipped_kills += 1
             return
+        time.sleep(KILL_UNACKED_WRITING)  # lines Firehose will not acknowledge, then rotate
         self.rotate_done.clear()
         self.rotate_request.set()
         self.rotate_done.wait(5.0)
