@@ -19,7 +19,7 @@ from forwarder.health import Health
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
-from forwarder.rotation import Drain, recover_at_start
+from forwarder.rotation import Drain, recover_at_start, unseen_rotated
 from forwarder.scan import FileKey, Found, ScanError, any_match, scan
 from forwarder.sender import Sender
 from forwarder.tail import Chunk, TailedFile
@@ -46,6 +46,7 @@ class Forwarder:
         self.stored = self.db.load()
         self.last_scan = self.db.last_scan()
         self.scanned: float | None = None  # start of the last scan, saved with the next rows
+        self.scanned_at: float | None = None  # start of the last completed scan
         self.tracker = AckTracker()
         self.queue = SendQueue(cfg.flush_interval)
         self.pods = self._pod_metadata(cfg)
@@ -131,7 +132,7 @@ class Forwarder:
         self.report_unreadable(unreadable | self.unopenable)
         if first:
             self.recover(found)
-        self.scanned = started
+        self.scanned = self.scanned_at = started
         self.report_nothing_to_read(found)
         return True
 
@@ -159,10 +160,20 @@ class Forwarder:
             self.files[key] = tailed
             tailed.path = item.path
             tailed.draining_since = None
-        for key, tailed in self.files.items():
-            if key not in found:
-                tailed.start_draining()
+        rotated = [t for key, t in self.files.items() if key not in found and t.start_draining()]
+        if rotated and self.scanned_at is not None:
+            self.open_unseen_rotations(rotated, self.scanned_at)
         self.metrics.files.set(len(self.files))
+
+    def open_unseen_rotations(self, rotated: list[TailedFile], scanned: float) -> None:
+        """A file just rotated away: a file created after the previous scan and rotated
+        before this one (two rotations between two scans) is read from its head too."""
+        known = set(self.files) | set(self.closed) | set(self.forgotten)
+        for tailed in rotated:
+            for unseen in unseen_rotated(
+                tailed.target, tailed.path, scanned, known, self.cfg.max_line_bytes
+            ):
+                self.add_file(unseen)
 
     def report_unreadable(self, unreadable: dict[str, str]) -> None:
         """Warn once per matched path that leads to no readable file; keep their count in a

@@ -88,15 +88,7 @@ def recover_at_start(
         live = {os.path.realpath(item.path): item.path for item in found.values()}
         live |= {row.target: row.path for row in stored.values()}
         for target, path in live.items():
-            for rotated, key in rotated_siblings(target, newer_than=last_scan - MTIME_SLACK):
-                if key in known:
-                    continue
-                tailed = _open_rotated(key, rotated, path, target, row=None, max_line=max_line)
-                if tailed is not None:
-                    log.info("reading file created and rotated while stopped",
-                             extra={"file": rotated})  # fmt: skip
-                    drained.append(tailed)
-                    known.add(key)
+            drained += unseen_rotated(target, path, last_scan, known, max_line)
     missing = dict(stored)
     for look in range(RECOVERY_LOOKS):
         if look:  # a rotation may have renamed the file while its folder was read
@@ -105,6 +97,26 @@ def recover_at_start(
         if not missing:
             break
     return drained, list(missing)
+
+
+def unseen_rotated(
+    target: str, path: str, scanned: float, known: set[FileKey], max_line: int
+) -> list[TailedFile]:
+    """Rotated siblings of `target` that no scan saw (modified after the scan that began at
+    wall time `scanned`, less MTIME_SLACK, and not in `known`), opened from their head to be
+    drained: created and rotated between two scans, or while the forwarder was down (two
+    rotations in a row, a new pod's first rotation). Their keys are added to `known`."""
+    opened = []
+    for rotated, key in rotated_siblings(target, newer_than=scanned - MTIME_SLACK):
+        if key in known:
+            continue
+        with contextlib.suppress(OSError):
+            tailed = _open_rotated(key, rotated, path, target, row=None, max_line=max_line)
+            if tailed is not None:
+                log.info("reading a rotated file no scan saw", extra={"file": rotated})
+                opened.append(tailed)
+                known.add(key)
+    return opened
 
 
 def _drain_rotated(

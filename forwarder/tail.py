@@ -145,11 +145,14 @@ class TailedFile:
         """Bytes after the last complete line: an unterminated tail or unfinished pieces."""
         return max(0, os.fstat(self.fd).st_size - self.joiner.safe_offset(self.offset))
 
-    def start_draining(self) -> None:
-        """The file was rotated away or deleted: read what is left, then close."""
-        if self.draining_since is None:
-            self.draining_since = time.monotonic()
-            log.info("file rotated or deleted, draining", extra={"path": self.path})
+    def start_draining(self) -> bool:
+        """The file was rotated away or deleted: read what is left, then close. True when
+        it starts draining now."""
+        if self.draining_since is not None:
+            return False
+        self.draining_since = time.monotonic()
+        log.info("file rotated or deleted, draining", extra={"path": self.path})
+        return True
 
     def read(self, read_size: int, final: bool) -> Chunk | None:
         """Read the next chunk of complete lines, or None when nothing complete is available.

@@ -639,3 +639,31 @@ def test_lines_of_streams_no_runtime_writes_are_not_held_as_pieces(
     with running(fwd(endpoint, node, tmp_path, "--exit-on-eof")) as proc:
         assert proc.wait(30) == 0
     assert got(endpoint, c) == lines_of(data)  # shipped as they are
+
+
+def test_a_file_created_and_rotated_between_two_scans_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Two rotations within one scan interval (dockerd under a burst, or a forced rotation
+    right after a regular one): the file in between was never seen by a scan and its lines
+    were lost (the chaos suite's and the soak's 'lines 8723-8731' of a docker-rename writer)."""
+    c = node.add("bursty", "docker")
+    first = b"".join(docker_line(f"first {i}\n") for i in range(20))
+    c.write(first)
+    with running(fwd(endpoint, node, tmp_path, "--scan-interval", "3")) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(first), 30, "the first file")
+        time.sleep(3.2)  # just after a scan: the next one is ~3 s away
+        one, two = (
+            c.target.with_name(c.target.name + ".1"),
+            c.target.with_name(c.target.name + ".2"),
+        )
+        os.rename(c.target, one)  # rotation 1: the live file becomes .1 ...
+        between = b"".join(docker_line(f"between {i}\n") for i in range(15))
+        c.target.write_bytes(between)  # ... a new file, written at once ...
+        os.rename(one, two)  # rotation 2 (dockerd shifts .1 to .2 first) ...
+        os.rename(c.target, one)
+        last = b"".join(docker_line(f"last {i}\n") for i in range(10))
+        c.target.write_bytes(last)  # ... before any scan saw the file in between
+        want = lines_of(first + between + last)
+        wait_for(lambda: got(endpoint, c) == want, 30, "the file no scan saw")
+        assert proc.metric("podhose_files_tracked") >= 1
