@@ -100,8 +100,8 @@ def test_handler_exists(template):
 def _requirement_modules() -> set[str]:
     names = set()
     for raw in REQUIREMENTS.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
+        line = raw.split("#", 1)[0].strip().removesuffix("\\").strip()
+        if line and not line.startswith("--hash="):
             name, _, version = line.partition("==")
             assert version, f"unpinned requirement in {REQUIREMENTS.name}: {line}"
             names.add(name.strip().lower().replace("-", "_"))
