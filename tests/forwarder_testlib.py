@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from localaws.firehose_endpoint import FirehoseEndpoint
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 
@@ -229,6 +230,16 @@ def delivered(records: Iterable[bytes]) -> dict[str | None, Counter[bytes]]:
 def delivered_of(records: Iterable[bytes], c: Container) -> Counter[bytes]:
     """Every delivered line of one container, counted."""
     return delivered(records).get(c.src, Counter())
+
+
+def fwd(endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, *extra: str) -> ForwarderProc:
+    """A forwarder against `endpoint` with its offsets under `tmp_path`/state."""
+    return ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db", *extra)
+
+
+def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
+    """Every line of one container the endpoint accepted, counted."""
+    return delivered_of(endpoint.received(), c)
 
 
 def lines_of(data: bytes) -> Counter[bytes]:

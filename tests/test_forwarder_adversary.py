@@ -28,22 +28,15 @@ from tests.forwarder_testlib import (
     Node,
     cri_line,
     delivered,
-    delivered_of,
     docker_line,
+    fwd,
+    got,
     lines_of,
     running,
     wait_for,
 )
 
 SMALL_BUFFER = ("--max-buffer-bytes", str(256 * 1024), "--max-line-bytes", str(64 * 1024))
-
-
-def fwd(endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, *extra: str) -> ForwarderProc:
-    return ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db", *extra)
-
-
-def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
-    return delivered_of(endpoint.received(), c)
 
 
 def cri_lines(label: str, count: int, width: int = 60) -> bytes:

@@ -21,9 +21,9 @@ from tests.forwarder_testlib import (
     Node,
     cri_line,
     delivered,
-    delivered_of,
     docker_line,
     docker_split,
+    got,
     lines_of,
     running,
     wait_for,
@@ -46,10 +46,6 @@ def fwd(
 def stored_offsets(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
         return {os.path.basename(p): o for p, o in conn.execute("SELECT path, offset FROM offsets")}
-
-
-def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
-    return delivered_of(endpoint.received(), c)
 
 
 def test_exit_on_eof_ships_docker_and_cri_with_partials_joined(

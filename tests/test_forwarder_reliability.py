@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,25 +19,17 @@ from tests.forwarder_testlib import (
     REPO,
     STREAM,
     Container,
-    ForwarderProc,
     Node,
     cri_line,
-    delivered_of,
     docker_line,
+    fwd,
+    got,
     lines_of,
     running,
     wait_for,
 )
 
 SMALL = ("--max-buffer-bytes", str(256 * 1024), "--max-line-bytes", str(64 * 1024))
-
-
-def fwd(endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, *extra: str) -> ForwarderProc:
-    return ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db", *extra)
-
-
-def got(endpoint: FirehoseEndpoint, c: Container) -> Counter[bytes]:
-    return delivered_of(endpoint.received(), c)
 
 
 def backlog(c: Container, lines: int, label: str = "backlog", width: int = 100) -> bytes:
