@@ -143,7 +143,9 @@ class Batcher:
         self.metadata = metadata
         self.tracker = tracker
         self.queue = queue
-        self.encoder = wire_encoder.RecordEncoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)
+        self.encoder = wire_encoder.RecordEncoder(
+            cfg.compression, cfg.gzip_level, cfg.zstd_level, cfg.max_record_bytes
+        )
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
         self.sources: dict[FileKey, str] = {}
