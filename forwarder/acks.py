@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from forwarder.scan import FileKey
@@ -46,15 +46,19 @@ class AckTracker:
         self._queues: dict[FileKey, deque[Mark]] = {}
         self._committed: dict[FileKey, int] = {}
         self._generation: dict[FileKey, int] = {}
-        self._unacked = 0
-        self._unacked_bytes = 0
+        self._group: dict[FileKey, str] = {}  # the delivery stream of each file
+        self._unacked: Counter[str] = Counter()  # records not acknowledged, per stream
+        self._unacked_bytes: Counter[str] = Counter()  # their bytes of lines, per stream
         self._acks = 0
-        self.last_ack = time.monotonic()  # start-up counts as an acknowledgement
+        self._started = self.last_ack = time.monotonic()  # start-up counts as an ack
+        self._last_ack: dict[str, float] = {}  # per stream, once it had one
         self.idle = threading.Condition(self._lock)
 
-    def start(self, key: FileKey, offset: int) -> None:
-        """Begin tracking a file whose lines before `offset` are already delivered."""
+    def start(self, key: FileKey, offset: int, group: str = "") -> None:
+        """Begin tracking a file whose lines before `offset` are already delivered, and
+        whose records go to the delivery stream `group`."""
         with self._lock:
+            self._group[key] = group
             self._queues.setdefault(key, deque())
             self._committed.setdefault(key, offset)
 
@@ -64,23 +68,27 @@ class AckTracker:
         with self._lock:
             m = Mark(key, offset, records, born, generation=self._generation.get(key, 0), size=size)
             self._queues[key].append(m)
-            self._unacked += records
+            group = self._group.get(key, "")
+            self._unacked[group] += records
             if records:
-                self._unacked_bytes += size
+                self._unacked_bytes[group] += size
             self._settle(key)
         return m
 
     def ack(self, marks: Iterable[Mark]) -> None:
         """One record per mark is done (accepted, or skipped as undeliverable)."""
         with self._lock:
+            now = time.monotonic()
             for m in marks:
                 m.pending -= 1
-                self._unacked -= 1
+                group = self._group.get(m.key, "")
+                self._last_ack[group] = now
+                self._unacked[group] -= 1
                 if m.pending == 0:
-                    self._unacked_bytes -= m.size
+                    self._unacked_bytes[group] -= m.size
                 self._settle(m.key)
             self._acks += 1
-            self.last_ack = time.monotonic()
+            self.last_ack = now
             self.idle.notify_all()
 
     def truncated(self, key: FileKey) -> None:
@@ -108,31 +116,45 @@ class AckTracker:
         with self._lock:
             return dict(self._committed)
 
-    def oldest_unacked(self) -> float | None:
-        """Monotonic time the oldest unacknowledged line was read (None: all acknowledged)."""
+    def oldest_unacked(self, group: str | None = None) -> float | None:
+        """Monotonic time the oldest unacknowledged line was read (None: all acknowledged),
+        of all files or of the stream `group`."""
         with self._lock:
-            borns = [q[0].born for q in self._queues.values() if q]
+            borns = [
+                q[0].born
+                for key, q in self._queues.items()
+                if q and (group is None or self._group.get(key, "") == group)
+            ]
         return min(borns, default=None)
+
+    def last_ack_of(self, group: str) -> float:
+        """Monotonic time of the stream's last acknowledgement (start-up if none yet)."""
+        with self._lock:
+            return self._last_ack.get(group, self._started)
 
     def in_flight(self, key: FileKey) -> int:
         """Record groups of `key` not acknowledged yet."""
         with self._lock:
             return len(self._queues.get(key, ()))
 
-    def unacked(self) -> int:
-        """Records of all files not acknowledged yet."""
+    def unacked(self, group: str | None = None) -> int:
+        """Records not acknowledged yet: of all files, or of the stream `group`."""
         with self._lock:
-            return self._unacked
+            return self._unacked[group] if group is not None else self._unacked.total()
 
-    def unacked_bytes(self) -> int:
-        """Bytes of lines in records not acknowledged yet (held in memory by the senders)."""
+    def unacked_bytes(self, group: str | None = None) -> int:
+        """Bytes of lines in records not acknowledged yet (held in memory by the senders):
+        of all files, or of the stream `group`."""
         with self._lock:
-            return self._unacked_bytes
+            if group is not None:
+                return self._unacked_bytes[group]
+            return self._unacked_bytes.total()
 
     def forget(self, key: FileKey) -> None:
         """Stop tracking a closed file whose records were all acknowledged."""
         with self._lock:
             self._queues.pop(key, None)
+            self._group.pop(key, None)
             self._committed.pop(key, None)
             self._generation.pop(key, None)
 
@@ -145,4 +167,4 @@ class AckTracker:
     def wait_idle(self, timeout: float) -> bool:
         """Block until every record is acknowledged, or `timeout` passes."""
         with self._lock:
-            return self.idle.wait_for(lambda: self._unacked == 0, timeout)
+            return self.idle.wait_for(lambda: self._unacked.total() == 0, timeout)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from forwarder import limits, multiline_cut, partials, wire_encoder
@@ -45,6 +45,7 @@ class OpenRecord:
     """Lines of one file waiting to become record(s)."""
 
     safe_offset: int
+    stream: str  # the delivery stream its records go to
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
     born: float = 0.0
@@ -137,7 +138,7 @@ class Batcher:
         self,
         cfg: Config,
         tracker: AckTracker,
-        queue: SendQueue,
+        queues: Mapping[str, SendQueue],
         metadata: PodLookup | None = None,
         *,
         on_cut: Callable[[], None] | None = None,
@@ -146,16 +147,17 @@ class Batcher:
         self.cfg = cfg
         self.on_cut = on_cut  # called for each line cut because no record could hold it
         self.on_raw_limit = on_raw_limit  # called for each record closed by --max-raw-bytes
-        self.raw = 0  # bytes of lines in open records (held_bytes)
+        self.raw: Counter[str] = Counter()  # bytes of lines in open records, per stream
         self.metadata = metadata
         self.tracker = tracker
-        self.queue = queue
+        self.queues = queues  # by delivery stream
         self.encoder = wire_encoder.RecordEncoder(
             cfg.compression, cfg.gzip_level, cfg.zstd_level, cfg.max_record_bytes
         )
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
         self.sources: dict[FileKey, str] = {}
+        self.streams: dict[FileKey, str] = {}
         self.last_safe: dict[FileKey, int] = {}
         self.records_made = 0
         multiline = cfg.multiline != "none"
@@ -168,17 +170,20 @@ class Batcher:
             multiline_cut.open_event_test(cfg.multiline, cfg.multiline_start) if multiline else None
         )
 
-    def track(self, key: FileKey, src: str, offset: int) -> None:
-        """Start a file: its header, and the offset its first record starts from."""
+    def track(self, key: FileKey, src: str, offset: int, stream: str | None = None) -> None:
+        """Start a file: its header, the offset its first record starts from, and the
+        delivery stream its records go to (--delivery-stream when None)."""
         self.headers[key] = b"" if self.cfg.one_line_per_record else self.encoder.header(src)
         self.sources[key] = src
+        self.streams[key] = stream or self.cfg.delivery_stream
         self.last_safe[key] = offset
-        self.tracker.start(key, offset)
+        self.tracker.start(key, offset, self.streams[key])
 
     def untrack(self, key: FileKey) -> None:
         """Forget a closed file (after flush_file)."""
         self.headers.pop(key, None)
         self.sources.pop(key, None)
+        self.streams.pop(key, None)
         self.last_safe.pop(key, None)
 
     def capacity(self, key: FileKey) -> int:
@@ -235,13 +240,13 @@ class Batcher:
     def _append(self, op: OpenRecord, part: bytes) -> None:
         op.parts.append(part)
         op.size += len(part)
-        self.raw += len(part)
+        self.raw[op.stream] += len(part)
 
     def _keep_raw_within_limit(self) -> None:
         """Close the largest open records while their lines exceed --max-raw-bytes: raw lines
         take ~14x the memory of their record, and with many files every file's open record
         could otherwise hold up to a full record of them."""
-        while self.raw > self.cfg.max_raw_bytes and self.open:
+        while self.raw.total() > self.cfg.max_raw_bytes and self.open:
             largest = max(self.open, key=lambda k: self.open[k].size)
             if self.on_raw_limit is not None:
                 self.on_raw_limit()
@@ -272,9 +277,9 @@ class Batcher:
             self.tracker.mark(key, safe_offset, 0, now)  # settles when its turn comes
         self.last_safe[key] = safe_offset
 
-    def held_bytes(self) -> int:
-        """Bytes of lines in records not closed yet."""
-        return self.raw
+    def held_bytes(self, stream: str | None = None) -> int:
+        """Bytes of lines in records not closed yet: all, or those for `stream`."""
+        return self.raw[stream] if stream is not None else self.raw.total()
 
     def restart_file(self, key: FileKey) -> None:
         """The file was truncated in place: close what was read before, start again at 0."""
@@ -308,12 +313,13 @@ class Batcher:
     def _open(self, key: FileKey, now: float) -> OpenRecord:
         op = self.open.get(key)
         if op is None:
-            op = self.open[key] = OpenRecord(self.last_safe.get(key, 0), born=now)
+            stream = self.streams[key]
+            op = self.open[key] = OpenRecord(self.last_safe.get(key, 0), stream, born=now)
         return op
 
     def _close(self, key: FileKey, op: OpenRecord) -> None:
         del self.open[key]
-        self.raw -= op.size
+        self.raw[op.stream] -= op.size
         payload = b"".join(op.parts)
         op.parts = []  # the pieces are garbage now, before encoding makes its own copies
         if not payload:
@@ -330,7 +336,7 @@ class Batcher:
         mark = self.tracker.mark(key, op.safe_offset, len(datas), op.born, held)
         if datas:
             self.records_made += len(datas)
-            self.queue.put([Record(d, mark, lines) for d, lines in datas])
+            self.queues[op.stream].put([Record(d, mark, lines) for d, lines in datas])
 
     @property
     def _metadata_reserve(self) -> int:

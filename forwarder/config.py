@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import botocore.session
 
 from forwarder import limits
+from forwarder.routing import Route, Router
 
 LOCAL_ENDPOINT_REGION = "us-east-1"
 
@@ -49,6 +50,7 @@ class Config:
     """
 
     delivery_stream: str
+    routes: list[Route] = field(default_factory=list)
     paths: list[str] = field(default_factory=lambda: ["/var/log/containers/*.log"])
     excludes: list[str] = field(default_factory=list)
     region: str | None = None
@@ -184,6 +186,17 @@ def url(value: str) -> str:
     return value.strip()
 
 
+def routes(value: str) -> list[Route]:
+    """Comma-separated GLOB=STREAM routes: a namespace glob and a delivery stream name."""
+    found = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        glob, equals, stream = part.partition("=")
+        if not equals or not glob.strip():
+            raise ValueError(f"must be GLOB=STREAM (a namespace glob), got {part!r}")
+        found.append(Route(glob.strip(), stream_name(stream)))
+    return found
+
+
 def globs(value: str) -> list[str]:
     """Comma-separated globs (one flag may also carry several)."""
     return [part.strip() for part in value.split(",") if part.strip()]
@@ -201,6 +214,7 @@ class Option:
     switch: bool = False  # a flag without a value; the variable is a boolean
     repeatable: bool = False  # the flag may repeat; values are lists of globs
     field: str = ""  # the Config field, when not the flag's name
+    variable: str = ""  # the environment variable, when not the one the flag's name gives
 
     @property
     def dest(self) -> str:
@@ -210,7 +224,7 @@ class Option:
     @property
     def env(self) -> str:
         """The environment variable."""
-        return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
+        return self.variable or ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
 
 
 KIB = 1024
@@ -222,6 +236,10 @@ OPTIONS: tuple[Option, ...] = (
            field="excludes"),
     Option("--delivery-stream", stream_name, None, "Firehose delivery stream name (required)",
            "NAME"),
+    Option("--route", routes, [],
+           "GLOB=STREAM: files of pods whose namespace matches GLOB go to STREAM (first match "
+           "wins; others to --delivery-stream)", "GLOB=STREAM", repeatable=True,
+           field="routes", variable="PODHOSE_ROUTES"),
     Option("--region", region, None, "AWS region (else AWS_REGION or boto3's default chain)",
            "REGION"),
     Option("--endpoint-url", url, None, "Firehose endpoint URL override", "URL"),
@@ -403,10 +421,12 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
             f"--max-line-bytes + {overhead}"
             + (" (with --kubernetes-metadata)" if values["kubernetes_metadata"] else "")
         )
-    if values["max_buffer_bytes"] < 2 * values["max_line_bytes"]:
+    streams = len(Router(values["delivery_stream"], values["routes"]).streams)
+    if values["max_buffer_bytes"] < 2 * values["max_line_bytes"] * streams:
         parser.error(
             f"{sources['max_buffer_bytes']}: --max-buffer-bytes must be at least twice "
             "--max-line-bytes (a read and an unfinished line must fit together)"
+            + (f" per delivery stream ({streams} with --route)" if streams > 1 else "")
         )
     _check_multiline(parser, values, sources)
     if values["kubernetes_metadata"] and not values["node_name"]:

@@ -41,6 +41,8 @@ class Health:
         self.oldest_read: float | None = None  # oldest unacknowledged line, monotonic
         self.last_ack = time.monotonic()
         self.stuck_since: float | None = None  # buffer full with nothing in flight, since
+        self.stuck_stream = ""  # ... of this delivery stream
+        self.waiting_stream = ""  # the delivery stream of waiting_since and last_ack
         self.nothing_to_read: str | None = None  # why no file can be read, if none can
         self.senders_alive: Callable[[], bool] = lambda: True
         # Computed when scraped, so the value is as of the scrape, not of the last loop.
@@ -52,15 +54,22 @@ class Health:
         self.heartbeat = time.monotonic()
 
     def delivery(
-        self, oldest_sent: float | None, oldest_read: float | None, last_ack: float
+        self,
+        oldest_sent: float | None,
+        oldest_read: float | None,
+        last_ack: float,
+        stream: str = "",
     ) -> None:
-        """Record delivery progress: the oldest record sent and the oldest line read but not
-        acknowledged (monotonic times, None when there is none), and the last acknowledgement."""
+        """Record delivery progress: the oldest record sent to `stream` and the oldest line
+        read but not acknowledged (monotonic times, None when there is none), and the last
+        acknowledgement from `stream` (the stream that waits longest)."""
         self.waiting_since, self.oldest_read, self.last_ack = oldest_sent, oldest_read, last_ack
+        self.waiting_stream = stream
 
-    def stuck(self, since: float | None) -> None:
-        """Record since when (monotonic) the buffer is full with nothing in flight, or None."""
-        self.stuck_since = since
+    def stuck(self, since: float | None, stream: str = "") -> None:
+        """Record since when (monotonic) the buffer share of `stream` is full with nothing in
+        flight, or None."""
+        self.stuck_since, self.stuck_stream = since, stream
 
     def delivery_lag(self) -> float:
         """Seconds the oldest unacknowledged line has waited (0 when there is none)."""
@@ -80,14 +89,21 @@ class Health:
         now = time.monotonic()
         stuck = self.stuck_since
         if stuck is not None and now - stuck > self.max_lag:
-            return False, f"buffer full for {now - stuck:.0f} s with nothing in flight"
+            return False, (
+                f"buffer full for {now - stuck:.0f} s with nothing in flight"
+                + _of_stream(self.stuck_stream)
+            )
         since = self.waiting_since
         if since is not None and now - since > self.max_lag and now - self.last_ack > self.max_lag:
             return False, (
                 f"no acknowledgement from Firehose for {now - self.last_ack:.0f} s; "
-                f"oldest record waiting {now - since:.0f} s"
+                f"oldest record waiting {now - since:.0f} s" + _of_stream(self.waiting_stream)
             )
         return True, "ok"
+
+
+def _of_stream(stream: str) -> str:
+    return f" (stream {stream})" if stream else ""
 
 
 MAX_CONNECTIONS = 8  # served at once; more are closed at once (bounded threads and memory)

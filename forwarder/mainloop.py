@@ -12,17 +12,18 @@ from collections.abc import Callable
 from typing import Any
 
 from forwarder.acks import AckTracker
-from forwarder.batcher import Batcher, SendQueue
+from forwarder.batcher import Batcher
 from forwarder.config import Config
 from forwarder.errors import RateLimitedLog
 from forwarder.health import Health
+from forwarder.lanes import Lane, make_lanes
 from forwarder.memory import HeapTrimmer
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rotation import Drain, recover_at_start, unseen_rotated
+from forwarder.routing import Router
 from forwarder.scan import FileKey, Found, ScanError, any_match, scan
-from forwarder.sender import Sender
 from forwarder.tail import Chunk, TailedFile
 
 log = logging.getLogger("forwarder")
@@ -41,7 +42,6 @@ class Forwarder:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.metrics.buffer_limit.set(cfg.max_buffer_bytes)
         self.trim_heap = HeapTrimmer(cfg.malloc_trim_interval)
         self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
         self.db = OffsetsDB(cfg.db)
@@ -50,16 +50,18 @@ class Forwarder:
         self.scanned: float | None = None  # start of the last scan, saved with the next rows
         self.scanned_at: float | None = None  # start of the last completed scan
         self.tracker = AckTracker()
-        self.queue = SendQueue(cfg.flush_interval)
-        self.pods = self._pod_metadata(cfg)
-        self.batcher = Batcher(
-            cfg, self.tracker, self.queue, self.pods,
-            on_cut=self.metrics.cut_lines.inc, on_raw_limit=self.metrics.raw_limit_closes.inc,
-        )  # fmt: skip
         self.stop = threading.Event()
         self.hard_stop = threading.Event()
-        self.sender = Sender(cfg, self.queue, self.tracker, self.metrics, self.hard_stop)
-        self.health.senders_alive = self.sender.alive
+        self.router = Router(cfg.delivery_stream, cfg.routes)
+        self.lanes = make_lanes(
+            cfg, self.router.streams, self.tracker, self.metrics, self.hard_stop
+        )
+        self.pods = self._pod_metadata(cfg)
+        self.batcher = Batcher(
+            cfg, self.tracker, {s: lane.queue for s, lane in self.lanes.items()}, self.pods,
+            on_cut=self.metrics.cut_lines.inc, on_raw_limit=self.metrics.raw_limit_closes.inc,
+        )  # fmt: skip
+        self.health.senders_alive = lambda: all(x.sender.alive() for x in self.lanes.values())
         self.drain = Drain.for_scan_interval(cfg.scan_interval)
         self.files: dict[FileKey, TailedFile] = {}
         # Drained, waiting for their acks. Their descriptors stay open until then, so the file
@@ -70,10 +72,8 @@ class Forwarder:
         # Files closed once acknowledged, by key: if one is found again (its path came back),
         # it resumes where it was, when its fingerprint says it is the same file.
         self.forgotten: OrderedDict[FileKey, Stored] = OrderedDict()
-        self.buffered = 0
         self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
         self.unopenable: dict[str, str] = {}  # found files that failed to open, -> reason
-        self.stuck_since: float | None = None  # buffer full with nothing in flight, since
         self.said = RateLimitedLog(NOTHING_TO_READ_LOG_INTERVAL)
         self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
         self.poll = min(MAX_POLL, max(cfg.scan_interval, 0.01), max(cfg.flush_interval, 0.01))
@@ -88,7 +88,8 @@ class Forwarder:
 
     def run(self) -> int:
         """Run until stopped (or until everything is delivered with --exit-on-eof)."""
-        self.sender.start()
+        for lane in self.lanes.values():
+            lane.sender.start()
         if self.pods is not None:
             # Give the first list a moment, so a backlog goes out with its pods' metadata.
             self.pods.watcher.start().synced.wait(METADATA_STARTUP_WAIT)
@@ -106,14 +107,15 @@ class Forwarder:
             if now >= next_commit:
                 self.commit()
                 next_commit = now + COMMIT_INTERVAL
-            self.sender.revive()
+            for lane in self.lanes.values():
+                lane.sender.revive()
             self.trim_heap(now)
             self.watch_buffer(now)
             self.health.beat()
             if self.cfg.exit_on_eof and self.all_read():
                 return self.finish(wait=None)
-            if not progressed and not self.has_room(self.cfg.read_size):
-                self.tracker.wait_ack(self.poll)  # the buffer is full: resume on the next ack
+            if not progressed and self.any_lane_full():
+                self.tracker.wait_ack(self.poll)  # a buffer is full: look again on the next ack
             elif not progressed:
                 self.stop.wait(self.poll)
         return self.finish(wait=self.cfg.shutdown_timeout)
@@ -216,8 +218,10 @@ class Forwarder:
     def add_file(self, tailed: TailedFile) -> None:
         """Track an opened file."""
         self.files[tailed.key] = tailed
-        self.batcher.track(tailed.key, tailed.src, tailed.offset)
-        log.info("tailing file", extra={"path": tailed.path, "offset": tailed.offset})
+        stream = self.router.stream_for(tailed.path)
+        self.batcher.track(tailed.key, tailed.src, tailed.offset, stream)
+        log.info("tailing file", extra={"path": tailed.path, "offset": tailed.offset,
+                                        "stream": stream})  # fmt: skip
 
     def recover(self, found: dict[FileKey, Found]) -> None:
         """At start: drain what was rotated while stopped; forget rows of files that are gone."""
@@ -243,12 +247,13 @@ class Forwarder:
     # ----- reading
 
     def read_all(self, now: float) -> bool:
-        """Read available lines, one chunk per file per round, while the buffer has room.
+        """Read available lines, one chunk per file per round, while its lane's buffer
+        share has room.
 
         Files take turns (round-robin, starting after the last file served), so a busy file
-        cannot starve the others of the shared buffer.
+        cannot starve the others of the shared buffer; a full lane pauses its files only.
         """
-        self.buffered = self.compute_buffered()
+        self.update_buffered()
         files = list(self.files.values())
         if not files:
             return False
@@ -258,18 +263,15 @@ class Forwarder:
         for _ in range(READS_PER_FILE):
             more = []
             for tailed in active:
-                if self.stop.is_set() or not self.has_room(self.cfg.read_size):
-                    self.cursor = files.index(tailed)  # it goes first next time
-                    self.metrics.buffered.set(self.buffered)
+                if self.stop.is_set():
                     return progressed
-                if self.read_one(tailed, now):
+                if self.lane_of(tailed).has_room(self.cfg.read_size) and self.read_one(tailed, now):
                     progressed = True
                     more.append(tailed)
             active = more
             if not active:
                 break
         self.cursor = start + 1
-        self.metrics.buffered.set(self.buffered)
         return progressed
 
     def read_one(self, tailed: TailedFile, now: float, final: bool = False) -> bool:
@@ -291,19 +293,21 @@ class Forwarder:
         for tailed in self.files.values():
             if tailed.size <= tailed.offset:  # unread bytes may hold the line's end
                 self.ship_pieces(tailed, older_than, now, "after waiting")
-        if self.only_pieces_fill_the_buffer():
-            # Reading is paused and nothing sent or to send could free room: the pieces
-            # themselves must go, or no file would ever be read again.
-            for tailed in self.files.values():
-                self.ship_pieces(tailed, float("inf"), now, "to free the buffer")
+        self.update_buffered()
+        for lane in self.lanes.values():
+            if self.only_pieces_fill(lane):
+                # Reading is paused and nothing sent or to send could free room: the pieces
+                # themselves must go, or no file of the lane would ever be read again.
+                for tailed in self.files.values():
+                    if self.lane_of(tailed) is lane:
+                        self.ship_pieces(tailed, float("inf"), now, "to free the buffer")
 
-    def only_pieces_fill_the_buffer(self) -> bool:
-        """No room to read, nothing in flight, no record open: pieces hold the buffer."""
-        self.buffered = self.compute_buffered()
+    def only_pieces_fill(self, lane: Lane) -> bool:
+        """No room to read, nothing in flight, no record open: pieces hold the lane's share."""
         return (
-            not self.has_room(self.cfg.read_size)
-            and self.tracker.unacked() == 0
-            and self.batcher.held_bytes() == 0
+            not lane.has_room(self.cfg.read_size)
+            and self.tracker.unacked(lane.stream) == 0
+            and self.batcher.held_bytes(lane.stream) == 0
         )
 
     def ship_pieces(self, tailed: TailedFile, older_than: float, now: float, why: str) -> None:
@@ -329,33 +333,45 @@ class Forwarder:
 
     def account(self, tailed: TailedFile, chunk: Chunk) -> None:
         """Count what one read consumed."""
-        self.buffered += chunk.consumed
+        self.lane_of(tailed).buffered += chunk.consumed
         self.metrics.bytes_read.inc(chunk.consumed)
         self.metrics.lines_read.inc(chunk.data.count(b"\n"))
         if chunk.oversize:
             self.metrics.oversize.inc(chunk.oversize)
             log.warning("oversize line", extra={"path": tailed.path})
 
-    def has_room(self, size: int) -> bool:
-        """Reading `size` more bytes keeps the unacknowledged bytes within the limit."""
-        return self.buffered == 0 or self.buffered + size <= self.cfg.max_buffer_bytes
+    def lane_of(self, tailed: TailedFile) -> Lane:
+        """The lane of the delivery stream the file's lines go to."""
+        return self.lanes[self.batcher.streams[tailed.key]]
 
-    def compute_buffered(self) -> int:
-        """Bytes of lines held in memory: in records in flight, in open records, and in
-        unfinished partial lines. (Not file offsets: an offset held back by one stream's
-        unfinished line must not count what the other stream sent since.)"""
-        held = self.tracker.unacked_bytes() + self.batcher.held_bytes()
-        return held + sum(t.held_bytes() for t in self.files.values())
+    def any_lane_full(self) -> bool:
+        """Some lane has no room for a read (its files wait for acknowledgements)."""
+        return not all(lane.has_room(self.cfg.read_size) for lane in self.lanes.values())
+
+    def update_buffered(self) -> None:
+        """Each lane's bytes of lines held in memory: in records in flight, in open records,
+        and in unfinished partial lines. (Not file offsets: an offset held back by one
+        runtime stream's unfinished line must not count what the other stream sent since.)"""
+        pieces = dict.fromkeys(self.lanes, 0)
+        for tailed in self.files.values():
+            pieces[self.batcher.streams[tailed.key]] += tailed.held_bytes()
+        for stream, lane in self.lanes.items():
+            held = self.tracker.unacked_bytes(stream) + self.batcher.held_bytes(stream)
+            lane.buffered = held + pieces[stream]
+            self.metrics.buffered.labels(stream).set(lane.buffered)
 
     def watch_buffer(self, now: float) -> None:
-        """Readiness fails while the buffer is full with nothing in flight (nothing that an
-        acknowledgement could free) for longer than --max-delivery-lag."""
-        stuck = not self.has_room(self.cfg.read_size) and self.tracker.unacked() == 0
-        if not stuck:
-            self.stuck_since = None
-        elif self.stuck_since is None:
-            self.stuck_since = now
-        self.health.stuck(self.stuck_since)
+        """Readiness fails while a lane's buffer share is full with nothing in flight
+        (nothing that an acknowledgement could free) for longer than --max-delivery-lag."""
+        for lane in self.lanes.values():
+            stuck = not lane.has_room(self.cfg.read_size) and self.tracker.unacked(lane.stream) == 0
+            if not stuck:
+                lane.stuck_since = None
+            elif lane.stuck_since is None:
+                lane.stuck_since = now
+        stuck_lanes = [lane for lane in self.lanes.values() if lane.stuck_since is not None]
+        first = min(stuck_lanes, key=lambda lane: lane.stuck_since or 0.0, default=None)
+        self.health.stuck(first.stuck_since if first else None, first.stream if first else "")
 
     def all_read(self) -> bool:
         """--exit-on-eof: rotated files closed, live files (and files whose link only went
@@ -422,10 +438,17 @@ class Forwarder:
         self.db_call(self.db.delete, done)  # a row left behind is pruned at the next start
 
     def report_delivery(self) -> None:
-        """The oldest unacknowledged record and line, for /readyz and the lag gauge."""
-        sent = self.tracker.oldest_unacked()
-        read = min((t for t in (sent, self.batcher.oldest_open()) if t is not None), default=None)
-        self.health.delivery(sent, read, self.tracker.last_ack)
+        """The oldest unacknowledged line (the lag gauge), and for /readyz the stream whose
+        oldest record waits while its last acknowledgement is the longest ago."""
+        waiting = []
+        for stream in self.lanes:
+            sent = self.tracker.oldest_unacked(stream)
+            if sent is not None:
+                waiting.append((self.tracker.last_ack_of(stream), sent, stream))
+        last_ack, sent, stream = min(waiting, default=(self.tracker.last_ack, None, ""))
+        oldest = (self.tracker.oldest_unacked(), self.batcher.oldest_open())
+        read = min((t for t in oldest if t is not None), default=None)
+        self.health.delivery(sent, read, last_ack, stream)
 
     def remember(self, key: FileKey, tailed: TailedFile, offset: int) -> None:
         """Keep a closed file's offset and fingerprint for a while (FORGOTTEN_FILES)."""
@@ -449,17 +472,22 @@ class Forwarder:
         deadline = time.monotonic() + seconds
         draining = [t for t in self.files.values() if t.draining_since is not None]
         draining.sort(key=lambda t: t.deleted())
-        self.queue.flush()  # from now on every record goes out at once
+        self.flush_queues()  # from now on every record goes out at once
         for tailed in reversed(draining):
             final = tailed.deleted()
             while time.monotonic() < deadline and not tailed.finished():
-                self.buffered = self.compute_buffered()
-                if not self.has_room(self.cfg.read_size):
+                self.update_buffered()
+                if not self.lane_of(tailed).has_room(self.cfg.read_size):
                     self.batcher.flush_all()
                     self.tracker.wait_ack(self.poll)
                     continue
                 if not self.read_one(tailed, time.monotonic(), final=final):
                     break
+
+    def flush_queues(self) -> None:
+        """From now on every lane sends what it has at once."""
+        for lane in self.lanes.values():
+            lane.queue.flush()
 
     def finish(self, wait: float | None) -> int:
         """Flush open records, wait for acknowledgements (at most `wait` s), save offsets."""
@@ -470,12 +498,13 @@ class Forwarder:
             if tailed.joiner.shipped_past_pending():
                 self.ship_pieces(tailed, float("inf"), time.monotonic(), "at shutdown")
         self.batcher.flush_all()
-        self.queue.flush()
+        self.flush_queues()
         delivered = self.wait_delivered(wait)
         if not delivered:
             log.warning("shutdown timeout: unacknowledged lines will be re-sent on restart")
         self.hard_stop.set()
-        self.queue.close()
+        for lane in self.lanes.values():
+            lane.queue.close()
         self.commit()
         self.db.close()
         for tailed in self.files.values():

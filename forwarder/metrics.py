@@ -14,31 +14,41 @@ class Metrics:
         self.lines_read = Counter("podhose_lines_read", "Logical lines read", registry=r)
         self.bytes_read = Counter("podhose_bytes_read", "File bytes read", registry=r)
         self.records_sent = Counter(
-            "podhose_records_sent", "Records acknowledged by Firehose", registry=r
+            "podhose_records_sent", "Records acknowledged by Firehose", ["stream"], registry=r
         )
         self.bytes_sent = Counter(
-            "podhose_bytes_sent", "Record bytes (as sent) acknowledged by Firehose", registry=r
+            "podhose_bytes_sent",
+            "Record bytes (as sent) acknowledged by Firehose",
+            ["stream"],
+            registry=r,
         )
-        self.calls = Counter("podhose_calls", "PutRecordBatch calls that returned 200", registry=r)
+        self.calls = Counter(
+            "podhose_calls", "PutRecordBatch calls that returned 200", ["stream"], registry=r
+        )
         self.failures = Counter(
-            "podhose_failures", "Failed calls or records, by error code", ["code"], registry=r
+            "podhose_failures",
+            "Failed calls or records, by error code",
+            ["code", "stream"],
+            registry=r,
         )
         self.permanent_errors = Counter(
             "podhose_permanent_errors",
             "Calls or records failed by a permanent error (stream missing, access or KMS "
             "denied), by error code",
-            ["code"],
+            ["code", "stream"],
             registry=r,
         )
-        self.retries = Counter("podhose_retries", "Records sent again after a failure", registry=r)
+        self.retries = Counter(
+            "podhose_retries", "Records sent again after a failure", ["stream"], registry=r
+        )
         self.skipped_records = Counter(
             "podhose_records_skipped",
             "Records Firehose refused as invalid on their own, skipped, by reason",
-            ["reason"],
+            ["reason", "stream"],
             registry=r,
         )
         self.skipped_lines = Counter(
-            "podhose_lines_skipped", "Lines in records skipped as invalid", registry=r
+            "podhose_lines_skipped", "Lines in records skipped as invalid", ["stream"], registry=r
         )
         self.oversize = Counter(
             "podhose_oversize_lines",
@@ -92,11 +102,15 @@ class Metrics:
         self.buffered = Gauge(
             "podhose_buffered_bytes",
             "Bytes of lines held: read but not acknowledged (open records, records in flight, "
-            "unfinished partial lines)",
+            "unfinished partial lines), per delivery stream",
+            ["stream"],
             registry=r,
         )
         self.buffer_limit = Gauge(
-            "podhose_buffer_limit_bytes", "--max-buffer-bytes: reading pauses above it", registry=r
+            "podhose_buffer_limit_bytes",
+            "Each delivery stream's share of --max-buffer-bytes: reading its files pauses above it",
+            ["stream"],
+            registry=r,
         )
         self.lag = Gauge(
             "podhose_file_lag_bytes",

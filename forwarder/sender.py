@@ -30,13 +30,15 @@ ERROR_LOG_INTERVAL = 30.0  # seconds between two logs of the same failing error 
 MALFORMED = "MalformedResponse"  # the error code of an answer of a shape Firehose never sends
 
 
-def make_client(cfg: Config) -> Any:  # botocore clients are generated at run time
-    """A firehose client without botocore's own retries (we retry ourselves)."""
+def make_client(cfg: Config, streams: int = 1) -> Any:  # botocore generates clients at run time
+    """A firehose client without botocore's own retries (we retry ourselves), with a
+    connection for each sender thread of the `streams` delivery streams (boto3 clients are
+    thread-safe: one is shared)."""
     boto_cfg = BotoConfig(
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=5,
         read_timeout=30,
-        max_pool_connections=cfg.send_concurrency + 1,
+        max_pool_connections=cfg.send_concurrency * streams + 1,
         tcp_keepalive=True,
     )
     return boto3.client(
@@ -55,7 +57,7 @@ class Outcome:
 
 
 class Sender:
-    """Threads that take calls from the queue and deliver them until acknowledged."""
+    """Threads that take calls from one stream's queue and deliver them until acknowledged."""
 
     def __init__(
         self,
@@ -64,20 +66,25 @@ class Sender:
         tracker: AckTracker,
         metrics: Metrics,
         hard_stop: threading.Event,
+        *,
+        stream: str | None = None,
+        client: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.stream = stream or cfg.delivery_stream
         self.queue = queue
         self.tracker = tracker
         self.metrics = metrics
         self.hard_stop = hard_stop
-        self.client = make_client(cfg)
+        self.client = client if client is not None else make_client(cfg)
         self.said = RateLimitedLog(ERROR_LOG_INTERVAL)
         self.blocked_by: set[str] = set()  # permanent error codes seen since the last success
         self._blocked_lock = threading.Lock()
         self.threads = [self._thread(i) for i in range(cfg.send_concurrency)]
 
     def _thread(self, index: int) -> threading.Thread:
-        return threading.Thread(target=self._run, name=f"sender-{index}", daemon=True)
+        name = f"sender-{self.stream}-{index}"
+        return threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the sender threads."""
@@ -92,7 +99,8 @@ class Sender:
         """Replace sender threads that died (counted and logged); how many were replaced."""
         dead = [i for i, thread in enumerate(self.threads) if not thread.is_alive()]
         for i in dead:
-            log.error("a sender thread died; starting another", extra={"sender": f"sender-{i}"})
+            log.error("a sender thread died; starting another",
+                      extra={"sender": self.threads[i].name, "stream": self.stream})  # fmt: skip
             self.metrics.sender_restarts.inc()
             self.threads[i] = self._thread(i)
             self.threads[i].start()
@@ -119,7 +127,7 @@ class Sender:
                 self._isolate(outcome.failed, outcome)
                 return
             if outcome.failed:
-                self.metrics.retries.inc(len(outcome.failed))
+                self.metrics.retries.labels(self.stream).inc(len(outcome.failed))
                 assert outcome.kind is not None
                 self.hard_stop.wait(retry_after(outcome.kind, attempt))
                 attempt += 1
@@ -134,11 +142,11 @@ class Sender:
             return
         record = records[0]
         reason = outcome.code or "invalid"
-        self.metrics.skipped_records.labels(reason).inc()
-        self.metrics.skipped_lines.inc(record.lines)
+        self.metrics.skipped_records.labels(reason, self.stream).inc()
+        self.metrics.skipped_lines.labels(self.stream).inc(record.lines)
         log.error(
             "Firehose refuses this record; skipped",
-            extra={"stream": self.cfg.delivery_stream, "code": outcome.code,
+            extra={"stream": self.stream, "code": outcome.code,
                    "error": outcome.message, "bytes": len(record.data), "lines": record.lines},
         )  # fmt: skip
         self._done([record])
@@ -152,7 +160,7 @@ class Sender:
         """One PutRecordBatch call."""
         try:
             resp = self.client.put_record_batch(
-                DeliveryStreamName=self.cfg.delivery_stream,
+                DeliveryStreamName=self.stream,
                 Records=[{"Data": r.data} for r in records],
             )
         except ClientError as exc:
@@ -167,7 +175,7 @@ class Sender:
         except Exception as exc:  # anything unexpected: log it, keep the records, retry
             log.exception("unexpected PutRecordBatch failure")
             return self._call_failed(records, type(exc).__name__, None, str(exc))
-        self.metrics.calls.inc()
+        self.metrics.calls.labels(self.stream).inc()
         self._resumed()
         failed: list[Record] = []
         ok: list[Record] = []
@@ -181,7 +189,7 @@ class Sender:
                 ok.append(record)
                 continue
             failed.append(record)
-            self.metrics.failures.labels(code).inc()
+            self.metrics.failures.labels(code, self.stream).inc()
             kind = classify(code, None)
             if kind is Kind.INVALID:
                 kind = Kind.RETRY  # a record refused inside a 200 answer: try it again
@@ -190,8 +198,8 @@ class Sender:
         if failed:
             self._report(worst, len(failed), len(records))
         self._done(ok)
-        self.metrics.records_sent.inc(len(ok))
-        self.metrics.bytes_sent.inc(sum(len(r.data) for r in ok))
+        self.metrics.records_sent.labels(self.stream).inc(len(ok))
+        self.metrics.bytes_sent.labels(self.stream).inc(sum(len(r.data) for r in ok))
         return worst
 
     def _malformed(self, records: list[Record], results: object) -> Outcome:
@@ -204,7 +212,7 @@ class Sender:
     def _call_failed(
         self, records: list[Record], code: str, status: int | None, message: str
     ) -> Outcome:
-        self.metrics.failures.labels(code).inc()
+        self.metrics.failures.labels(code, self.stream).inc()
         outcome = Outcome(records, classify(code, status), code, message)
         self._report(outcome, len(records), len(records))
         return outcome
@@ -213,13 +221,13 @@ class Sender:
         """Log a failure (rate-limited per code) and count permanent ones."""
         assert outcome.kind is not None
         if outcome.kind is Kind.PERMANENT:
-            self.metrics.permanent_errors.labels(outcome.code).inc()
+            self.metrics.permanent_errors.labels(outcome.code, self.stream).inc()
             with self._blocked_lock:
                 self.blocked_by.add(outcome.code)
         held = self.said.due(outcome.code)
         if held is None:
             return
-        fields = {"stream": self.cfg.delivery_stream, "code": outcome.code,
+        fields = {"stream": self.stream, "code": outcome.code,
                   "error": outcome.message, "failed": failed, "records": total,
                   "similar_since_last_log": held}  # fmt: skip
         if outcome.kind is Kind.PERMANENT:
@@ -242,5 +250,5 @@ class Sender:
             codes, self.blocked_by = sorted(self.blocked_by), set()
         if codes:
             self.said.forget(codes)
-            log.info("delivery resumed", extra={"stream": self.cfg.delivery_stream,
+            log.info("delivery resumed", extra={"stream": self.stream,
                                                 "after": codes})  # fmt: skip

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from forwarder.config import build_parser
+from forwarder.config import OPTIONS, build_parser
 from localaws.stack_config import load_template
 from transform_lambda.settings import ENV_VARS
 
@@ -74,10 +74,10 @@ def test_every_forwarder_flag_and_its_env_var_is_documented() -> None:
         if action.option_strings and action.option_strings[0] != "-h"
     ]
     assert "--delivery-stream" in flags
-    for flag in flags:
-        assert f"`{flag}" in page, flag
-        env = "PODHOSE_" + flag.removeprefix("--").upper().replace("-", "_")
-        assert f"`{env}`" in page, env
+    assert flags == [opt.flag for opt in OPTIONS]
+    for opt in OPTIONS:
+        assert f"`{opt.flag}" in page, opt.flag
+        assert f"`{opt.env}`" in page, opt.env
 
 
 def test_every_transform_setting_is_documented() -> None:

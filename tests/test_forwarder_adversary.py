@@ -190,7 +190,10 @@ def test_sending_resumes_after_malformed_answers(
         c.write(data)
         wait_for(lambda: got(endpoint, c) == lines_of(data), 30, "every line after the answers")
         assert endpoint.stats.faults["malformed"] == 3
-        assert proc.metric('podhose_failures_total{code="MalformedResponse"}') == 3
+        assert (
+            proc.metric(f'podhose_failures_total{{code="MalformedResponse",stream="{STREAM}"}}')
+            == 3
+        )
         assert proc.get("/healthz")[0] == 200
         assert proc.metric("podhose_sender_restarts_total") == 0
         assert "Traceback" not in proc.log()

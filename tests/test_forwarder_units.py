@@ -159,7 +159,7 @@ def _batcher(**overrides: object) -> tuple[Batcher, SendQueue, AckTracker]:
     cfg = type(cfg)(**{**cfg.__dict__, **overrides})
     tracker = AckTracker()
     queue = SendQueue(cfg.flush_interval)
-    batcher = Batcher(cfg, tracker, queue)
+    batcher = Batcher(cfg, tracker, {cfg.delivery_stream: queue})
     batcher.track((1, 1), "f.log", 0)
     return batcher, queue, tracker
 
@@ -378,7 +378,7 @@ def test_a_line_no_record_can_hold_is_cut_into_whole_lines(monkeypatch: pytest.M
     cuts: list[int] = []
     cfg = parse_config(["--delivery-stream", "s", "--compression", "gzip"], {})
     tracker, queue = AckTracker(), SendQueue(cfg.flush_interval)
-    batcher = Batcher(cfg, tracker, queue, on_cut=lambda: cuts.append(1))
+    batcher = Batcher(cfg, tracker, {cfg.delivery_stream: queue}, on_cut=lambda: cuts.append(1))
     batcher.track((1, 1), "f.log", 0)
     noise = os.urandom(50_000).replace(b"\n", b" ")
     line = b"2024-05-01T10:00:00Z stdout F " + noise + b"\n"
@@ -538,7 +538,7 @@ def test_raw_lines_waiting_in_records_stay_within_max_raw_bytes() -> None:
     cfg = parse_config(["--delivery-stream", "s", "--max-raw-bytes", str(cap)], {})
     tracker, queue = AckTracker(), SendQueue(cfg.flush_interval)
     closes: list[int] = []
-    batcher = Batcher(cfg, tracker, queue, on_raw_limit=lambda: closes.append(1))
+    batcher = Batcher(cfg, tracker, {"s": queue}, on_raw_limit=lambda: closes.append(1))
     keys = [(1, n) for n in range(200)]
     for key in keys:
         batcher.track(key, f"f{key[1]}.log", 0)
