@@ -15,6 +15,7 @@ removed on exit, Ctrl-C and SIGTERM included.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -72,6 +73,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--pod-labels",
         action="store_true",
         help="a local Kubernetes API serves the pods' labels; forwarder and transform add them",
+    )
+    parser.add_argument(
+        "--routes",
+        action="store_true",
+        help=f"namespace {ROUTED_NAMESPACE!r} goes to a second stream with its own S3 prefix",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp node root")
     args = parser.parse_args(argv)
@@ -161,6 +167,18 @@ def _banner(config: StackConfig, args: argparse.Namespace, root: Path) -> None:
 
 #: The simulated node's name (what spec.nodeName would be) with --pod-labels.
 DEMO_NODE = "demo-node-1"
+#: With --routes: the namespace sent to a second stream (another stack when deployed).
+ROUTED_NAMESPACE = "shop"
+
+
+def _routed_config(config: StackConfig) -> StackConfig:
+    """The second stack of --routes: its own stream, its own S3 prefixes."""
+    return dataclasses.replace(
+        config,
+        stream_name=f"{config.stream_name}-{ROUTED_NAMESPACE}",
+        prefix=f"{ROUTED_NAMESPACE}/{config.prefix or 'logs/'}",
+        error_prefix=f"{ROUTED_NAMESPACE}/{config.error_prefix or 'errors/'}",
+    )
 
 
 def run(args: argparse.Namespace, root: Path) -> Outcome:
@@ -172,11 +190,13 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
     _banner(config, args, root)
     problems: list[str] = []
     with ExitStack() as stack:
-        pipe = stack.enter_context(LocalPipeline(config))
-        assert pipe.delivery is not None
+        routed = (_routed_config(config),) if args.routes else ()
+        pipe = stack.enter_context(LocalPipeline(config, routed=routed))
         print(f"  Firehose endpoint {pipe.endpoint.url}, S3 (moto) {pipe.moto.url}")
         workload = Workload(root / "node", args.containers, rate=args.rate, traces=args.multiline)
-        extra = _pod_labels(stack, workload, root) if args.pod_labels else []
+        extra = (_pod_labels(stack, workload, root) if args.pod_labels else []) + _route_args(
+            routed
+        )
         forwarder = _forwarder(config, workload, pipe, root, extra)
         stack.callback(forwarder.terminate)
         forwarder.start()
@@ -212,7 +232,7 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
         say(f"forwarder stopped with SIGTERM, exit code {code}")
         if code != 0:
             problems.append(f"forwarder exit code {code}")
-        if not pipe.delivery.drain(timeout_s=30):
+        if not pipe.drain(timeout_s=30):
             problems.append(f"delivery did not drain: {pipe.delivery.pending} records pending")
         print(_progress(started, workload, pipe))
         if problems or code != 0:
@@ -264,6 +284,36 @@ def _labelled_check(pipe: LocalPipeline, problems: list[str]) -> Counter[str]:
         problems.append(f"{len(lines) - len(labelled)} lines without their pod's labels")
     return Counter(canonical(json.dumps({k: v for k, v in line.items() if k != "kubernetes"}))
                    for line in lines)  # fmt: skip
+
+
+def _route_args(routed: tuple[StackConfig, ...]) -> list[str]:
+    """The forwarder's --route flags for the routed stacks (said in the banner)."""
+    args = []
+    for other in routed:
+        args += ["--route", f"{ROUTED_NAMESPACE}={other.stream_name}"]
+        print(f"  namespace {ROUTED_NAMESPACE!r} -> stream {other.stream_name!r} -> "
+              f"s3://{other.bucket_name}/{other.data_root}")  # fmt: skip
+    return args
+
+
+def _routed_check(pipe: LocalPipeline, workload: Workload) -> tuple[Counter[str], Counter[str]]:
+    """Expected and delivered lines, each keyed by the stream it belongs to / arrived in, so
+    a line in the wrong stream counts as missing from one and unexpected in the other."""
+    expected: Counter[str] = Counter()
+    got: Counter[str] = Counter()
+    print("\nrouting: each namespace's lines in its own stream's S3 prefix")
+    main = workload.namespaces - {ROUTED_NAMESPACE}
+    for config, namespaces in (
+        (pipe.config, main),
+        *((c, {ROUTED_NAMESPACE}) for c in pipe.routed),
+    ):
+        lines = [canonical(line) for line in pipe.output_lines(config)]
+        print(f"  stream {config.stream_name!r} (namespaces {', '.join(sorted(namespaces))}): "
+              f"{len(lines)} lines under s3://{config.bucket_name}/{config.data_root}")  # fmt: skip
+        got.update(f"{config.stream_name} {line}" for line in lines)
+        expected.update({f"{config.stream_name} {line}": n
+                         for line, n in workload.expected(namespaces).items()})  # fmt: skip
+    return expected, got
 
 
 def _show_joined(pipe: LocalPipeline) -> None:
@@ -334,8 +384,11 @@ def _report(
         _show_joined(pipe)
     if errors:
         problems.append(f"{len(errors)} records in the processing-failed prefix")
-    expected = workload.expected()
-    got = _labelled_check(pipe, problems) if labels else pipe.output_counter()
+    if pipe.routed:
+        expected, got = _routed_check(pipe, workload)
+    else:
+        expected = workload.expected()
+        got = _labelled_check(pipe, problems) if labels else pipe.output_counter()
     missing = sum((expected - got).values())
     unexpected = sum((got - expected).values())
     in_s3 = sum(got.values())

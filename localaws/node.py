@@ -305,5 +305,15 @@ class Workload:
     def rotations(self) -> int:
         return sum(len(c.rotated_to) for c in self.containers)
 
-    def expected(self) -> Counter[str]:
-        return Counter(canonical(line) for c in self.containers for line in c.expected)
+    def expected(self, namespaces: set[str] | None = None) -> Counter[str]:
+        """What S3 should hold: the lines of every container (of `namespaces` if given)."""
+        return Counter(
+            canonical(line)
+            for c in self.containers
+            if namespaces is None or c.namespace in namespaces
+            for line in c.expected
+        )
+
+    @property
+    def namespaces(self) -> set[str]:
+        return {c.namespace for c in self.containers}

@@ -70,10 +70,13 @@ class LocalPipeline:
         handler: Callable[[dict[str, Any], Any], Any] | None = None,
         endpoint_options: dict[str, Any] | None = None,
         quiet_lambda: bool = True,
+        routed: tuple[StackConfig, ...] = (),
     ) -> None:
         self.config = config
+        self.routed = routed  # other streams' stacks (the forwarder's --route targets)
         self.moto = MotoS3(config)
         self.delivery: FirehoseDelivery | None = None
+        self.deliveries: dict[str, FirehoseDelivery] = {}  # by stream, the main one included
         self.endpoint: Any = None
         self._handler = handler
         self._endpoint_options = endpoint_options or {}
@@ -117,6 +120,9 @@ class LocalPipeline:
         if handler is None and self._quiet_lambda:
             handler = _quiet_transform_handler()
         self.delivery = FirehoseDelivery(self.config, self.moto.s3, handler)
+        self.deliveries = {self.config.stream_name: self.delivery}
+        for config in self.routed:
+            self.deliveries[config.stream_name] = FirehoseDelivery(config, self.moto.s3, handler)
         options = {"store": False, **self._endpoint_options}
         self.endpoint = FirehoseEndpoint(sink=self._sink, **options)
         self.endpoint.start()
@@ -126,8 +132,9 @@ class LocalPipeline:
         self._stack.enter_context(patched_environ({"AWS_ENDPOINT_URL_FIREHOSE": self.endpoint.url}))
         if self._handler is None:
             self._stack.callback(_refresh_transform_module())
-        self.delivery.start()
-        self._stack.callback(self.delivery.stop)
+        for delivery in self.deliveries.values():
+            delivery.start()
+            self._stack.callback(delivery.stop)
 
     def stop(self) -> None:
         self._stack.close()
@@ -155,8 +162,13 @@ class LocalPipeline:
                 else:
                     self.records += 1
                     self.lines += lines
-        assert self.delivery is not None
-        self.delivery.sink(stream_name, records)
+        delivery = self.deliveries.get(stream_name, self.delivery)
+        assert delivery is not None
+        delivery.sink(stream_name, records)
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Drain every stream's delivery (main and routed)."""
+        return all([d.drain(timeout_s) for d in self.deliveries.values()])
 
     def list_keys(self, prefix: str = "") -> list[str]:
         keys: list[str] = []
@@ -174,9 +186,11 @@ class LocalPipeline:
             self._objects[key] = data.splitlines()
         return self._objects[key]
 
-    def data_keys(self) -> list[str]:
-        root = self.config.error_root
-        return [k for k in self.list_keys(self.config.data_root) if not k.startswith(root)]
+    def data_keys(self, config: StackConfig | None = None) -> list[str]:
+        """Data objects of the main stream (or of `config`'s)."""
+        config = config or self.config
+        root = config.error_root
+        return [k for k in self.list_keys(config.data_root) if not k.startswith(root)]
 
     def error_keys(self) -> list[str]:
         return self.list_keys(self.config.error_root)
@@ -185,9 +199,10 @@ class LocalPipeline:
         """The lines of one object (gunzipped when its key ends in .gz); cached."""
         return self._read(key)
 
-    def output_lines(self) -> list[bytes]:
-        """Every NDJSON line in the data objects (not the error prefix), in key order."""
-        return [line for key in sorted(self.data_keys()) for line in self._read(key)]
+    def output_lines(self, config: StackConfig | None = None) -> list[bytes]:
+        """Every NDJSON line in the data objects (not the error prefix), in key order, of
+        the main stream (or of `config`'s)."""
+        return [line for key in sorted(self.data_keys(config)) for line in self._read(key)]
 
     def output_counter(self) -> Counter[str]:
         return Counter(canonical(line) for line in self.output_lines())

@@ -270,3 +270,23 @@ def test_demo_with_pod_labels_and_multiline(
     assert "content check: every line written is in S3 exactly once" in out
     assert list(tmp_path.iterdir()) == []
     assert not _no_children_left()
+
+
+def test_demo_with_routes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make demo DEMO_ARGS=--routes`: namespace shop in its own stream and S3 prefix only
+    (the check counts a line in the wrong stream as missing there and unexpected here)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = demo.main(["--duration", "4", "--containers", "2", "--rate", "8", "--routes"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    per_stream = dict(
+        re.findall(r"^  stream '([\w-]+)' \(namespaces [\w, ]+\): (\d+) lines", out, re.M)
+    )
+    assert set(per_stream) == {"podhose", "podhose-shop"}, out
+    assert all(int(n) > 10 for n in per_stream.values()), out
+    assert "/shop/logs/" in out
+    assert "content check: every line written is in S3 exactly once" in out
+    assert list(tmp_path.iterdir()) == []
+    assert not _no_children_left()
