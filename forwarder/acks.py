@@ -25,12 +25,21 @@ from forwarder.scan import FileKey
 class Mark:
     """The end offset of a group of records of one file, and how many are not acked yet."""
 
-    __slots__ = ("born", "generation", "key", "offset", "pending", "size")
+    __slots__ = ("born", "generation", "group", "key", "offset", "pending", "size")
 
     def __init__(
-        self, key: FileKey, offset: int, records: int, born: float, *, generation: int, size: int
+        self,
+        key: FileKey,
+        offset: int,
+        records: int,
+        born: float,
+        *,
+        generation: int,
+        size: int,
+        group: str = "",
     ) -> None:
         self.key = key
+        self.group = group  # the delivery stream its records go to
         self.offset = offset
         self.pending = records
         self.born = born  # monotonic time the group's first line was read
@@ -66,9 +75,10 @@ class AckTracker:
         """Register `records` new records of `key` that together end at `offset` and hold
         `size` bytes of lines."""
         with self._lock:
-            m = Mark(key, offset, records, born, generation=self._generation.get(key, 0), size=size)
-            self._queues[key].append(m)
             group = self._group.get(key, "")
+            generation = self._generation.get(key, 0)
+            m = Mark(key, offset, records, born, generation=generation, size=size, group=group)
+            self._queues[key].append(m)
             self._unacked[group] += records
             if records:
                 self._unacked_bytes[group] += size
@@ -81,11 +91,10 @@ class AckTracker:
             now = time.monotonic()
             for m in marks:
                 m.pending -= 1
-                group = self._group.get(m.key, "")
-                self._last_ack[group] = now
-                self._unacked[group] -= 1
+                self._last_ack[m.group] = now
+                self._unacked[m.group] -= 1
                 if m.pending == 0:
-                    self._unacked_bytes[group] -= m.size
+                    self._unacked_bytes[m.group] -= m.size
                 self._settle(m.key)
             self._acks += 1
             self.last_ack = now

@@ -69,6 +69,8 @@ class Config:
     max_buffer_bytes: int = 32 * 1024 * 1024
     max_raw_bytes: int = 8 * 1024 * 1024
     malloc_trim_interval: float = 10.0
+    max_deleted_bytes: int = 2 * 1024 * 1024 * 1024
+    max_deleted_files: int = 1000
     shutdown_timeout: float = 20.0
     max_delivery_lag: float = 30.0
     http_host: str = "0.0.0.0"
@@ -269,6 +271,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--max-raw-bytes", integer(1, 4096 * MIB), 8 * MIB,
            "raw line bytes waiting in records not yet compressed, all files together; above "
            "it the largest such records are compressed at once, 1 to 4 GiB", "N"),
+    Option("--max-deleted-bytes", integer(1, 1024 * 1024 * MIB), 2048 * MIB,
+           "disk the deleted files still being read may hold (their space is freed only when "
+           "closed); above it the oldest are given up, their unread lines lost (counted)", "N"),
+    Option("--max-deleted-files", integer(1, 1_000_000), 1000,
+           "deleted files held open, at most; above it the oldest are given up (counted)",
+           "N"),
     Option("--malloc-trim-interval", seconds(0, 3600), 10.0,
            "seconds between giving freed heap back to the system (glibc malloc_trim), "
            "0 never, in [0, 3600]", "SECONDS"),

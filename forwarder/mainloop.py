@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ from forwarder.memory import HeapTrimmer
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
-from forwarder.rotation import Drain, recover_at_start, unseen_rotated
+from forwarder.rotation import Drain, deleted_to_give_up, recover_at_start, unseen_rotated
 from forwarder.routing import Router
 from forwarder.scan import FileKey, Found, ScanError, any_match, scan
 from forwarder.tail import Chunk, TailedFile
@@ -42,6 +43,7 @@ class Forwarder:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
+        self.metrics.deleted_limit.set(cfg.max_deleted_bytes)
         self.trim_heap = HeapTrimmer(cfg.malloc_trim_interval)
         self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
         self.db = OffsetsDB(cfg.db)
@@ -105,6 +107,7 @@ class Forwarder:
             self.batcher.flush_aged(now)
             self.close_drained(now)
             if now >= next_commit:
+                self.give_up_deleted(now)
                 self.commit()
                 next_commit = now + COMMIT_INTERVAL
             for lane in self.lanes.values():
@@ -160,6 +163,9 @@ class Forwarder:
         """Open new files; start draining files whose path no longer leads to them."""
         for key, item in found.items():
             tailed = self.files.get(key) or self.closed.pop(key, None)
+            if tailed is not None and tailed.fd < 0:  # given up: its inode went to a new file
+                self.tracker.truncated(key)  # its records in flight no longer move offsets
+                tailed = None
             if tailed is None:
                 self.open_file(item)
                 continue
@@ -243,6 +249,38 @@ class Forwarder:
                 log.info(
                     "drained file, waiting for its acknowledgements", extra={"path": tailed.path}
                 )
+
+    def give_up_deleted(self, now: float) -> None:
+        """Bound the disk held by deleted files (--max-deleted-bytes, --max-deleted-files):
+        a forwarder far behind keeps every rotated-and-deleted file open until read, and
+        their space is freed only when it closes them. Above the bound, the oldest are
+        given up: what was read is shipped, the unread rest is counted and logged."""
+        draining = [t for t in self.files.values() if t.draining_since is not None]
+        reading = [(t, size) for t in draining if (size := _deleted_size(t)) >= 0]
+        awaiting = [size for t in self.closed.values() if (size := _deleted_size(t)) >= 0]
+        self.metrics.deleted_held.set(sum(s for _, s in reading) + sum(awaiting))
+        limits_ = (self.cfg.max_deleted_bytes, self.cfg.max_deleted_files - len(awaiting))
+        for tailed in deleted_to_give_up(reading, sum(awaiting), *limits_):
+            self.give_up(tailed, now)
+
+    def give_up(self, tailed: TailedFile, now: float) -> None:
+        """Stop reading a deleted file: ship what was read, count the unread rest, close it
+        now (its disk space is freed; what was read is delivered from memory)."""
+        self.ship_pieces(tailed, float("inf"), now, "before giving up its deleted file")
+        self.batcher.flush_file(tailed.key)
+        lost = max(0, os.fstat(tailed.fd).st_size - tailed.offset)
+        self.metrics.deleted_given_up.inc()
+        self.metrics.deleted_bytes_given_up.inc(lost)
+        log.error(
+            "gave up a deleted file not read to its end, to free the node's disk: its unread "
+            "lines are lost (raise --max-deleted-bytes/--max-deleted-files, or make delivery "
+            "keep up)",
+            extra={"path": tailed.path, "lost_bytes": lost,
+                   "max_deleted_bytes": self.cfg.max_deleted_bytes},
+        )  # fmt: skip
+        tailed.close()
+        self.closed[tailed.key] = self.files.pop(tailed.key)  # forgotten once acknowledged
+        self.metrics.files.set(len(self.files))
 
     # ----- reading
 
@@ -427,7 +465,8 @@ class Forwarder:
         done = [k for k in self.closed if self.tracker.in_flight(k) == 0]
         for key in done:
             tailed = self.closed.pop(key)
-            self.remember(key, tailed, committed.get(key, tailed.offset))
+            if tailed.fd >= 0:  # (a file given up is deleted: never found again)
+                self.remember(key, tailed, committed.get(key, tailed.offset))
             tailed.close()
             self.tracker.forget(key)
             self.batcher.untrack(key)
@@ -536,3 +575,11 @@ class Forwarder:
                 "incomplete last line left unshipped; its offset is kept before it",
                 extra={"path": tailed.path, "bytes": left},
             )
+
+
+def _deleted_size(tailed: TailedFile) -> int:
+    """The file's size if it is deleted (only its descriptor keeps it), else -1."""
+    if tailed.fd < 0:
+        return -1
+    st = os.fstat(tailed.fd)
+    return st.st_size if st.st_nlink == 0 else -1

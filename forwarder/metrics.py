@@ -73,6 +73,24 @@ class Metrics:
             "in records reached --max-raw-bytes (many files read at once)",
             registry=r,
         )
+        self.deleted_given_up = Counter(
+            "podhose_deleted_files_given_up",
+            "Deleted files closed before they were read to their end, because the deleted "
+            "files held open exceeded --max-deleted-bytes or --max-deleted-files",
+            registry=r,
+        )
+        self.deleted_bytes_given_up = Counter(
+            "podhose_deleted_bytes_given_up",
+            "Unread bytes of those files: lines lost to free the node's disk",
+            registry=r,
+        )
+        self.deleted_held = Gauge(
+            "podhose_deleted_bytes_held",
+            "Disk held by deleted files the forwarder keeps open (being read, or awaiting "
+            "acknowledgements)",
+            registry=r,
+        )
+        self.deleted_limit = Gauge("podhose_deleted_bytes_limit", "--max-deleted-bytes", registry=r)
         self.scan_errors = Counter(
             "podhose_scan_errors",
             "Scans that could not list a folder (out of descriptors, permissions): nothing "

@@ -6,7 +6,10 @@ keeps its descriptor and is *drained*: read on, as any file, until it has been q
 grace period; then its last unterminated line and unfinished pieces are shipped (`final`
 reads), and it is closed only once a fresh look at it shows every byte consumed. Reads wait
 while the send buffer is full, so a drained file may stay open for as long as backpressure
-lasts: its tail is never dropped.
+lasts: its tail is not dropped — unless the *deleted* files held open exceed
+--max-deleted-bytes or --max-deleted-files (their disk space is freed only when the
+forwarder closes them): then the oldest are given up, counted and logged as an ERROR
+(`deleted_to_give_up`; the choice between node disk pressure and loss is the operator's).
 """
 
 from __future__ import annotations
@@ -208,3 +211,35 @@ def find_rotated(key: FileKey, target: str) -> str | None:
             if (st.st_dev, st.st_ino) == key:
                 return path
     return None
+
+
+def deleted_to_give_up(
+    reading: list[tuple[TailedFile, int]], awaiting: int, max_bytes: int, max_files: int
+) -> list[TailedFile]:
+    """The deleted files to give up, oldest rotation first, so that the deleted files the
+    forwarder holds open take at most `max_bytes` of disk and `max_files` descriptors.
+
+    `reading`: (file, size) of the deleted files still being read; `awaiting`: bytes of
+    deleted files read to their end that wait for acknowledgements (they cannot be given
+    up: their lines are in flight, and their descriptors close with the last acknowledgement).
+
+    >>> class F:
+    ...     def __init__(self, name, since): self.path, self.draining_since = name, since
+    >>> old, new = F("old", 1.0), F("new", 2.0)
+    >>> [f.path for f in deleted_to_give_up([(new, 600), (old, 500)], 0, 1000, 10)]
+    ['old']
+    >>> [f.path for f in deleted_to_give_up([(new, 600), (old, 500)], 0, 2000, 1)]
+    ['old']
+    >>> deleted_to_give_up([(new, 600), (old, 500)], 0, 2000, 10)
+    []
+    """
+    total = awaiting + sum(size for _, size in reading)
+    count = len(reading)
+    given_up = []
+    for tailed, size in sorted(reading, key=lambda item: item[0].draining_since or 0.0):
+        if total <= max_bytes and count <= max_files:
+            break
+        given_up.append(tailed)
+        total -= size
+        count -= 1
+    return given_up

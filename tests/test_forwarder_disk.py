@@ -1,0 +1,105 @@
+"""Disk held by a forwarder far behind: deleted files it keeps open are bounded by
+--max-deleted-bytes / --max-deleted-files; what it gives up is counted to the byte and
+logged, and its descriptors close (the node gets its disk back)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from localaws.firehose_endpoint import FirehoseEndpoint
+from tests.forwarder_testlib import (
+    Container,
+    Node,
+    cri_line,
+    delivered_of,
+    fwd,
+    lines_of,
+    running,
+    wait_for,
+)
+
+FILE_BYTES = 2_000_000
+SMALL_BUFFER = ("--max-line-bytes", "65536", "--max-buffer-bytes", "262144")
+
+
+def backlog(c: Container) -> bytes:
+    line_count = FILE_BYTES // 100
+    data = b"".join(cri_line(f"{c.src[:8]} {i:07d} ".ljust(61, "x")) for i in range(line_count))
+    c.write(data)
+    return data
+
+
+def deleted_descriptors(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(os.readlink(fd).endswith(" (deleted)") for fd in fds.iterdir())
+
+
+def delete(c: Container) -> None:
+    c.link.unlink()
+    c.target.unlink()
+
+
+def delivered_bytes(endpoint: FirehoseEndpoint, c: Container) -> int:
+    return sum(len(line) * n for line, n in delivered_of(endpoint.received(), c).items())
+
+
+def test_oldest_deleted_files_are_given_up_over_the_byte_bound(tmp_path: Path) -> None:
+    node = Node(tmp_path / "node")
+    containers = [node.add(f"pod{i}", "cri") for i in range(4)]
+    written = [backlog(c) for c in containers]
+    limit = 3 * 1024 * 1024  # the 4 x 2 MB deleted: the 3 oldest go, the newest stays
+    with FirehoseEndpoint() as endpoint:
+        endpoint.throttle()  # Firehose refuses everything: the forwarder falls behind
+        args = (*SMALL_BUFFER, "--max-deleted-bytes", str(limit))
+        with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+            wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 0, 30, "read")
+            for c in containers:  # pods go, oldest first
+                delete(c)
+                time.sleep(0.4)
+            wait_for(lambda: proc.metric("podhose_deleted_files_given_up_total") == 3, 20,
+                     "three given up")  # fmt: skip
+            assert proc.proc is not None
+            wait_for(lambda: deleted_descriptors(proc.proc.pid) <= 1 + 1, 10, "disk freed")
+            assert proc.metric("podhose_deleted_bytes_held") <= limit
+            lost = proc.metric("podhose_deleted_bytes_given_up_total")
+            endpoint.throttle(0)  # Firehose back: what was read of each is delivered
+            newest = containers[-1]
+            wait_for(lambda: delivered_of(endpoint.received(), newest) == lines_of(written[-1]),
+                     60, "the file kept delivered whole")  # fmt: skip
+            time.sleep(1.0)
+            gone = containers[:3]
+            sizes = [len(data) for data in written[:3]]
+            assert lost == sum(
+                size - delivered_bytes(endpoint, c) for c, size in zip(gone, sizes, strict=True)
+            )
+            assert lost > 0
+            for c, data in zip(gone, written, strict=False):  # a prefix of each, whole lines
+                got = delivered_of(endpoint.received(), c)
+                assert got <= lines_of(data) and max(got.values(), default=1) == 1
+            log = proc.log()
+            assert log.count("gave up a deleted file not read to its end") == 3
+            assert "Traceback" not in log
+            assert deleted_descriptors(proc.proc.pid) == 0  # all acknowledged and closed
+
+
+def test_deleted_files_are_given_up_over_the_file_bound(tmp_path: Path) -> None:
+    node = Node(tmp_path / "node")
+    containers = [node.add(f"pod{i}", "cri") for i in range(4)]
+    written = [backlog(c) for c in containers]
+    with FirehoseEndpoint() as endpoint:
+        endpoint.throttle()
+        args = (*SMALL_BUFFER, "--max-deleted-files", "2")
+        with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+            wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 0, 30, "read")
+            for c in containers:
+                delete(c)
+                time.sleep(0.4)
+            wait_for(lambda: proc.metric("podhose_deleted_files_given_up_total") == 2, 20,
+                     "two given up")  # fmt: skip
+            endpoint.throttle(0)
+            for c, data in list(zip(containers, written, strict=True))[2:]:
+                wait_for(lambda c=c, d=data: delivered_of(endpoint.received(), c) == lines_of(d),
+                         60, f"{c.src} delivered whole")  # fmt: skip
+            assert proc.metric("podhose_deleted_files_given_up_total") == 2
