@@ -84,7 +84,7 @@ TRANSFORM_S_PER_RAW_MB = 0.696 / 30
 # "Calls per second"). Each record of a file is due flush_interval after its first line; the
 # records of files whose first lines came in different passes of the main loop go in
 # different calls, so calls/s sits between 1/flush_interval and the records/s.
-MEASURED_NODE_RATES = {1.0: (7.7, 22.6), 2.0: (5.3, 12.2), 5.0: (1.4, 4.5)}
+MEASURED_NODE_RATES = {1.0: (8.0, 23.0), 2.0: (5.1, 12.6), 5.0: (1.4, 5.0)}
 
 # Planning assumptions for the tables (not measured here): containers logging per node.
 ACTIVE_FILES = 30
