@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(PY) -m bench.transform_shapes --repeat 7 --plot bench/results/transform-shapes.png
 	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
 	$(PY) -m bench.opt_in
+	$(PY) -m bench.scaling --plot bench/results/scaling.png
 	@# needs root and a cgroup cpu controller; says so and fails alone otherwise
 	-$(PY) -m bench.lambda_memory --plot bench/results/lambda-memory.png
 
