@@ -81,6 +81,7 @@ class Config:
     pod_name: str | None = None
     pod_namespace: str | None = None
     send_concurrency: int = 2
+    pacing: str = "aimd"
     multiline: str = "none"
     multiline_start: str = ""
     multiline_flush_timeout: float = 2.0
@@ -299,6 +300,9 @@ OPTIONS: tuple[Option, ...] = (
            switch=True),
     Option("--send-concurrency", integer(1, 64), 2, "PutRecordBatch calls in flight, 1 to 64",
            "N"),
+    Option("--pacing", choice("aimd", "off"), "aimd",
+           "after Firehose says \"Slow down.\": aimd paces the stream's calls at the rate it "
+           "accepts (cut 30 %% on a throttle, +5 %%/s after); off only backs off", "MODE"),
     Option("--multiline", choice("none", "java", "python", "go", "regex"), "none",
            "the transform's multi-line mode: records are not cut inside such events", "MODE"),
     Option("--multiline-start", text, "",

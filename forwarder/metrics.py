@@ -41,6 +41,19 @@ class Metrics:
         self.retries = Counter(
             "podhose_retries", "Records sent again after a failure", ["stream"], registry=r
         )
+        self.pacing_rate = Gauge(
+            "podhose_pacing_rate_bytes",
+            'Bytes per second the stream\'s calls are paced at since Firehose said "Slow down." '
+            "(0: not paced), by stream",
+            ["stream"],
+            registry=r,
+        )
+        self.pacing_wait = Counter(
+            "podhose_pacing_wait_seconds",
+            "Seconds calls were held back to stay at the stream's quota, by stream",
+            ["stream"],
+            registry=r,
+        )
         self.skipped_records = Counter(
             "podhose_records_skipped",
             "Records Firehose refused as invalid on their own, skipped, by reason",

@@ -23,6 +23,7 @@ from forwarder.batcher import Record, SendQueue
 from forwarder.config import Config
 from forwarder.errors import Kind, RateLimitedLog, classify, retry_after
 from forwarder.metrics import Metrics
+from forwarder.pacing import Pacer
 
 log = logging.getLogger("forwarder.sender")
 
@@ -80,6 +81,8 @@ class Sender:
         self.said = RateLimitedLog(ERROR_LOG_INTERVAL)
         self.blocked_by: set[str] = set()  # permanent error codes seen since the last success
         self._blocked_lock = threading.Lock()
+        self.pacer = Pacer(cfg.pacing != "off", metrics.pacing_rate.labels(self.stream).set,
+                           metrics.pacing_wait.labels(self.stream).inc, hard_stop.wait)  # fmt: skip
         self.threads = [self._thread(i) for i in range(cfg.send_concurrency)]
 
     def _thread(self, index: int) -> threading.Thread:
@@ -122,7 +125,9 @@ class Sender:
         """Send `records` until each is acknowledged or skipped (or a hard stop abandons them)."""
         attempt = 0
         while records and not self.hard_stop.is_set():
+            ticket = self.pacer.wait(sum(len(r.data) for r in records), len(records))
             outcome = self._put(records)
+            self.pacer.after(ticket, [len(r.data) for r in outcome.failed], outcome.code)
             if outcome.kind is Kind.INVALID:
                 self._isolate(outcome.failed, outcome)
                 return

@@ -8,7 +8,16 @@ KMS, ...), records it refuses as invalid, and missing streams (every name exists
 `require_streams` is called; then only those created). Dropped connections happen before
 anything is accepted, so they never duplicate.
 
+Per-stream quotas (bytes, records and calls per second; a default and per-stream values) are
+enforced as Firehose does, with token buckets that hold one second of quota: a call over the
+calls quota is refused whole with ServiceUnavailableException "Slow down."; records past the
+bytes or records quota fail one by one inside a 200 answer (FailedPutCount, per-record
+ServiceUnavailableException "Slow down."), all of them when none fit. Throttled calls and
+records are counted in the stats.
+
     python -m localaws.firehose_endpoint --port 4573
+    python -m localaws.firehose_endpoint --quota-bytes-per-second 1048576 \
+        --stream-quota 'busy:bytes=5242880,records=500000,calls=2000'
 """
 
 from __future__ import annotations
@@ -42,7 +51,88 @@ MALFORMED_SHAPES = ("missing", "short", "garbage")
 TARGET_PREFIX = "Firehose_20150804."
 ARN_PREFIX = "arn:aws:firehose:us-east-1:000000000000:deliverystream/"
 
+QUOTA_BURST = 1.0  # seconds of quota a stream may send at once (Firehose counts per second)
+SLOW_DOWN = ("ServiceUnavailableException", "Slow down.")
+# Firehose's ServiceUnavailableException has no fixed HTTP status in the API model; the
+# forwarder classifies it by its code. We answer 503, as the throttle() fault does.
+SLOW_DOWN_STATUS = 503
+
 Sink = Callable[[str, list[bytes]], None]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A stream's quota per second (None: unlimited). Firehose Direct PUT defaults are
+    LARGE_REGION_QUOTA in us-east-1, us-west-2 and eu-west-1 and SMALL_REGION_QUOTA elsewhere."""
+
+    bytes_per_second: float | None = None
+    records_per_second: float | None = None
+    calls_per_second: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Quota:
+        """`bytes=N,records=N,calls=N` (any of them)."""
+        values: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.partition("=")
+            if key.strip() not in ("bytes", "records", "calls") or not value:
+                raise ValueError(f"quota part must be bytes=, records= or calls=, got {part!r}")
+            values[f"{key.strip()}_per_second"] = float(value)
+        return cls(**values)
+
+
+LARGE_REGION_QUOTA = Quota(5 * 1024 * 1024, 500_000, 2_000)
+SMALL_REGION_QUOTA = Quota(1024 * 1024, 100_000, 1_000)
+
+
+class _Bucket:
+    """A token bucket of `rate` per second holding QUOTA_BURST seconds of it (at least 1)."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate * QUOTA_BURST, 1.0)
+        self.tokens = self.capacity
+        self.at = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+
+class _Buckets:
+    """One stream's buckets (absent: that part of the quota is unlimited)."""
+
+    def __init__(self, quota: Quota, now: float) -> None:
+        def bucket(rate: float | None) -> _Bucket | None:
+            return None if rate is None else _Bucket(rate, now)
+
+        self.bytes = bucket(quota.bytes_per_second)
+        self.records = bucket(quota.records_per_second)
+        self.calls = bucket(quota.calls_per_second)
+
+    def admit(self, datas: list[bytes], now: float) -> int | None:
+        """How many records (from the first) fit now, taking their quota; None: the call
+        itself is over the calls quota. A record goes while any byte quota is left (a record
+        may overdraw it), so records larger than a second of quota still go."""
+        for b in (self.bytes, self.records, self.calls):
+            if b is not None:
+                b.refill(now)
+        if self.calls is not None:
+            if self.calls.tokens < 1:
+                return None
+            self.calls.tokens -= 1
+        fit = 0
+        for data in datas:
+            if self.bytes is not None and self.bytes.tokens <= 0:
+                break
+            if self.records is not None and self.records.tokens < 1:
+                break
+            if self.bytes is not None:
+                self.bytes.tokens -= len(data)
+            if self.records is not None:
+                self.records.tokens -= 1
+            fit += 1
+        return fit
 
 
 @dataclass
@@ -55,6 +145,10 @@ class Stats:
     billed_bytes: int = 0
     lines: int = 0
     rejected_calls: int = 0
+    throttled_calls: int = 0  # calls refused whole over the calls quota
+    partly_throttled_calls: int = 0  # 200 answers with records over the bytes/records quota
+    # (some or all of them)
+    throttled_records: int = 0  # records not accepted over a quota (in either kind of call)
     faults: dict[str, int] = field(default_factory=dict)
 
 
@@ -87,6 +181,9 @@ class FirehoseEndpoint:
         sink: Sink | None = None,
         store: bool = True,
         count_lines: bool = False,
+        *,
+        quota: Quota | None = None,
+        stream_quotas: dict[str, Quota] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -104,6 +201,9 @@ class FirehoseEndpoint:
         self._delay = 0.0
         self._malformed = "missing"
         self._explicit_streams = False
+        self._quota = quota or Quota()
+        self._stream_quotas = dict(stream_quotas or {})
+        self._buckets: dict[str, _Buckets | None] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -206,6 +306,42 @@ class FirehoseEndpoint:
             self._refused = None
             self._delay = 0.0
 
+    def set_quota(self, quota: Quota | None, stream: str | None = None) -> None:
+        """Enforce `quota` on `stream` (None: the default for streams without their own);
+        a None quota removes it. Buckets start full."""
+        with self._lock:
+            if stream is None:
+                self._quota = quota or Quota()
+            elif quota is None:
+                self._stream_quotas.pop(stream, None)
+            else:
+                self._stream_quotas[stream] = quota
+            self._buckets.clear()
+
+    def quota_of(self, stream: str) -> Quota:
+        """The quota enforced on `stream`."""
+        with self._lock:
+            return self._stream_quotas.get(stream, self._quota)
+
+    def _admit(self, stream: str, datas: list[bytes]) -> int | None:
+        """Records of a call that fit the stream's quota (see _Buckets.admit); counted."""
+        now = time.monotonic()
+        with self._lock:
+            if stream not in self._buckets:
+                quota = self._stream_quotas.get(stream, self._quota)
+                limited = quota != Quota()
+                self._buckets[stream] = _Buckets(quota, now) if limited else None
+            buckets = self._buckets[stream]
+            if buckets is None:
+                return len(datas)
+            fit = buckets.admit(datas, now)
+            if fit is None:
+                self.stats.throttled_calls += 1
+            elif fit < len(datas):
+                self.stats.partly_throttled_calls += 1
+            self.stats.throttled_records += len(datas) - (fit or 0)
+            return fit
+
     def _set_fault(self, name: str, calls: int) -> None:
         with self._lock:
             self._faults[name] = calls
@@ -244,7 +380,10 @@ class FirehoseEndpoint:
                     "Records": [body.get("Record")],
                 }
             )
-            return {"RecordId": resp["RequestResponses"][0].get("RecordId"), "Encrypted": False}
+            first = resp["RequestResponses"][0]
+            if "ErrorCode" in first:  # PutRecord has no per-record answers: the call fails
+                raise FirehoseError(SLOW_DOWN_STATUS, first["ErrorCode"], first["ErrorMessage"])
+            return {"RecordId": first.get("RecordId"), "Encrypted": False}
         if op == "DescribeDeliveryStream":
             return self._describe(str(body.get("DeliveryStreamName")))
         if op == "ListDeliveryStreams":
@@ -289,16 +428,17 @@ class FirehoseEndpoint:
             with self._lock:
                 shape = self._malformed
             raise MalformedAnswerError(shape, len(datas))
+        fit = self._admit(stream, datas)
+        if fit is None:
+            raise FirehoseError(SLOW_DOWN_STATUS, *SLOW_DOWN)
         failing = self._take_fault("fail_records")
         with self._lock:
             every = self._fail_every
         accepted: list[bytes] = []
         responses: list[dict[str, str]] = []
         for i, data in enumerate(datas):
-            if failing and i % every == 0:
-                responses.append(
-                    {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down."}
-                )
+            if (failing and i % every == 0) or i >= fit:
+                responses.append({"ErrorCode": SLOW_DOWN[0], "ErrorMessage": SLOW_DOWN[1]})
             else:
                 accepted.append(data)
                 responses.append({"RecordId": uuid.uuid4().hex})
@@ -455,10 +595,40 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--count-only", action="store_true", help="do not keep records")
     parser.add_argument("--count-lines", action="store_true", help="count delivered lines")
-    args = parser.parse_args()
-    endpoint = FirehoseEndpoint(
-        args.port, args.host, store=not args.count_only, count_lines=args.count_lines
+    parser.add_argument(
+        "--quota-bytes-per-second",
+        type=float,
+        metavar="N",
+        help="every stream's byte quota (default: unlimited)",
     )
+    parser.add_argument(
+        "--quota-records-per-second",
+        type=float,
+        metavar="N",
+        help="every stream's record quota (default: unlimited)",
+    )
+    parser.add_argument(
+        "--quota-calls-per-second",
+        type=float,
+        metavar="N",
+        help="every stream's PutRecord(Batch) call quota (default: unlimited)",
+    )
+    parser.add_argument("--stream-quota", action="append", default=[], metavar="NAME:QUOTA",
+                        help="one stream's own quota, e.g. 'logs:bytes=1048576,calls=1000' "
+                        "(unset parts are unlimited); repeatable")  # fmt: skip
+    args = parser.parse_args()
+    default = Quota(
+        args.quota_bytes_per_second, args.quota_records_per_second, args.quota_calls_per_second
+    )
+    try:
+        streams = {name: Quota.parse(q) for name, _, q in
+                   (item.partition(":") for item in args.stream_quota)}  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        parser.error(f"--stream-quota: {exc}")
+    endpoint = FirehoseEndpoint(
+        args.port, args.host, store=not args.count_only, count_lines=args.count_lines,
+        quota=default, stream_quotas=streams,
+    )  # fmt: skip
     endpoint.start()
     print(f"firehose endpoint listening on {endpoint.url}", flush=True)
     try:

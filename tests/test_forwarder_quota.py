@@ -1,0 +1,277 @@
+"""Per-stream quotas: the local endpoint throttles as Firehose does, the pacer backs off and
+probes as designed, and a fleet of forwarders drains a backlog at a quota well below its
+offered rate with nothing lost, nothing twice, close to the ideal time and few throttled
+calls.
+
+The fleet test prints its figures; `PODHOSE_PACING=off` in the environment runs the same
+fleet without pacing (its throttled-share assertion then fails: that is the point).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from forwarder import pacing
+from forwarder.pacing import Pacer
+from localaws.firehose_endpoint import FirehoseEndpoint, Quota
+from tests.forwarder_testlib import (
+    REPO,
+    STREAM,
+    ForwarderProc,
+    Node,
+    cri_line,
+    delivered,
+    free_port,
+)
+
+# ----- the endpoint's quotas
+
+
+def client(url: str):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        "firehose", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+        aws_secret_access_key="test", config=Config(retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def quota_endpoint() -> Iterator[FirehoseEndpoint]:
+    with FirehoseEndpoint(quota=Quota(calls_per_second=3)) as ep:
+        yield ep
+
+
+def test_a_burst_over_the_calls_quota_is_refused_whole(quota_endpoint: FirehoseEndpoint) -> None:
+    fh = client(quota_endpoint.url)
+    for _ in range(3):  # the bucket holds one second of quota
+        fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])
+    with pytest.raises(ClientError) as exc:
+        fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"y"}])
+    error = exc.value.response["Error"]
+    assert (error["Code"], error["Message"]) == ("ServiceUnavailableException", "Slow down.")
+    assert isinstance(exc.value, fh.exceptions.ServiceUnavailableException)
+    with pytest.raises(fh.exceptions.ServiceUnavailableException):
+        fh.put_record(DeliveryStreamName="s", Record={"Data": b"z"})
+    time.sleep(0.4)  # 3 calls/s: one more call is due after 1/3 s
+    fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"w"}])
+    assert quota_endpoint.received() == [b"x", b"x", b"x", b"w"]
+    stats = quota_endpoint.stats_dict()
+    assert (stats["throttled_calls"], stats["throttled_records"], stats["calls"]) == (2, 2, 4)
+
+
+def test_records_over_the_bytes_or_records_quota_fail_one_by_one() -> None:
+    with FirehoseEndpoint(quota=Quota(bytes_per_second=1000)) as ep:
+        ep.set_quota(Quota(records_per_second=2), stream="few")
+        fh = client(ep.url)
+        resp = fh.put_record_batch(
+            DeliveryStreamName="s", Records=[{"Data": b"%d" % i * 300} for i in range(5)]
+        )  # 4 fit: a record goes while any of the second's bytes are left (~200 over)
+        assert resp["FailedPutCount"] == 1
+        last = resp["RequestResponses"][-1]
+        assert (last["ErrorCode"], last["ErrorMessage"]) == ("ServiceUnavailableException",
+                                                              "Slow down.")  # fmt: skip
+        resp = fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])
+        assert resp["FailedPutCount"] == 1  # none fit: a 200 answer with every record failed
+        resp = fh.put_record_batch(
+            DeliveryStreamName="few", Records=[{"Data": b"a"}, {"Data": b"b"}, {"Data": b"c"}]
+        )  # another stream has its own quota
+        assert [("ErrorCode" in r) for r in resp["RequestResponses"]] == [False, False, True]
+        assert ep.quota_of("few") == Quota(records_per_second=2)
+        assert ep.quota_of("other") == Quota(bytes_per_second=1000)
+        stats = ep.stats_dict()
+        assert (stats["partly_throttled_calls"], stats["throttled_records"]) == (3, 3)
+        assert stats["throttled_calls"] == 0
+        ep.set_quota(None)
+        assert fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])[
+            "FailedPutCount"
+        ] == 0  # fmt: skip
+
+
+def test_the_cli_takes_default_and_per_stream_quotas() -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port),
+           "--quota-calls-per-second", "1", "--stream-quota", "free:calls=1000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        assert b"listening" in proc.stdout.readline()
+        fh = client(f"http://127.0.0.1:{port}")
+        fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])
+        with pytest.raises(fh.exceptions.ServiceUnavailableException):
+            fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])
+        for _ in range(5):
+            fh.put_record_batch(DeliveryStreamName="free", Records=[{"Data": b"x"}])
+    finally:
+        proc.kill()
+        proc.wait(10)
+    bad = subprocess.run([*cmd[:3], "--stream-quota", "s:bytez=1"], cwd=REPO,
+                         capture_output=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and b"--stream-quota" in bad.stderr
+
+
+# ----- the pacer, on a fake clock
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_an_unthrottled_pacer_never_waits() -> None:
+    clock = Clock()
+    pacer = Pacer(sleep=clock.sleep, clock=clock)
+    for _ in range(1000):
+        ticket = pacer.wait(500_000, 10)
+        clock.now += 0.01
+        pacer.after(ticket, [], "")
+        pacer.after(ticket, [1, 2], "InternalFailure")  # not a throttle
+    assert clock.slept == [] and not pacer.paced
+
+
+def test_a_throttle_cuts_to_the_accepted_rate_then_it_grows_and_is_released() -> None:
+    clock = Clock()
+    rates: list[float] = []
+    pacer = Pacer(on_rate=rates.append, sleep=clock.sleep, clock=clock)
+    pacer.after(pacer.wait(100_000, 10), [10_000] * 10, "ServiceUnavailableException")
+    assert not pacer.paced  # nothing accepted yet: nothing to pace at (the retry backs off)
+    for _ in range(20):  # 100 KB accepted every 0.1 s: 1 MB/s
+        ticket = pacer.wait(100_000, 10)
+        clock.now += 0.1
+        pacer.after(ticket, [], "")
+    ticket = pacer.wait(100_000, 10)
+    in_flight = pacer.wait(100_000, 10)  # sent before the cut: its throttle cuts no further
+    pacer.after(ticket, [10_000] * 10, "ServiceUnavailableException")
+    pacer.after(in_flight, [10_000] * 10, "ServiceUnavailableException")
+    accepted = 20 * pacing.cost(100_000, 10) / 2.0  # per second, over the 2 s measured
+    assert rates == [pytest.approx(pacing.DECREASE * accepted)]
+    before = clock.now
+    pacer.wait(100_000, 10)  # held back while a jittered share of the refused part is paid
+    hold = clock.now - before
+    refused = pacing.cost(100_000, 10) / rates[0]
+    assert pacing.JITTER[0] * refused * 0.9 <= hold <= pacing.JITTER[1] * refused
+    clock.now += pacing.DOUBLING  # no throttle for a while: the rate doubled
+    assert pacer.rate() == pytest.approx(rates[0] * 2 ** ((clock.now - before) / pacing.DOUBLING))
+    clock.now += pacing.RELEASE
+    pacer.wait(100_000, 10)
+    assert not pacer.paced and rates[-1] == 0.0
+
+
+def test_tiny_calls_are_paced_by_their_number() -> None:
+    """Tiny calls against a calls quota: their bytes alone would hardly slow them down."""
+    clock = Clock()
+    pacer = Pacer(sleep=clock.sleep, clock=clock)
+    for _ in range(100):  # 50 calls/s of 100 bytes
+        ticket = pacer.wait(100, 1)
+        clock.now += 0.02
+        pacer.after(ticket, [], "")
+    pacer.after(pacer.wait(100, 1), [100], "ServiceUnavailableException")
+    pacer.after(pacer.wait(100, 1), [], "")  # after the hold
+    start = clock.now
+    for _ in range(10):
+        pacer.after(pacer.wait(100, 1), [], "")
+    calls_per_second = 10 / (clock.now - start)
+    assert calls_per_second == pytest.approx(pacing.DECREASE * 50, rel=0.15)
+
+
+def test_a_disabled_pacer_never_paces() -> None:
+    clock = Clock()
+    pacer = Pacer(enabled=False, sleep=clock.sleep, clock=clock)
+    for _ in range(10):
+        pacer.after(pacer.wait(100, 1), [100], "ServiceUnavailableException")
+    assert clock.slept == [] and not pacer.paced
+
+
+# ----- a fleet of forwarders at a quota well below its offered rate
+
+FLEET = 4
+QUOTA_BYTES = 1024 * 1024  # the byte quota binds: Firehose's 1 MiB/s outside the big regions
+FLEET_QUOTA = Quota(QUOTA_BYTES, 100_000, 1_000)  # ...with that region's records/calls quotas
+BACKLOG_LINES = 30_000  # per forwarder, 2 files: ~3 MiB compressed each, ~12 s ideal drain
+RECORD_BYTES = 128 * 1024  # raw; ~50 KiB compressed, 10 to a call
+
+
+def backlog(node: Node, name: str, lines: int) -> bytes:
+    """Lines that compress about 2:1 (hex of random bytes), as CRI writes them."""
+    rng = random.Random(name)
+    data = b"".join(cri_line(f"{name} {i:07d} {rng.randbytes(100).hex()}") for i in range(lines))
+    node.add(name, "cri").write(data)
+    return data
+
+
+def test_a_fleet_drains_a_backlog_at_the_quota_with_few_throttled_calls(tmp_path: Path) -> None:
+    written: Counter[bytes] = Counter()
+    nodes = []
+    for n in range(FLEET):
+        node = Node(tmp_path / f"node{n}")
+        for f in range(2):
+            data = backlog(node, f"pod{n}-{f}", BACKLOG_LINES // 2)
+            written.update(line + b"\n" for line in data.split(b"\n")[:-1])
+        nodes.append(node)
+    accepted_at: list[float] = []
+
+    def sink(_stream: str, _datas: list[bytes]) -> None:
+        accepted_at.append(time.monotonic())
+
+    with FirehoseEndpoint(sink=sink, stream_quotas={STREAM: FLEET_QUOTA}) as endpoint:
+        extra = (
+            "--exit-on-eof",
+            "--max-record-bytes",
+            str(RECORD_BYTES),
+            "--max-line-bytes",
+            "65536",
+        )
+        procs = [
+            ForwarderProc(endpoint.url, node, tmp_path / f"state{n}" / "db", *extra)
+            for n, node in enumerate(nodes)
+        ]
+        try:
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                assert proc.wait(90) == 0, proc.log()[-2000:]
+        finally:
+            for proc in procs:
+                proc.stop()
+        stats = endpoint.stats_dict()
+        records = endpoint.received()
+    got: Counter[bytes] = Counter()
+    for lines in delivered(records).values():
+        got.update(lines)
+    assert written - got == Counter(), "lost lines"
+    assert got - written == Counter(), "duplicated lines"
+    data_bytes = sum(len(r) for r in records)
+    ideal = data_bytes / QUOTA_BYTES  # bytes bind: records and calls stay far below theirs
+    assert len(records) / ideal < FLEET_QUOTA.records_per_second  # type: ignore[operator]
+    drain = accepted_at[-1] - accepted_at[0]
+    calls = stats["calls"] + stats["throttled_calls"]
+    throttled = stats["throttled_calls"] + stats["partly_throttled_calls"]
+    share = throttled / calls
+    print(
+        f"\nfleet of {FLEET}, pacing {os.environ.get('PODHOSE_PACING', 'aimd')}: "
+        f"{data_bytes / 2**20:.1f} MiB ({stats['billed_bytes'] / 2**20:.1f} MiB billed) in "
+        f"{len(records)} records at {QUOTA_BYTES / 2**20:g} MiB/s: drained in {drain:.1f} s, "
+        f"ideal {ideal:.1f} s ({drain / ideal:.2f}x); {calls} calls, {throttled} throttled "
+        f"({share:.0%}: {stats['throttled_calls']} whole, {stats['partly_throttled_calls']} "
+        f"in part), {stats['throttled_records']} records throttled"
+    )
+    assert drain <= 1.5 * ideal
+    assert share <= 0.5
