@@ -171,13 +171,14 @@ def test_the_forwarder_uses_the_cache_directory(
     cache: Path, data: Path, tmp_path: Path, node: Node
 ) -> None:
     """A forwarder run from source (no AWS_DATA_PATH) finds the generated directory in its
-    cache, says so in one line, and delivers."""
+    cache, says so at DEBUG, and delivers."""
     c = node.add("web-1", "docker")
     written = b"".join(docker_line(f"line {i}\n") for i in range(100))
     c.write(written)
     with FirehoseEndpoint() as endpoint:
         proc = ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db",
-                             "--exit-on-eof", env={"XDG_CACHE_HOME": str(cache)})  # fmt: skip
+                             "--exit-on-eof", "--log-level", "DEBUG",
+                             env={"XDG_CACHE_HOME": str(cache)})  # fmt: skip
         env = {k: v for k, v in proc.env.items() if k != "AWS_DATA_PATH"}
         proc.env = env
         with proc:
@@ -185,7 +186,7 @@ def test_the_forwarder_uses_the_cache_directory(
         assert got(endpoint, c) == lines_of(written)
     [line] = [json.loads(x) for x in proc.log().splitlines() if '"botocore data' in x]
     assert line["msg"] == botocore_data.USING and line["path"] == str(data)
-    assert line["level"] == "INFO" and line["generated"] is False
+    assert line["level"] == "DEBUG" and line["generated"] is False
 
 
 def test_a_directory_for_another_botocore_version_is_never_used(
