@@ -236,29 +236,44 @@ def data_path(full: bool = False, env: Mapping[str, str] | None = None) -> str |
         return _without_ours(given, full)
     if full:
         return None
-    target = cache_dir(env)
-    generated = False
-    if usable(target) is not None:
-        try:
+    target = None
+    try:
+        target = cache_dir(env)
+        generated = usable(target) is not None
+        if generated:
             _generate_in_child(target, env)
-        except (OSError, subprocess.SubprocessError, BotocoreDataError) as exc:
-            log.warning("botocore data: the Firehose-only copy failed, using the full data",
-                        extra={"path": str(target), "error": str(exc)})  # fmt: skip
-            return None
-        generated = True
+    except Exception as exc:  # whatever it was, the full data still works
+        log.warning("botocore data: the Firehose-only copy failed, using the full data",
+                    extra={"path": str(target), "error": str(exc)})  # fmt: skip
+        return None
     log.debug(USING, extra={"path": str(target), "generated": generated})
     return str(target)
 
 
 def session(full: bool = False) -> botocore.session.Session:
-    """A botocore session for the forwarder's client: the data path of `data_path()`, and our
-    directory's endpoints taken as botocore's own (`treat_as_builtin`)."""
+    """A botocore session for the forwarder's client: the data path of `data_path()`, and a
+    directory of ours in it taken as botocore's own (`treat_as_builtin`); if that cannot be
+    done, botocore's full data (one WARNING)."""
     made = botocore.session.Session()
     path = data_path(full)
     if path is not None:
         made.set_config_variable("data_path", path)
-    treat_as_builtin(made)
+    in_use = path if path is not None else os.environ.get("AWS_DATA_PATH", "")
+    if not any(_ours(entry) for entry in in_use.split(os.pathsep)):
+        return made
+    try:
+        treat_as_builtin(made)
+    except Exception as exc:  # a botocore whose Session is built differently
+        log.warning("botocore data: cannot mark the Firehose-only copy, using the full data",
+                    extra={"error": str(exc)})  # fmt: skip
+        made = botocore.session.Session()
+        made.set_config_variable("data_path", data_path(True) or Loader.BUILTIN_DATA_PATH)
     return made
+
+
+def _ours(entry: str) -> bool:
+    """`entry` of a data path is a usable directory of ours (as botocore's loader reads it)."""
+    return bool(entry) and usable(os.path.expanduser(os.path.expandvars(entry))) is None
 
 
 def treat_as_builtin(made: botocore.session.Session) -> None:

@@ -238,3 +238,20 @@ def test_an_unwritable_cache_falls_back_to_the_full_data_in_one_line(
     assert botocore_data.data_path(env={"XDG_CACHE_HOME": str(not_a_dir)}) is None
     [record] = caplog.records
     assert record.levelname == "WARNING"
+
+
+def test_a_session_that_cannot_take_the_copy_as_botocore_s_own_uses_the_full_data(
+    data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the mark, botocore would resolve some endpoints differently from the copy:
+    then the copy is not used at all."""
+
+    def broken(made: object) -> None:
+        raise AttributeError("_internal_components")
+
+    monkeypatch.setenv("AWS_DATA_PATH", str(data))
+    monkeypatch.setattr(botocore_data, "treat_as_builtin", broken)
+    session = botocore_data.session()
+    path = session.get_component("data_loader").load_data_with_path("endpoints")[1]
+    assert path == str(Path(Loader.BUILTIN_DATA_PATH) / "endpoints")
+    assert [r.levelname for r in caplog.records if "cannot mark" in r.getMessage()] == ["WARNING"]
