@@ -90,6 +90,7 @@ class Config:
     kubernetes_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     kubernetes_annotations: list[str] = field(default_factory=list)
     node_name: str | None = None
+    full_botocore_data: bool = False
 
     @property
     def self_prefix(self) -> str | None:
@@ -323,6 +324,10 @@ OPTIONS: tuple[Option, ...] = (
            repeatable=True),
     Option("--node-name", text, None,
            "this node's name (the DaemonSet sets it from spec.nodeName)", "NAME"),
+    Option("--full-botocore-data", boolean, False,
+           "give botocore its full data (endpoints of every AWS service, ~8 MB more memory) "
+           "instead of the Firehose-only copy of AWS_DATA_PATH or the cache directory",
+           switch=True),
 )  # fmt: skip
 
 

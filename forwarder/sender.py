@@ -13,11 +13,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
+import boto3.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from forwarder import botocore_data
 from forwarder.acks import AckTracker
 from forwarder.batcher import Record, SendQueue
 from forwarder.config import Config
@@ -34,7 +35,8 @@ MALFORMED = "MalformedResponse"  # the error code of an answer of a shape Fireho
 def make_client(cfg: Config, streams: int = 1) -> Any:  # botocore generates clients at run time
     """A firehose client without botocore's own retries (we retry ourselves), with a
     connection for each sender thread of the `streams` delivery streams (boto3 clients are
-    thread-safe: one is shared)."""
+    thread-safe: one is shared), on the Firehose-only botocore data unless
+    --full-botocore-data (botocore_data.py)."""
     boto_cfg = BotoConfig(
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=5,
@@ -42,7 +44,8 @@ def make_client(cfg: Config, streams: int = 1) -> Any:  # botocore generates cli
         max_pool_connections=cfg.send_concurrency * streams + 1,
         tcp_keepalive=True,
     )
-    return boto3.client(
+    session = boto3.session.Session(botocore_session=botocore_data.session(cfg.full_botocore_data))
+    return session.client(
         "firehose", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=boto_cfg
     )
 
