@@ -44,7 +44,8 @@ def make_client(cfg: Config, streams: int = 1) -> Any:  # botocore generates cli
         max_pool_connections=cfg.send_concurrency * streams + 1,
         tcp_keepalive=True,
     )
-    session = boto3.session.Session(botocore_session=botocore_data.session(cfg.full_botocore_data))
+    botocore_session = botocore_data.session(cfg.full_botocore_data, cfg.region)
+    session = boto3.session.Session(botocore_session=botocore_session)
     return session.client(
         "firehose", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=boto_cfg
     )

@@ -84,8 +84,8 @@ def test_the_check_finds_a_difference_and_generation_fails_in_one_line(
 ) -> None:
     real_cases, real_trim = botocore_data.cases, botocore_data.trim_endpoints
 
-    def firehose_only(endpoints: dict, services: object = None) -> object:
-        return real_cases(endpoints, ("firehose",))
+    def firehose_only(endpoints: dict, services: object = None, only: tuple = ()) -> object:
+        return real_cases(endpoints, ("firehose",), only)
 
     def wrong_default(endpoints: dict, keep: object = botocore_data.SERVICES) -> dict:
         trimmed = real_trim(endpoints)
@@ -255,3 +255,13 @@ def test_a_session_that_cannot_take_the_copy_as_botocore_s_own_uses_the_full_dat
     path = session.get_component("data_loader").load_data_with_path("endpoints")[1]
     assert path == str(Path(Loader.BUILTIN_DATA_PATH) / "endpoints")
     assert [r.levelname for r in caplog.records if "cannot mark" in r.getMessage()] == ["WARNING"]
+
+
+def test_the_forwarders_own_start_checks_its_region_only(tmp_path: Path) -> None:
+    """A start from source generates the copy checked in its region (20 resolutions: five
+    services, FIPS and dual-stack off and on), not the ~1,340 of the image build."""
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
+    path = botocore_data.data_path(env=env, regions=("eu-west-1",))
+    assert path is not None
+    marker = json.loads((Path(path) / botocore_data.MARKER).read_text())
+    assert marker["checked_resolutions"] == len(botocore_data.SERVICES) * 4
