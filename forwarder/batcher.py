@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from forwarder import limits, multiline_cut, partials, wire_encoder
@@ -81,6 +82,12 @@ class SendQueue:
             self._queue.extendleft(reversed(records))
             self._cost += sum(limits.call_cost(len(r.data)) for r in records)
             self._cv.notify()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Records put meanwhile are taken together: no sender takes a call until the end."""
+        with self._cv:
+            yield
 
     def flush(self) -> None:
         """From now on send whatever is queued without waiting for full calls."""
@@ -287,12 +294,23 @@ class Batcher:
         self.last_safe[key] = 0
 
     def flush_aged(self, now: float) -> None:
-        """Close every open record whose oldest line waited flush_interval (with --multiline,
-        not while its last line may still be continued and came within the flush timeout)."""
+        """Once a record's oldest line waited flush_interval, close every open record of its
+        stream at that tick, and queue them together (with --multiline, not one whose last
+        line may still be continued and came within the flush timeout).
+
+        One tick per stream and interval, not one per file: closed one by one as each file's
+        first line ages, records would go out in a call each (measured: 8 calls/s for a node
+        of 30 quiet containers at --flush-interval 1, against the stream's calls/s quota);
+        together they share one call. Younger lines go out early, never late.
+        """
         deadline = now - self.cfg.flush_interval
-        for key in [k for k, op in self.open.items() if op.born <= deadline]:
-            if not self._event_may_go_on(self.open[key], now):
-                self.flush_file(key)
+        closable = [(k, op) for k, op in self.open.items() if not self._event_may_go_on(op, now)]
+        due = {op.stream for _, op in closable if op.born <= deadline}
+        for stream in due:
+            with self.queues[stream].holding():  # no sender takes a call until all are in
+                for key, op in closable:
+                    if op.stream == stream:
+                        self._close(key, op)
 
     def _event_may_go_on(self, op: OpenRecord, now: float) -> bool:
         if self.open_event is None or now - op.last_added >= self.cfg.multiline_flush_timeout:

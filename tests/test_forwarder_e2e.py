@@ -19,6 +19,7 @@ from tests.forwarder_testlib import (
     Container,
     ForwarderProc,
     Node,
+    count_lines,
     cri_line,
     delivered,
     docker_line,
@@ -446,3 +447,37 @@ def test_paths_leading_to_no_file_are_counted_and_logged(
         assert proc.wait(30) == 0
         warnings = [line for line in proc.log().splitlines() if "no readable file" in line]
     assert len(warnings) == 1 and str(dangling) in warnings[0]
+
+
+def test_quiet_files_share_one_call_per_flush_interval(tmp_path: Path) -> None:
+    """30 quiet containers, each writing a line now and then at its own moment: their
+    records close at one tick per --flush-interval and share a call (closed one by one as
+    each file's first line aged, they went out at ~7 calls/s)."""
+    import time
+
+    node = Node(tmp_path / "node")
+    containers = [node.add(f"pod{i}", "cri") for i in range(30)]
+    with (
+        FirehoseEndpoint() as endpoint,
+        running(
+            ForwarderProc(
+                endpoint.url, node, tmp_path / "state/offsets.db", "--flush-interval", "1"
+            )
+        ) as proc,
+    ):
+        wait_for(proc.up, 30, "up")
+        calls_before, started, written = endpoint.stats.calls, time.monotonic(), Counter()
+        while time.monotonic() - started < 6:
+            for i, c in enumerate(containers):
+                line = cri_line(f"quiet {len(written)} of {i}")
+                c.write(line)
+                written[(c.src, line)] += 1
+                time.sleep(1 / 60)
+        seconds = time.monotonic() - started
+        total = sum(written.values())
+        wait_for(lambda: count_lines(endpoint.received()) >= total, 20, "every line")
+        calls = endpoint.stats.calls - calls_before
+        assert calls / seconds <= 1.6, f"{calls} calls in {seconds:.1f} s"
+        for c in containers:
+            assert got(endpoint, c) == Counter({line: n for (src, line), n in written.items()
+                                                if src == c.src})  # fmt: skip

@@ -561,3 +561,20 @@ def test_raw_lines_waiting_in_records_stay_within_max_raw_bytes() -> None:
         for record in call:
             got[record.mark.key] += b"".join(decode(record.data)[1])
     assert got == sent
+
+
+def test_a_flush_tick_closes_every_open_record_of_each_due_stream_together() -> None:
+    cfg = parse_config(["--delivery-stream", "a", "--route", "ns-b=b", "--flush-interval", "1"], {})
+    queues = {"a": SendQueue(cfg.flush_interval), "b": SendQueue(cfg.flush_interval)}
+    batcher = Batcher(cfg, AckTracker(), queues)
+    streams = {(1, 1): "a", (1, 2): "a", (1, 3): "b", (1, 4): "b", (1, 5): "b"}
+    for n, (key, stream) in enumerate(streams.items()):
+        batcher.track(key, f"f{n}.log", 0, stream)
+        line = b"line\n"
+        # (1, 1) and (1, 3) are due at 1.0; the others are younger: they go with them
+        batcher.add(key, Chunk(line, 0, len(line), len(line), 0), 0.0 if n in (0, 2) else 0.5)
+    batcher.flush_aged(0.9)
+    assert len(batcher.open) == 5 and len(queues["a"]) == len(queues["b"]) == 0
+    batcher.flush_aged(1.0)
+    assert not batcher.open
+    assert (len(queues["a"]), len(queues["b"])) == (2, 3)
