@@ -570,7 +570,10 @@ def start_forwarder(
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO)}  # fmt: skip
     procs_files = [g / "cgroup.procs" for g in groups]
-    prefix = ["py-spy", "record", "-o", args.profile, "-r", "50", "--"] if args.profile else []
+    spy = ["py-spy", "record", "-o", args.profile, "-r", "50", "--threads"]
+    if args.profile.endswith(".txt"):  # collapsed stacks, for reading
+        spy += ["--format", "raw"]
+    prefix = [*spy, "--"] if args.profile else []
     cmd = [*prefix, *forwarder_cmd(root, url, args.forwarder_args.split())]
     # A shell joins the cgroup(s), then becomes the forwarder (or py-spy).
     script = "set -e; " + "; ".join(f'echo $$ > "{f}"' for f in procs_files) + '; exec "$@"'
@@ -857,7 +860,11 @@ def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=120.0)
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--forwarder-args", default="", help="extra forwarder options")
-    parser.add_argument("--profile", default="", help="py-spy flame graph of the forwarder")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="py-spy profile of the forwarder: SVG flame graph, or collapsed stacks (.txt)",
+    )
     parser.add_argument("--tmp", default=None, help="folder for the node's files")
     parser.add_argument("--out", type=Path, default=RESULTS / "kubelet-load.csv")
     parser.add_argument("--plot", type=Path, default=None)
