@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from itertools import repeat
 
 import zstandard
 
@@ -92,7 +93,7 @@ def transposed(times: list[bytes]) -> tuple[bytes, bytes]:
     width = max(map(len, times), default=0)
     joined = b"\n".join(times) + b"\n"
     if len(joined) != len(times) * (width + 1) or joined[width :: width + 1].strip(b"\n"):
-        joined = b"".join([time.ljust(width + 1, b"\n") for time in times])
+        joined = b"".join(map(bytes.ljust, times, repeat(width + 1), repeat(b"\n")))
     return b"%d" % width, b"".join([joined[i :: width + 1] for i in range(width)])
 
 
