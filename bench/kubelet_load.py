@@ -536,7 +536,7 @@ class Step:
     lost: int
     duplicates: int
     cpu_share: float  # of 1 CPU
-    cpu_s_per_million: float
+    cpu_s_per_million: float  # the forwarder's CPU-s per million lines delivered in the step
     rss_mb: float
     kept_up: bool
     load_avg: float
@@ -572,7 +572,8 @@ def start_forwarder(
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO)}  # fmt: skip
     procs_files = [g / "cgroup.procs" for g in groups]
-    spy = ["py-spy", "record", "-o", args.profile, "-r", "50", "--threads"]
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = [spy_bin, "record", "-o", args.profile, "-r", "50", "--threads"]
     if args.profile.endswith(".txt"):  # collapsed stacks, for reading
         spy += ["--format", "raw"]
     prefix = [*spy, "--"] if args.profile else []
@@ -716,7 +717,7 @@ def step_row(raw: dict, per_pod: dict, k: int, max_lag: float) -> Step:
         lost=lost,
         duplicates=dups,
         cpu_share=round(cpu, 3),
-        cpu_s_per_million=round(cpu * seconds / (offered / 1e6), 2) if offered else 0.0,
+        cpu_s_per_million=round(cpu * seconds / (in_step / 1e6), 2) if in_step else 0.0,
         rss_mb=round(float(sel[:, 2].max()) / MIB, 1) if len(sel) else 0.0,
         kept_up=lost == 0 and p99 <= max_lag,
         load_avg=round(float(sel[:, 3].mean()), 2) if len(sel) else 0.0,
