@@ -62,6 +62,8 @@ bench: $(STAMP)
 	$(PY) -m bench.scaling --plot bench/results/scaling.png
 	@# needs root and a cgroup cpu controller; says so and fails alone otherwise
 	-$(PY) -m bench.lambda_memory --plot bench/results/lambda-memory.png
+	@# the peers' kubelet-style ramp at 1 CPU / 1 GiB: needs root and cgroup cpu + memory
+	-$(PY) -m bench.kubelet_load --plot bench/results/kubelet-load.png
 
 # The forwarder image, built without network inside `docker build`: the pinned, hashed
 # wheels of deploy/forwarder/requirements.txt are downloaded here for the image's platform.
