@@ -44,9 +44,13 @@ CHURN_SECONDS = 70.0  # pods created for this long; then the last ones live out 
 WARM_UP_S = 20.0  # start-up, the first pods' lifetime, the heap reaching its working size
 SAMPLE_EVERY_S = 0.5
 # What a pod may cost for good: the forwarder keeps the offsets of the last 4,096 closed
-# files (mainloop.FORGOTTEN_FILES: paths and fingerprint, ~1 KB each measured, 0.9-1.3 MB a
-# minute at 20 pods/s until 4,096 files are kept) — within 90 s that bounded memory still
-# grows. The issue's growth was 5.5-16 KB per pod (8-15 MB over 900-1,500 pods).
+# files (mainloop.FORGOTTEN_FILES: two paths and a fingerprint, ~1 KB each), so within 90 s
+# of churn that bounded memory still grows: measured 0.5-1.1 KB per pod here (with 16 kept
+# instead, a third of that). A leak of 4 KiB per file opened, injected for the check,
+# measured 5.1 KB per pod and fails; the issue reported 5.5-16 KB per pod (8-15 MB over
+# 900-1,500 pods). Its cause as the issue named it, a 512 KiB buffer per read shrunk to what
+# was read, put back in tail._pread, measured 0.48 KB per pod here, as without it (and no
+# difference either at 5 pods/s with glibc's default malloc settings or on Python 3.13).
 MAX_KB_PER_POD = 3.0
 
 
