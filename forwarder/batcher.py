@@ -16,8 +16,11 @@ from forwarder.scan import FileKey
 from forwarder.tail import Chunk
 
 # A call goes out once it holds this much (base64) data: well under the 4 MiB limit, because
-# botocore holds several copies of a request body while sending it (memory, see docs).
-CALL_TARGET_BYTES = 1024 * 1024
+# botocore holds ~4 copies of a request body while sending it (base64 strings, the JSON
+# text, its bytes). 512 KiB (~7 records of 1 MiB of lines) measured 0.8-2 MB less peak RSS
+# than 1 MiB at the same CPU (issue 22); live traffic sends smaller calls every
+# --flush-interval anyway.
+CALL_TARGET_BYTES = 512 * 1024
 # Memory a record costs beside its data (its bytes and Record objects, the queue's slot),
 # counted in the buffer: with --one-line-per-record and short lines it is most of it
 # (measured ~160 bytes; 780,000 records of 43 bytes took 169 MiB).
@@ -136,14 +139,20 @@ class Batcher:
         tracker: AckTracker,
         queue: SendQueue,
         metadata: PodLookup | None = None,
+        *,
         on_cut: Callable[[], None] | None = None,
+        on_raw_limit: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_cut = on_cut  # called for each line cut because no record could hold it
+        self.on_raw_limit = on_raw_limit  # called for each record closed by --max-raw-bytes
+        self.raw = 0  # bytes of lines in open records (held_bytes)
         self.metadata = metadata
         self.tracker = tracker
         self.queue = queue
-        self.encoder = wire_encoder.RecordEncoder(cfg.compression, cfg.gzip_level, cfg.zstd_level)
+        self.encoder = wire_encoder.RecordEncoder(
+            cfg.compression, cfg.gzip_level, cfg.zstd_level, cfg.max_record_bytes
+        )
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
         self.sources: dict[FileKey, str] = {}
@@ -202,27 +211,41 @@ class Batcher:
                 cut = data.find(b"\n", pos) + 1
                 *pieces, last = self._fit(data[pos:cut], cap)
                 for piece in pieces:
-                    op.parts, op.size = [piece], len(piece)
+                    self._append(op, piece)
                     self._close(key, op)
                     op = self._open(key, now)
-                op.parts, op.size = [last], len(last)
+                self._append(op, last)
                 if chunk.start is not None:
                     op.safe_offset = chunk.start + cut
                 pos = cut
                 continue
-            op.parts.append(data[pos:cut])
-            op.size += cut - pos
+            self._append(op, data[pos:cut])
             if chunk.start is not None:
                 op.safe_offset = chunk.start + cut
             self._close(key, op)
             op = self._open(key, now)
             pos = cut
         if pos < len(data):
-            op.parts.append(data[pos:] if pos else data)
-            op.size += len(data) - pos
+            self._append(op, data[pos:] if pos else data)
         op.safe_offset = chunk.safe_offset
         op.last_added = now
         self.last_safe[key] = chunk.safe_offset
+        self._keep_raw_within_limit()
+
+    def _append(self, op: OpenRecord, part: bytes) -> None:
+        op.parts.append(part)
+        op.size += len(part)
+        self.raw += len(part)
+
+    def _keep_raw_within_limit(self) -> None:
+        """Close the largest open records while their lines exceed --max-raw-bytes: raw lines
+        take ~14x the memory of their record, and with many files every file's open record
+        could otherwise hold up to a full record of them."""
+        while self.raw > self.cfg.max_raw_bytes and self.open:
+            largest = max(self.open, key=lambda k: self.open[k].size)
+            if self.on_raw_limit is not None:
+                self.on_raw_limit()
+            self.flush_file(largest)
 
     def _fit(self, line: bytes, cap: int) -> list[bytes]:
         """`line` cut into whole lines of at most `cap` bytes (each cut counted)."""
@@ -251,7 +274,7 @@ class Batcher:
 
     def held_bytes(self) -> int:
         """Bytes of lines in records not closed yet."""
-        return sum(op.size for op in self.open.values())
+        return self.raw
 
     def restart_file(self, key: FileKey) -> None:
         """The file was truncated in place: close what was read before, start again at 0."""
@@ -290,7 +313,9 @@ class Batcher:
 
     def _close(self, key: FileKey, op: OpenRecord) -> None:
         del self.open[key]
+        self.raw -= op.size
         payload = b"".join(op.parts)
+        op.parts = []  # the pieces are garbage now, before encoding makes its own copies
         if not payload:
             datas: list[tuple[bytes, int]] = []
         elif self.cfg.one_line_per_record:

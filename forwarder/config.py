@@ -65,6 +65,8 @@ class Config:
     zstd_level: int = 6
     one_line_per_record: bool = False
     max_buffer_bytes: int = 32 * 1024 * 1024
+    max_raw_bytes: int = 8 * 1024 * 1024
+    malloc_trim_interval: float = 10.0
     shutdown_timeout: float = 20.0
     max_delivery_lag: float = 30.0
     http_host: str = "0.0.0.0"
@@ -246,6 +248,12 @@ OPTIONS: tuple[Option, ...] = (
            "one raw line per record, no header, no gzip (the seed's shape)", switch=True),
     Option("--max-buffer-bytes", integer(1, 4096 * MIB), 32 * MIB,
            "stop reading while more than this is read but unacknowledged, 1 to 4 GiB", "N"),
+    Option("--max-raw-bytes", integer(1, 4096 * MIB), 8 * MIB,
+           "raw line bytes waiting in records not yet compressed, all files together; above "
+           "it the largest such records are compressed at once, 1 to 4 GiB", "N"),
+    Option("--malloc-trim-interval", seconds(0, 3600), 10.0,
+           "seconds between giving freed heap back to the system (glibc malloc_trim), "
+           "0 never, in [0, 3600]", "SECONDS"),
     Option("--shutdown-timeout", seconds(0, 3600), 20.0,
            "seconds to flush after SIGTERM/SIGINT, in [0, 3600]", "SECONDS"),
     Option("--max-delivery-lag", seconds(0, 86400, low_open=True), 30.0,

@@ -16,6 +16,7 @@ from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import Config
 from forwarder.errors import RateLimitedLog
 from forwarder.health import Health
+from forwarder.memory import HeapTrimmer
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
@@ -41,6 +42,7 @@ class Forwarder:
         self.cfg = cfg
         self.metrics = Metrics()
         self.metrics.buffer_limit.set(cfg.max_buffer_bytes)
+        self.trim_heap = HeapTrimmer(cfg.malloc_trim_interval)
         self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
         self.db = OffsetsDB(cfg.db)
         self.stored = self.db.load()
@@ -50,7 +52,10 @@ class Forwarder:
         self.tracker = AckTracker()
         self.queue = SendQueue(cfg.flush_interval)
         self.pods = self._pod_metadata(cfg)
-        self.batcher = Batcher(cfg, self.tracker, self.queue, self.pods, self.metrics.cut_lines.inc)
+        self.batcher = Batcher(
+            cfg, self.tracker, self.queue, self.pods,
+            on_cut=self.metrics.cut_lines.inc, on_raw_limit=self.metrics.raw_limit_closes.inc,
+        )  # fmt: skip
         self.stop = threading.Event()
         self.hard_stop = threading.Event()
         self.sender = Sender(cfg, self.queue, self.tracker, self.metrics, self.hard_stop)
@@ -102,6 +107,7 @@ class Forwarder:
                 self.commit()
                 next_commit = now + COMMIT_INTERVAL
             self.sender.revive()
+            self.trim_heap(now)
             self.watch_buffer(now)
             self.health.beat()
             if self.cfg.exit_on_eof and self.all_read():

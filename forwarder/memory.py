@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Callable
 
 # glibc's mallopt parameters (malloc.h), each with the environment variable that sets it
 # the same way and the value the forwarder gives it.
@@ -41,3 +42,35 @@ def tune_malloc() -> list[str]:
         for param, name, value in MALLOC_SETTINGS
         if name not in os.environ and mallopt(param, value) == 1
     ]
+
+
+class HeapTrimmer:
+    """Gives the heap's free pages back to the system every `interval` seconds (glibc's
+    `malloc_trim(0)`; 0 never). glibc keeps up to 32 MiB of freed heap (the threshold above)
+    and hands back only what lies past the heap's last used byte, so after a backlog the
+    freed record buffers stay in RSS: measured 67.8 -> 51.9 MB with a trim every 10 s.
+
+    >>> trim = HeapTrimmer(10.0)
+    >>> trim(100.0), trim(105.0), trim(110.0)  # on glibc
+    (True, False, True)
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._trim = _malloc_trim() if interval > 0 else None
+        self._next = 0.0
+
+    def __call__(self, now: float) -> bool:
+        """Trim if `interval` passed since the last trim (monotonic `now`); True if it did."""
+        if self._trim is None or now < self._next:
+            return False
+        self._next = now + self.interval
+        self._trim(0)
+        return True
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None

@@ -57,6 +57,12 @@ class Metrics:
             "(incompressible, near the record size); each piece arrives as its own line",
             registry=r,
         )
+        self.raw_limit_closes = Counter(
+            "podhose_records_closed_at_raw_limit",
+            "Records compressed before they were full or aged because the raw lines waiting "
+            "in records reached --max-raw-bytes (many files read at once)",
+            registry=r,
+        )
         self.scan_errors = Counter(
             "podhose_scan_errors",
             "Scans that could not list a folder (out of descriptors, permissions): nothing "

@@ -531,3 +531,33 @@ def test_a_file_renamed_while_recovery_reads_its_folder_is_still_drained(
     assert [t.key for t in drained] == [key] and drained[0].offset == 22
     for tailed in drained:
         tailed.close()
+
+
+def test_raw_lines_waiting_in_records_stay_within_max_raw_bytes() -> None:
+    cap = 64 * 1024
+    cfg = parse_config(["--delivery-stream", "s", "--max-raw-bytes", str(cap)], {})
+    tracker, queue = AckTracker(), SendQueue(cfg.flush_interval)
+    closes: list[int] = []
+    batcher = Batcher(cfg, tracker, queue, on_raw_limit=lambda: closes.append(1))
+    keys = [(1, n) for n in range(200)]
+    for key in keys:
+        batcher.track(key, f"f{key[1]}.log", 0)
+    sent: dict[tuple[int, int], bytes] = dict.fromkeys(keys, b"")
+    for round_ in range(5):
+        for key in keys:
+            data = b"".join(b"%d line %d of round %d\n" % (key[1], i, round_) for i in range(40))
+            batcher.add(key, Chunk(data, 0, len(data), len(data), 0), 0.0)
+            sent[key] += data
+            assert batcher.held_bytes() == sum(op.size for op in batcher.open.values())
+            assert batcher.held_bytes() <= cap
+    assert closes, "the limit was never reached: the test proves nothing"
+    batcher.flush_all()
+    assert batcher.held_bytes() == 0
+    queue.flush()
+    got: dict[tuple[int, int], bytes] = dict.fromkeys(keys, b"")
+    while len(queue):
+        call = queue.take()
+        assert call is not None
+        for record in call:
+            got[record.mark.key] += b"".join(decode(record.data)[1])
+    assert got == sent
