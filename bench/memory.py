@@ -442,6 +442,13 @@ def main() -> int:
     return 0 if all(r.ok for r in runs) else 1
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM: leave through the finally blocks (the forwarder and endpoint are stopped)."""
+    del frame
+    sys.exit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
