@@ -16,7 +16,7 @@ help:
 	@echo "make test    lint + every test (what CI runs)"
 	@echo "make container-test   the forwarder image and sam local invoke in real containers (in make test)"
 	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
-	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline)"
+	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline; forwarder memory)"
 	@echo "make image  the forwarder image (ARCH=amd64|arm64 IMAGE=<name:tag>; wheels fetched on the host)"
 	@echo "make soak    the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/; then tailer-model walks for MODEL_MINUTES (10)"
 	@echo "make deploy-check   validate template.yaml and k8s/ (sam, cfn-lint, checkov, kubectl, kubernetes-validate)"
@@ -60,6 +60,8 @@ bench: $(STAMP)
 	$(PY) -m bench.forwarder --plot bench/results/forwarder-cost.png
 	$(PY) -m bench.opt_in
 	$(PY) -m bench.scaling --plot bench/results/scaling.png
+	@# RSS: steady, 100 MB backlog, 10/100/1,000 files, 30 min of pod churn (~75 min)
+	$(PY) -m bench.memory --plot bench/results/memory.png
 	@# needs root and a cgroup cpu controller; says so and fails alone otherwise
 	-$(PY) -m bench.lambda_memory --plot bench/results/lambda-memory.png
 	@# the peers' kubelet-style ramp at 1 CPU / 1 GiB: needs root and cgroup cpu + memory
