@@ -33,7 +33,10 @@ COMMIT_INTERVAL = 0.2  # seconds between offset saves (bounds re-sends after a c
 MAX_POLL = 0.2  # seconds the loop sleeps when no file had anything new
 METADATA_STARTUP_WAIT = 5.0  # seconds the first read waits for the pod list (never longer)
 READS_PER_FILE = 8  # rounds of one chunk per file in one pass over the files
-FORGOTTEN_FILES = 4096  # closed files whose offsets are kept in memory, newest
+# Closed files whose offset and fingerprint are kept in memory, newest (~460 bytes each: a
+# bound on what pod churn adds). One found again after it was dropped is read from its head
+# (duplicates, never loss).
+FORGOTTEN_FILES = 1024
 NOTHING_TO_READ_LOG_INTERVAL = 60.0  # seconds between two warnings that nothing can be read
 
 
@@ -490,8 +493,9 @@ class Forwarder:
         self.health.delivery(sent, read, last_ack, stream)
 
     def remember(self, key: FileKey, tailed: TailedFile, offset: int) -> None:
-        """Keep a closed file's offset and fingerprint for a while (FORGOTTEN_FILES)."""
-        self.forgotten[key] = Stored(tailed.path, tailed.target, offset, tailed.fingerprint())
+        """Keep a closed file's offset and fingerprint for a while (FORGOTTEN_FILES); not its
+        paths: a file found again is found by its key."""
+        self.forgotten[key] = Stored("", "", offset, tailed.fingerprint())
         while len(self.forgotten) > FORGOTTEN_FILES:
             self.forgotten.popitem(last=False)
 

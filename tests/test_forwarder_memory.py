@@ -43,10 +43,11 @@ CHURN_LIFETIME_S = 10.0
 CHURN_SECONDS = 70.0  # pods created for this long; then the last ones live out their time
 WARM_UP_S = 20.0  # start-up, the first pods' lifetime, the heap reaching its working size
 SAMPLE_EVERY_S = 0.5
-# What a pod may cost for good: the forwarder keeps the offsets of the last 4,096 closed
-# files (mainloop.FORGOTTEN_FILES: two paths and a fingerprint, ~1 KB each), so within 90 s
-# of churn that bounded memory still grows: measured 0.5-1.1 KB per pod here (with 16 kept
-# instead, a third of that). A leak of 4 KiB per file opened, injected for the check,
+# What a pod may cost for good: the forwarder keeps the offset and fingerprint of the last
+# 1,024 closed files (mainloop.FORGOTTEN_FILES, ~460 bytes each; it kept 4,096 with their
+# paths, ~1 KB each, before), so within 90 s of churn that bounded memory still grows:
+# measured 0.5-1.1 KB per pod here with 4,096 (with 16 kept instead, a third of that).
+# A leak of 4 KiB per file opened, injected for the check,
 # measured 5.1 KB per pod and fails; the issue reported 5.5-16 KB per pod (8-15 MB over
 # 900-1,500 pods). Its cause as the issue named it, a 512 KiB buffer per read shrunk to what
 # was read, put back in tail._pread, measured 0.48 KB per pod here, as without it (and no
