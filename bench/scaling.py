@@ -80,11 +80,11 @@ TRANSFORM_S_PER_RAW_MB = 0.696 / 30
 
 # What one forwarder sent at --flush-interval 1, 2 and 5 (calls/s, records/s) with 30
 # containers logging 250-byte lines at random times, 6.7 lines/s each (~58 KB/s a node);
-# `python -m bench.scaling --measure`, 2-core development machine, 2026-12-03 (docs/scaling.md
-# "Calls per second"). Each record of a file is due flush_interval after its first line; the
-# records of files whose first lines came in different passes of the main loop go in
-# different calls, so calls/s sits between 1/flush_interval and the records/s.
-MEASURED_NODE_RATES = {1.0: (8.0, 23.0), 2.0: (5.1, 12.6), 5.0: (1.4, 5.0)}
+# `python -m bench.scaling --measure`, 2-core development machine, 2026-12-03, after the
+# flush tick (docs/scaling.md "Calls per second"): all open records of a stream close at
+# one tick per interval and share a call, so calls/s is ~1/flush_interval, and records/s is
+# about the files that logged in each interval (before the tick: 8.0 calls/s at 1 s).
+MEASURED_NODE_RATES = {1.0: (0.9, 27.0), 2.0: (0.5, 14.0), 5.0: (0.2, 5.0)}
 
 # Planning assumptions for the tables (not measured here): containers logging per node.
 ACTIVE_FILES = 30
