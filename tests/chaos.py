@@ -41,7 +41,7 @@ from pathlib import Path
 from localaws.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
 from tests.chaos_accountant import Accountant
 from tests.chaos_lines import Piece, Writer, incompressible_line, progress_texts
-from tests.forwarder_testlib import Container, ForwarderProc, Node
+from tests.forwarder_testlib import Container, ForwarderProc, Node, create_reusing
 
 FileKey = tuple[int, int]
 
@@ -512,21 +512,8 @@ class Chaos:
 
     @staticmethod
     def create_reusing(path: Path, want: FileKey) -> None:
-        """Create `path`, with the inode `want` if ext4 will give it. ext4 gives a new file
-        the lowest free inode of its directory's group: fillers (deleted after) take the
-        older holes below `want` first, as the churn of a busy node would."""
-        fillers = []
-        try:
-            for i in range(MAX_FILLERS):
-                path.touch()
-                st = path.stat()
-                if (st.st_dev, st.st_ino) == want:
-                    return
-                fillers.append(path.rename(path.with_name(f".filler-{i}")))
-            path.touch()
-        finally:
-            for filler in fillers:
-                filler.unlink()
+        """Create `path`, with the inode `want` if ext4 will give it (see create_reusing)."""
+        create_reusing(path, want, MAX_FILLERS)
 
     def remove_new(self, rep: Replacement, opened: set[FileKey]) -> None:
         """Delete the new pod, or rotate its file (every other time)."""
