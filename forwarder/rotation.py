@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from forwarder.offsets import Stored
@@ -100,18 +100,30 @@ def recover_at_start(
 
 
 def unseen_rotated(
-    target: str, path: str, scanned: float, known: set[FileKey], max_line: int
+    target: str,
+    path: str,
+    scanned: float,
+    known: set[FileKey],
+    max_line: int,
+    *,
+    remembered: Mapping[FileKey, Stored] | None = None,
 ) -> list[TailedFile]:
     """Rotated siblings of `target` that no scan saw (modified after the scan that began at
     wall time `scanned`, less MTIME_SLACK, and not in `known`), opened from their head to be
     drained: created and rotated between two scans, or while the forwarder was down (two
-    rotations in a row, a new pod's first rotation). Their keys are added to `known`."""
+    rotations in a row, a new pod's first rotation). Their keys are added to `known`.
+
+    `remembered`: rows of closed files. Their inodes are free, so a sibling with one of their
+    keys resumes at the row's offset only if the row's fingerprint says it is that file."""
     opened = []
     for rotated, key in rotated_siblings(target, newer_than=scanned - MTIME_SLACK):
         if key in known:
             continue
+        row = (remembered or {}).get(key)
         with contextlib.suppress(OSError):
-            tailed = _open_rotated(key, rotated, path, target, row=None, max_line=max_line)
+            tailed = _open_rotated(
+                key, rotated, path, target, row=row, max_line=max_line, warn=False
+            )
             if tailed is not None:
                 log.info("reading a rotated file no scan saw", extra={"file": rotated})
                 opened.append(tailed)
@@ -141,11 +153,18 @@ def _drain_rotated(
 
 
 def _open_rotated(
-    key: FileKey, rotated: str, path: str, target: str, *, row: Stored | None, max_line: int
+    key: FileKey,
+    rotated: str,
+    path: str,
+    target: str,
+    *,
+    row: Stored | None,
+    max_line: int,
+    warn: bool = True,
 ) -> TailedFile | None:
     """Open a rotated file under the name it was globbed as and the path it had before its
     rotation (`target`), already draining."""
-    tailed = TailedFile.open(key, rotated, row, max_line)
+    tailed = TailedFile.open(key, rotated, row, max_line, warn)
     if tailed is None:
         return None
     tailed.path, tailed.src, tailed.target = path, os.path.basename(path), target
