@@ -467,12 +467,15 @@ class Chaos:
                                   for rt in ("cri", "docker")]  # fmt: skip
         if not self.replacements:
             return
-        opened = self.open_keys()
-        for rep in self.replacements:
-            if rep.new_in_phase and self.phase != "reuse":
-                self.remove_new(rep, opened)  # before the acknowledgements come back
-            else:
-                self.replace_step(rep, opened, now)
+        with self.lock:  # they delete files the forwarder holds: not in a kill phase
+            if self.phase == "kill":
+                return
+            opened = self.open_keys()
+            for rep in self.replacements:
+                if rep.new_in_phase and self.phase != "reuse":
+                    self.remove_new(rep, opened)  # before the acknowledgements come back
+                else:
+                    self.replace_step(rep, opened, now)
         self.replacements = [rep for rep in self.replacements if not rep.removed
                              and now - rep.created < REUSE_GIVE_UP]  # fmt: skip
 
