@@ -76,19 +76,14 @@ def recover_at_start(
     `stored` holds the rows no live file claimed. Two kinds of file are recovered:
     - a stored (dev, inode) found again next to where it was (`0.log.<ts>`, `-json.log.1`):
       drained from its stored offset;
-    - a rotated sibling no row knows that was modified after the last completed scan (less
+    - a rotated sibling no open file is, modified after the last completed scan (less
       MTIME_SLACK): it was created after that scan and rotated before the forwarder came
       back (a crash right after a new pod started, two rotations while down), so it is read
       from its head. Older siblings were shipped already, or are history from before the
-      forwarder ever ran.
+      forwarder ever ran. The key of a row whose file is gone is no proof: its inode was
+      free, and may be this new file's.
     """
     drained: list[TailedFile] = []
-    known = set(opened) | set(stored)
-    if last_scan is not None:
-        live = {os.path.realpath(item.path): item.path for item in found.values()}
-        live |= {row.target: row.path for row in stored.values()}
-        for target, path in live.items():
-            drained += unseen_rotated(target, path, last_scan, known, max_line)
     missing = dict(stored)
     for look in range(RECOVERY_LOOKS):
         if look:  # a rotation may have renamed the file while its folder was read
@@ -96,6 +91,12 @@ def recover_at_start(
         missing = _drain_rotated(missing, drained, max_line)
         if not missing:
             break
+    if last_scan is not None:
+        known = set(opened) | {tailed.key for tailed in drained}
+        live = {os.path.realpath(item.path): item.path for item in found.values()}
+        live |= {row.target: row.path for row in stored.values()}
+        for target, path in live.items():
+            drained += unseen_rotated(target, path, last_scan, known, max_line)
     return drained, list(missing)
 
 

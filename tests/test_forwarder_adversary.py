@@ -696,3 +696,35 @@ def test_a_file_rotated_unseen_on_the_inode_of_a_closed_file_is_read(
         c.target.write_bytes(last)
         want = lines_of(first + second + between + last)
         wait_for(lambda: got(endpoint, c) == want, 30, "the file in between")
+
+
+def test_a_file_rotated_while_stopped_on_the_inode_of_a_deleted_file_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """While the forwarder was down, a pod's log was deleted (its stored row stays) and
+    another's was rotated twice, the file in between on the deleted file's inode: start-up
+    recovery took it for the deleted file and never read it."""
+    deleted, c = node.add("deleted", "docker"), node.add("bursty", "docker")
+    deleted.write(docker_line("deleted\n"))
+    first = b"".join(docker_line(f"first {i}\n") for i in range(20))
+    c.write(first)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(first), 30, "the first file")
+        time.sleep(0.5)  # an offset save
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    st = deleted.target.stat()
+    delete(deleted)  # its row stays: nothing runs to forget it
+    one, two = (c.target.with_name(c.target.name + n) for n in (".1", ".2"))
+    os.rename(c.target, one)
+    if not create_reusing(c.target, (st.st_dev, st.st_ino)):
+        pytest.skip("the file system did not reuse the inode")
+    between = b"".join(docker_line(f"between {i}\n") for i in range(15))
+    c.write(between)
+    os.rename(one, two)
+    os.rename(c.target, one)
+    last = b"".join(docker_line(f"last {i}\n") for i in range(10))
+    c.target.write_bytes(last)
+    with running(fwd(endpoint, node, tmp_path)):
+        want = lines_of(first + between + last)
+        wait_for(lambda: got(endpoint, c) == want, 30, "the file in between")
