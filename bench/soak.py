@@ -7,6 +7,9 @@ inodes, stuck pieces, incompressible pairs, kills with unacknowledged drained fi
 malformed answers); exits non-zero if any line was lost or corrupted.
 
     python -m bench.soak --minutes 30 --out bench/results/soak    (make soak)
+
+With --keep DIR the run's folder (the forwarders' logs, the node's files, the offsets
+database) is kept for a post-mortem instead of deleted.
 """
 
 from __future__ import annotations
@@ -100,17 +103,22 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--out", default="bench/results/soak", help="path prefix for outputs")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--keep", help="run in this new folder and keep it (forwarder logs, files, offsets)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
-    root = Path(tempfile.mkdtemp(prefix="podhose-soak-"))
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="podhose-soak-"))
+    root.mkdir(parents=True, exist_ok=not args.keep)
     sampler = Sampler(csv_path)
     try:
         result = Chaos(root, args.minutes * 60, args.seed, sample=sampler).run(300)
     finally:
         sampler.close()
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     summary = dataclasses.asdict(result)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(csv_path, png_path, f"podhose soak, {args.minutes:g} min: lost {result.lost}, "

@@ -184,12 +184,20 @@ class Forwarder:
 
     def open_unseen_rotations(self, rotated: list[TailedFile], scanned: float) -> None:
         """A file just rotated away: a file created after the previous scan and rotated
-        before this one (two rotations between two scans) is read from its head too."""
-        known = set(self.files) | set(self.closed) | set(self.forgotten)
+        before this one (two rotations between two scans) is read from its head too. A
+        forgotten key may be a new file's (ext4 reuses a freed inode at once): only files
+        held open are surely known."""
+        known = set(self.files) | set(self.closed)
         for tailed in rotated:
             for unseen in unseen_rotated(
-                tailed.target, tailed.path, scanned, known, self.cfg.max_line_bytes
+                tailed.target,
+                tailed.path,
+                scanned,
+                known,
+                self.cfg.max_line_bytes,
+                remembered=self.forgotten,
             ):
+                self.forgotten.pop(unseen.key, None)
                 self.add_file(unseen)
 
     def report_unreadable(self, unreadable: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from forwarder.offsets import Stored
@@ -79,19 +79,14 @@ def recover_at_start(
     `stored` holds the rows no live file claimed. Two kinds of file are recovered:
     - a stored (dev, inode) found again next to where it was (`0.log.<ts>`, `-json.log.1`):
       drained from its stored offset;
-    - a rotated sibling no row knows that was modified after the last completed scan (less
+    - a rotated sibling no open file is, modified after the last completed scan (less
       MTIME_SLACK): it was created after that scan and rotated before the forwarder came
       back (a crash right after a new pod started, two rotations while down), so it is read
       from its head. Older siblings were shipped already, or are history from before the
-      forwarder ever ran.
+      forwarder ever ran. The key of a row whose file is gone is no proof: its inode was
+      free, and may be this new file's.
     """
     drained: list[TailedFile] = []
-    known = set(opened) | set(stored)
-    if last_scan is not None:
-        live = {os.path.realpath(item.path): item.path for item in found.values()}
-        live |= {row.target: row.path for row in stored.values()}
-        for target, path in live.items():
-            drained += unseen_rotated(target, path, last_scan, known, max_line)
     missing = dict(stored)
     for look in range(RECOVERY_LOOKS):
         if look:  # a rotation may have renamed the file while its folder was read
@@ -99,22 +94,40 @@ def recover_at_start(
         missing = _drain_rotated(missing, drained, max_line)
         if not missing:
             break
+    if last_scan is not None:
+        known = set(opened) | {tailed.key for tailed in drained}
+        live = {os.path.realpath(item.path): item.path for item in found.values()}
+        live |= {row.target: row.path for row in stored.values()}
+        for target, path in live.items():
+            drained += unseen_rotated(target, path, last_scan, known, max_line)
     return drained, list(missing)
 
 
 def unseen_rotated(
-    target: str, path: str, scanned: float, known: set[FileKey], max_line: int
+    target: str,
+    path: str,
+    scanned: float,
+    known: set[FileKey],
+    max_line: int,
+    *,
+    remembered: Mapping[FileKey, Stored] | None = None,
 ) -> list[TailedFile]:
     """Rotated siblings of `target` that no scan saw (modified after the scan that began at
     wall time `scanned`, less MTIME_SLACK, and not in `known`), opened from their head to be
     drained: created and rotated between two scans, or while the forwarder was down (two
-    rotations in a row, a new pod's first rotation). Their keys are added to `known`."""
+    rotations in a row, a new pod's first rotation). Their keys are added to `known`.
+
+    `remembered`: rows of closed files. Their inodes are free, so a sibling with one of their
+    keys resumes at the row's offset only if the row's fingerprint says it is that file."""
     opened = []
     for rotated, key in rotated_siblings(target, newer_than=scanned - MTIME_SLACK):
         if key in known:
             continue
+        row = (remembered or {}).get(key)
         with contextlib.suppress(OSError):
-            tailed = _open_rotated(key, rotated, path, target, row=None, max_line=max_line)
+            tailed = _open_rotated(
+                key, rotated, path, target, row=row, max_line=max_line, warn=False
+            )
             if tailed is not None:
                 log.info("reading a rotated file no scan saw", extra={"file": rotated})
                 opened.append(tailed)
@@ -144,11 +157,18 @@ def _drain_rotated(
 
 
 def _open_rotated(
-    key: FileKey, rotated: str, path: str, target: str, *, row: Stored | None, max_line: int
+    key: FileKey,
+    rotated: str,
+    path: str,
+    target: str,
+    *,
+    row: Stored | None,
+    max_line: int,
+    warn: bool = True,
 ) -> TailedFile | None:
     """Open a rotated file under the name it was globbed as and the path it had before its
     rotation (`target`), already draining."""
-    tailed = TailedFile.open(key, rotated, row, max_line)
+    tailed = TailedFile.open(key, rotated, row, max_line, warn)
     if tailed is None:
         return None
     tailed.path, tailed.src, tailed.target = path, os.path.basename(path), target

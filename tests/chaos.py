@@ -41,7 +41,7 @@ from pathlib import Path
 from localaws.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
 from tests.chaos_accountant import Accountant
 from tests.chaos_lines import Piece, Writer, incompressible_line, progress_texts
-from tests.forwarder_testlib import Container, ForwarderProc, Node
+from tests.forwarder_testlib import Container, ForwarderProc, Node, create_reusing
 
 FileKey = tuple[int, int]
 
@@ -467,12 +467,15 @@ class Chaos:
                                   for rt in ("cri", "docker")]  # fmt: skip
         if not self.replacements:
             return
-        opened = self.open_keys()
-        for rep in self.replacements:
-            if rep.new_in_phase and self.phase != "reuse":
-                self.remove_new(rep, opened)  # before the acknowledgements come back
-            else:
-                self.replace_step(rep, opened, now)
+        with self.lock:  # they delete files the forwarder holds: not in a kill phase
+            if self.phase == "kill":
+                return
+            opened = self.open_keys()
+            for rep in self.replacements:
+                if rep.new_in_phase and self.phase != "reuse":
+                    self.remove_new(rep, opened)  # before the acknowledgements come back
+                else:
+                    self.replace_step(rep, opened, now)
         self.replacements = [rep for rep in self.replacements if not rep.removed
                              and now - rep.created < REUSE_GIVE_UP]  # fmt: skip
 
@@ -512,21 +515,8 @@ class Chaos:
 
     @staticmethod
     def create_reusing(path: Path, want: FileKey) -> None:
-        """Create `path`, with the inode `want` if ext4 will give it. ext4 gives a new file
-        the lowest free inode of its directory's group: fillers (deleted after) take the
-        older holes below `want` first, as the churn of a busy node would."""
-        fillers = []
-        try:
-            for i in range(MAX_FILLERS):
-                path.touch()
-                st = path.stat()
-                if (st.st_dev, st.st_ino) == want:
-                    return
-                fillers.append(path.rename(path.with_name(f".filler-{i}")))
-            path.touch()
-        finally:
-            for filler in fillers:
-                filler.unlink()
+        """Create `path`, with the inode `want` if ext4 will give it (see create_reusing)."""
+        create_reusing(path, want, MAX_FILLERS)
 
     def remove_new(self, rep: Replacement, opened: set[FileKey]) -> None:
         """Delete the new pod, or rotate its file (every other time)."""

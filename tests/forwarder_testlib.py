@@ -22,6 +22,8 @@ from localaws.firehose_endpoint import FirehoseEndpoint
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 
+FileKey = tuple[int, int]
+
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"
 T0 = "2024-05-01T10:00:00.000000001Z"
@@ -101,6 +103,25 @@ class Node:
         link = self.containers_dir / f"{pod}_{ns}_{name}-{cid}.log"
         link.symlink_to(target)
         return Container(link, target, runtime)
+
+
+def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
+    """Create `path`, with the inode `want` if ext4 will give it (True when it did). ext4
+    gives a new file the lowest free inode of its directory's group: fillers (deleted after)
+    take the older holes below `want` first, as the churn of a busy node would."""
+    made = []
+    try:
+        for i in range(fillers):
+            path.touch()
+            st = path.stat()
+            if (st.st_dev, st.st_ino) == want:
+                return True
+            made.append(path.rename(path.with_name(f".filler-{i}")))
+        path.touch()
+        return False
+    finally:
+        for filler in made:
+            filler.unlink()
 
 
 def free_port() -> int:
@@ -199,6 +220,18 @@ class ForwarderProc:
     def metric(self, name: str) -> float:
         """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
         return metric(self.port, name)
+
+    def held(self) -> set[FileKey]:
+        """(dev, inode) of every file the process holds open (/proc/PID/fd); empty once gone."""
+        if self.proc is None:
+            return set()
+        keys = set()
+        with contextlib.suppress(OSError):  # the process may be gone
+            for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    st = fd.stat()
+                    keys.add((st.st_dev, st.st_ino))
+        return keys
 
     def __enter__(self) -> ForwarderProc:
         return self.start()

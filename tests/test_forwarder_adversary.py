@@ -26,6 +26,7 @@ from tests.forwarder_testlib import (
     Container,
     ForwarderProc,
     Node,
+    create_reusing,
     cri_line,
     delivered,
     docker_line,
@@ -663,3 +664,70 @@ def test_a_file_created_and_rotated_between_two_scans_is_read(
         want = lines_of(first + between + last)
         wait_for(lambda: got(endpoint, c) == want, 30, "the file no scan saw")
         assert proc.metric("podhose_files_tracked") >= 1
+
+
+def test_a_file_rotated_unseen_on_the_inode_of_a_closed_file_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Two rotations between two scans, and the file in between got the inode of a rotated
+    file closed earlier and since pruned (ext4 gives a freed inode to the next new file at
+    once): it was taken for that closed file and never read (the soak's 'lines 15041-15043'
+    of a docker-rename writer, a forced rotation right after a regular one)."""
+    c = node.add("bursty", "docker")
+    first = b"".join(docker_line(f"first {i}\n") for i in range(20))
+    c.write(first)
+    with running(fwd(endpoint, node, tmp_path, "--scan-interval", "2")) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(first), 30, "the first file")
+        pruned = c.rotate()
+        second = b"".join(docker_line(f"second {i}\n") for i in range(20))
+        c.write(second)
+        st = pruned.stat()
+        freed = (st.st_dev, st.st_ino)
+        wait_for(lambda: freed not in proc.held(), 30, "the rotated file closed")
+        node.add("probe", "docker")  # a new file, to see the next scan come
+        wait_for(lambda: proc.metric("podhose_files_tracked") == 2, 30, "a scan")
+        pruned.unlink()  # the runtime's pruning: its inode is free, the forwarder remembers it
+        one, two = (c.target.with_name(c.target.name + n) for n in (".1", ".2"))
+        os.rename(c.target, one)  # rotation 1: the live file becomes .1 ...
+        if not create_reusing(c.target, freed):  # ... the new one gets the freed inode ...
+            pytest.skip("the file system did not reuse the inode")
+        between = b"".join(docker_line(f"between {i}\n") for i in range(15))
+        c.write(between)
+        os.rename(one, two)  # ... rotation 2, before the next scan
+        os.rename(c.target, one)
+        last = b"".join(docker_line(f"last {i}\n") for i in range(10))
+        c.target.write_bytes(last)
+        want = lines_of(first + second + between + last)
+        wait_for(lambda: got(endpoint, c) == want, 30, "the file in between")
+
+
+def test_a_file_rotated_while_stopped_on_the_inode_of_a_deleted_file_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """While the forwarder was down, a pod's log was deleted (its stored row stays) and
+    another's was rotated twice, the file in between on the deleted file's inode: start-up
+    recovery took it for the deleted file and never read it."""
+    deleted, c = node.add("deleted", "docker"), node.add("bursty", "docker")
+    deleted.write(docker_line("deleted\n"))
+    first = b"".join(docker_line(f"first {i}\n") for i in range(20))
+    c.write(first)
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(first), 30, "the first file")
+        time.sleep(0.5)  # an offset save
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    st = deleted.target.stat()
+    delete(deleted)  # its row stays: nothing runs to forget it
+    one, two = (c.target.with_name(c.target.name + n) for n in (".1", ".2"))
+    os.rename(c.target, one)
+    if not create_reusing(c.target, (st.st_dev, st.st_ino)):
+        pytest.skip("the file system did not reuse the inode")
+    between = b"".join(docker_line(f"between {i}\n") for i in range(15))
+    c.write(between)
+    os.rename(one, two)
+    os.rename(c.target, one)
+    last = b"".join(docker_line(f"last {i}\n") for i in range(10))
+    c.target.write_bytes(last)
+    with running(fwd(endpoint, node, tmp_path)):
+        want = lines_of(first + between + last)
+        wait_for(lambda: got(endpoint, c) == want, 30, "the file in between")
