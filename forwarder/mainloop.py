@@ -165,10 +165,10 @@ class Forwarder:
     def reconcile(self, found: dict[FileKey, Found]) -> None:
         """Open new files; start draining files whose path no longer leads to them."""
         for key, item in found.items():
+            if self.reuse_given_up(key):
+                self.open_file(item)
+                continue
             tailed = self.files.get(key) or self.closed.pop(key, None)
-            if tailed is not None and tailed.fd < 0:  # given up: its inode went to a new file
-                self.tracker.truncated(key)  # its records in flight no longer move offsets
-                tailed = None
             if tailed is None:
                 self.open_file(item)
                 continue
@@ -187,7 +187,7 @@ class Forwarder:
         before this one (two rotations between two scans) is read from its head too. A
         forgotten key may be a new file's (ext4 reuses a freed inode at once): only files
         held open are surely known."""
-        known = set(self.files) | set(self.closed)
+        known = set(self.files) | {key for key, t in self.closed.items() if t.fd >= 0}
         for tailed in rotated:
             for unseen in unseen_rotated(
                 tailed.target,
@@ -198,7 +198,19 @@ class Forwarder:
                 remembered=self.forgotten,
             ):
                 self.forgotten.pop(unseen.key, None)
+                self.reuse_given_up(unseen.key)
                 self.add_file(unseen)
+
+    def reuse_given_up(self, key: FileKey) -> bool:
+        """If `key` is a given-up file's (closed at once, its inode free for a new file):
+        drop it, so its records in flight no longer move offsets (as after a truncation)
+        and the new file starts on its own. True if it was."""
+        given_up = self.closed.get(key)
+        if given_up is None or given_up.fd >= 0:
+            return False
+        del self.closed[key]
+        self.tracker.truncated(key)
+        return True
 
     def report_unreadable(self, unreadable: dict[str, str]) -> None:
         """Warn once per matched path that leads to no readable file; keep their count in a

@@ -103,3 +103,41 @@ def test_deleted_files_are_given_up_over_the_file_bound(tmp_path: Path) -> None:
                 wait_for(lambda c=c, d=data: delivered_of(endpoint.received(), c) == lines_of(d),
                          60, f"{c.src} delivered whole")  # fmt: skip
             assert proc.metric("podhose_deleted_files_given_up_total") == 2
+
+
+def test_a_new_file_on_a_given_up_files_inode_is_read_on_its_own(tmp_path: Path) -> None:
+    """A given-up file's descriptor closes at once, so ext4 gives its inode to the next new
+    file while its read lines may still be in flight: the new file must be read whole from
+    its head, and the old records must not move the new file's offset."""
+    import secrets
+
+    from tests.forwarder_testlib import create_reusing
+
+    node = Node(tmp_path / "node")
+    old = node.add("old", "cri")
+    written = backlog(old)
+    st = old.target.stat()
+    freed = (st.st_dev, st.st_ino)
+    with FirehoseEndpoint() as endpoint:
+        endpoint.throttle()
+        args = (*SMALL_BUFFER, "--max-deleted-bytes", "1000000")
+        with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+            wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 0, 30, "read")
+            delete(old)
+            wait_for(lambda: proc.metric("podhose_deleted_files_given_up_total") == 1, 20,
+                     "given up")  # fmt: skip
+            target = old.target.with_name("1.log")  # the pod's next container, same folder
+            if not create_reusing(target, freed):
+                raise AssertionError("ext4 did not reuse the inode: the test proves nothing")
+            new = Container(node.containers_dir / f"old_default_app-{secrets.token_hex(32)}.log",
+                            target, "cri")  # fmt: skip
+            new.link.symlink_to(target)
+            data = b"".join(cri_line(f"new {i:05d}") for i in range(2000))
+            new.write(data)
+            wait_for(lambda: proc.metric("podhose_files_tracked") == 1, 20, "the new file")
+            endpoint.throttle(0)
+            wait_for(lambda: delivered_of(endpoint.received(), new) == lines_of(data), 60,
+                     "the new file whole")  # fmt: skip
+            got_old = delivered_of(endpoint.received(), old)
+            assert got_old and got_old <= lines_of(written)
+            assert "Traceback" not in proc.log()
