@@ -115,6 +115,16 @@ class AckTracker:
             if mark.generation == current:
                 self._committed[key] = mark.offset
 
+    def rekey(self, old: FileKey, new: FileKey) -> None:
+        """Track `old`'s records in flight under `new` from now on (a file given up: its
+        key, an inode number, may go to a new file while they wait)."""
+        with self._lock:
+            for table in (self._queues, self._committed, self._generation, self._group):
+                if old in table:
+                    table[new] = table.pop(old)  # type: ignore[index]
+            for mark in self._queues.get(new, ()):
+                mark.key = new
+
     def committed(self, key: FileKey) -> int:
         """Offset up to which every line of `key` is acknowledged."""
         with self._lock:

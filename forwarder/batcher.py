@@ -67,6 +67,7 @@ class SendQueue:
         self._queue: deque[Record] = deque()
         self._cost = 0
         self._flushing = False
+        self._hurry = False  # what is queued goes now (flush_stream), then waits as usual
         self._closed = False
 
     def put(self, records: list[Record]) -> None:
@@ -88,6 +89,12 @@ class SendQueue:
         """Records put meanwhile are taken together: no sender takes a call until the end."""
         with self._cv:
             yield
+
+    def hurry(self) -> None:
+        """Send what is queued now, without waiting for full calls or its flush interval."""
+        with self._cv:
+            self._hurry = True
+            self._cv.notify_all()
 
     def flush(self) -> None:
         """From now on send whatever is queued without waiting for full calls."""
@@ -119,7 +126,7 @@ class SendQueue:
         if not self._queue:
             return 60.0
         full = len(self._queue) >= limits.MAX_RECORDS_PER_CALL or self._cost >= CALL_TARGET_BYTES
-        if full or self._flushing:
+        if full or self._flushing or self._hurry:
             return 0.0
         return self._queue[0].mark.born + self.flush_interval - time.monotonic()
 
@@ -135,6 +142,8 @@ class SendQueue:
             call.append(self._queue.popleft())
         if self._queue:
             self._cv.notify()  # more is due: wake another sender
+        else:
+            self._hurry = False
         return call
 
 
@@ -192,6 +201,13 @@ class Batcher:
         self.sources.pop(key, None)
         self.streams.pop(key, None)
         self.last_safe.pop(key, None)
+
+    def rekey(self, old: FileKey, new: FileKey) -> None:
+        """A file's state under another key (after flush_file; AckTracker.rekey)."""
+        for table in (self.headers, self.sources, self.streams, self.last_safe):
+            if old in table:
+                table[new] = table.pop(old)  # type: ignore[index]
+        self.tracker.rekey(old, new)
 
     def capacity(self, key: FileKey) -> int:
         """Uncompressed payload bytes one record of this file may hold."""
@@ -307,10 +323,19 @@ class Batcher:
         closable = [(k, op) for k, op in self.open.items() if not self._event_may_go_on(op, now)]
         due = {op.stream for _, op in closable if op.born <= deadline}
         for stream in due:
-            with self.queues[stream].holding():  # no sender takes a call until all are in
-                for key, op in closable:
-                    if op.stream == stream:
-                        self._close(key, op)
+            self._close_together(stream, closable)
+
+    def flush_stream(self, stream: str) -> None:
+        """Close every open record of `stream` now, queued together (its lane is full of
+        open records: nothing in flight could free room before the tick)."""
+        self._close_together(stream, list(self.open.items()))
+        self.queues[stream].hurry()
+
+    def _close_together(self, stream: str, candidates: list[tuple[FileKey, OpenRecord]]) -> None:
+        with self.queues[stream].holding():  # no sender takes a call until all are in
+            for key, op in candidates:
+                if op.stream == stream:
+                    self._close(key, op)
 
     def _event_may_go_on(self, op: OpenRecord, now: float) -> bool:
         if self.open_event is None or now - op.last_added >= self.cfg.multiline_flush_timeout:

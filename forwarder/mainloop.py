@@ -38,6 +38,7 @@ READS_PER_FILE = 8  # rounds of one chunk per file in one pass over the files
 # (duplicates, never loss).
 FORGOTTEN_FILES = 1024
 NOTHING_TO_READ_LOG_INTERVAL = 60.0  # seconds between two warnings that nothing can be read
+GIVEN_UP_DEV = -1  # the device number of the keys given-up files' records wait under
 
 
 class Forwarder:
@@ -77,6 +78,7 @@ class Forwarder:
         # Files closed once acknowledged, by key: if one is found again (its path came back),
         # it resumes where it was, when its fingerprint says it is the same file.
         self.forgotten: OrderedDict[FileKey, Stored] = OrderedDict()
+        self.given_up = 0  # files given up so far (their records' keys)
         self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
         self.unopenable: dict[str, str] = {}  # found files that failed to open, -> reason
         self.said = RateLimitedLog(NOTHING_TO_READ_LOG_INTERVAL)
@@ -165,9 +167,6 @@ class Forwarder:
     def reconcile(self, found: dict[FileKey, Found]) -> None:
         """Open new files; start draining files whose path no longer leads to them."""
         for key, item in found.items():
-            if self.reuse_given_up(key):
-                self.open_file(item)
-                continue
             tailed = self.files.get(key) or self.closed.pop(key, None)
             if tailed is None:
                 self.open_file(item)
@@ -187,7 +186,7 @@ class Forwarder:
         before this one (two rotations between two scans) is read from its head too. A
         forgotten key may be a new file's (ext4 reuses a freed inode at once): only files
         held open are surely known."""
-        known = set(self.files) | {key for key, t in self.closed.items() if t.fd >= 0}
+        known = set(self.files) | set(self.closed)
         for tailed in rotated:
             for unseen in unseen_rotated(
                 tailed.target,
@@ -198,19 +197,7 @@ class Forwarder:
                 remembered=self.forgotten,
             ):
                 self.forgotten.pop(unseen.key, None)
-                self.reuse_given_up(unseen.key)
                 self.add_file(unseen)
-
-    def reuse_given_up(self, key: FileKey) -> bool:
-        """If `key` is a given-up file's (closed at once, its inode free for a new file):
-        drop it, so its records in flight no longer move offsets (as after a truncation)
-        and the new file starts on its own. True if it was."""
-        given_up = self.closed.get(key)
-        if given_up is None or given_up.fd >= 0:
-            return False
-        del self.closed[key]
-        self.tracker.truncated(key)
-        return True
 
     def report_unreadable(self, unreadable: dict[str, str]) -> None:
         """Warn once per matched path that leads to no readable file; keep their count in a
@@ -274,17 +261,34 @@ class Forwarder:
                 )
 
     def give_up_deleted(self, now: float) -> None:
-        """Bound the disk held by deleted files (--max-deleted-bytes, --max-deleted-files):
-        a forwarder far behind keeps every rotated-and-deleted file open until read, and
-        their space is freed only when it closes them. Above the bound, the oldest are
-        given up: what was read is shipped, the unread rest is counted and logged."""
+        """Bound the disk held by deleted files (--max-deleted-bytes, --max-deleted-files,
+        shared evenly by the streams): a forwarder far behind keeps every rotated-and-deleted
+        file open until read, and their space is freed only when it closes them. Above its
+        stream's share, the oldest with unread lines are given up: what was read is shipped,
+        the unread rest is counted and logged. Files read to their end only wait for their
+        acknowledgements (or grace period): they count, and are never given up."""
+        held: dict[str, tuple[list[tuple[TailedFile, int]], list[int]]] = {
+            stream: ([], []) for stream in self.lanes
+        }
         draining = [t for t in self.files.values() if t.draining_since is not None]
-        reading = [(t, size) for t in draining if (size := _deleted_size(t)) >= 0]
-        awaiting = [size for t in self.closed.values() if (size := _deleted_size(t)) >= 0]
-        self.metrics.deleted_held.set(sum(s for _, s in reading) + sum(awaiting))
-        limits_ = (self.cfg.max_deleted_bytes, self.cfg.max_deleted_files - len(awaiting))
-        for tailed in deleted_to_give_up(reading, sum(awaiting), *limits_):
-            self.give_up(tailed, now)
+        for tailed in [*draining, *self.closed.values()]:
+            size = _deleted_size(tailed)
+            if size < 0:
+                continue
+            reading, awaiting = held[self.batcher.streams[tailed.key]]
+            if tailed.fd >= 0 and tailed.key in self.files and not _read_to_end(tailed, size):
+                reading.append((tailed, size))
+            else:
+                awaiting.append(size)
+        max_bytes = self.cfg.max_deleted_bytes // len(self.lanes)
+        max_files = max(1, self.cfg.max_deleted_files // len(self.lanes))
+        total = 0
+        for reading, awaiting in held.values():
+            total += sum(size for _, size in reading) + sum(awaiting)
+            limits_ = (sum(awaiting), max_bytes, max_files - len(awaiting))
+            for tailed in deleted_to_give_up(reading, *limits_):
+                self.give_up(tailed, now)
+        self.metrics.deleted_held.set(total)
 
     def give_up(self, tailed: TailedFile, now: float) -> None:
         """Stop reading a deleted file: ship what was read, count the unread rest, close it
@@ -302,7 +306,13 @@ class Forwarder:
                    "max_deleted_bytes": self.cfg.max_deleted_bytes},
         )  # fmt: skip
         tailed.close()
-        self.closed[tailed.key] = self.files.pop(tailed.key)  # forgotten once acknowledged
+        # Its key (dev, inode) is free for a new file now: its records in flight wait under
+        # a key of their own, and its row goes.
+        real, self.given_up = tailed.key, self.given_up + 1
+        self.batcher.rekey(real, (GIVEN_UP_DEV, self.given_up))
+        self.closed[(GIVEN_UP_DEV, self.given_up)] = self.files.pop(real)  # until acknowledged
+        self.saved.pop(real, None)
+        self.db_call(self.db.delete, [real])
         self.metrics.files.set(len(self.files))
 
     # ----- reading
@@ -356,20 +366,16 @@ class Forwarder:
                 self.ship_pieces(tailed, older_than, now, "after waiting")
         self.update_buffered()
         for lane in self.lanes.values():
-            if self.only_pieces_fill(lane):
-                # Reading is paused and nothing sent or to send could free room: the pieces
-                # themselves must go, or no file of the lane would ever be read again.
-                for tailed in self.files.values():
-                    if self.lane_of(tailed) is lane:
-                        self.ship_pieces(tailed, float("inf"), now, "to free the buffer")
-
-    def only_pieces_fill(self, lane: Lane) -> bool:
-        """No room to read, nothing in flight, no record open: pieces hold the lane's share."""
-        return (
-            not lane.has_room(self.cfg.read_size)
-            and self.tracker.unacked(lane.stream) == 0
-            and self.batcher.held_bytes(lane.stream) == 0
-        )
+            if lane.has_room(self.cfg.read_size) or self.tracker.unacked(lane.stream):
+                continue
+            # Reading is paused and nothing in flight could free room: what is held must go,
+            # or the lane would wait for the flush tick (open records) or for ever (pieces).
+            if self.batcher.held_bytes(lane.stream):
+                self.batcher.flush_stream(lane.stream)
+                continue
+            for tailed in self.files.values():
+                if self.lane_of(tailed) is lane:
+                    self.ship_pieces(tailed, float("inf"), now, "to free the buffer")
 
     def ship_pieces(self, tailed: TailedFile, older_than: float, now: float, why: str) -> None:
         """Ship the file's unfinished partial lines read before `older_than` as they are."""
@@ -519,33 +525,57 @@ class Forwarder:
         while len(self.forgotten) > FORGOTTEN_FILES:
             self.forgotten.popitem(last=False)
 
-    def wait_delivered(self, wait: float | None) -> bool:
-        """Wait for every acknowledgement: at most `wait` s; None = until done or signalled."""
-        if wait is None:
-            while not self.tracker.wait_idle(0.5):
+    def wait_delivered(self, deadline: float | None) -> bool:
+        """Wait for every acknowledgement until the monotonic `deadline` (None: until done,
+        or signalled and then --shutdown-timeout more), saving offsets as acknowledgements
+        come: a SIGKILL meanwhile re-sends only what was not acknowledged yet."""
+        if deadline is None:
+            while not self.tracker.wait_idle(COMMIT_INTERVAL):
+                self.commit()
                 if self.stop.is_set():
-                    return self.tracker.wait_idle(self.cfg.shutdown_timeout)
+                    return self.wait_delivered(time.monotonic() + self.cfg.shutdown_timeout)
             return True
-        return self.tracker.wait_idle(wait)
+        while not self.tracker.wait_idle(min(COMMIT_INTERVAL, deadline - time.monotonic())):
+            self.commit()
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
-    def drain_on_stop(self, seconds: float) -> None:
-        """Before stopping, read what is left of deleted files (deleted first, then renamed
-        ones), within `seconds`: no restart can find a deleted file again. A renamed file's
-        unterminated last line stays for the restart, which finds the file by its inode."""
-        deadline = time.monotonic() + seconds
+    def drain_on_stop(self, deadline: float) -> None:
+        """Before stopping, read what is left of deleted files, then of renamed ones, until
+        the monotonic `deadline`: no restart can find a deleted file again. A renamed
+        file's unterminated last line stays for the restart, which finds it by its inode.
+        Files take turns, and a file whose lane is full waits while the others are read
+        (a stream that is down holds back only its own files)."""
         draining = [t for t in self.files.values() if t.draining_since is not None]
-        draining.sort(key=lambda t: t.deleted())
         self.flush_queues()  # from now on every record goes out at once
-        for tailed in reversed(draining):
-            final = tailed.deleted()
-            while time.monotonic() < deadline and not tailed.finished():
-                self.update_buffered()
-                if not self.lane_of(tailed).has_room(self.cfg.read_size):
-                    self.batcher.flush_all()
-                    self.tracker.wait_ack(self.poll)
+        for group in (
+            [t for t in draining if t.deleted()],
+            [t for t in draining if not t.deleted()],
+        ):
+            self.read_by_turns(group, deadline)
+
+    def read_by_turns(self, pending: list[TailedFile], deadline: float) -> None:
+        """Read `pending` files to their end, one chunk each per turn, until `deadline`;
+        offsets are saved as acknowledgements come."""
+        next_commit = 0.0
+        while pending and (now := time.monotonic()) < deadline:
+            if now >= next_commit:
+                self.commit()
+                next_commit = now + COMMIT_INTERVAL
+            self.update_buffered()
+            waiting = []
+            for tailed in pending:
+                if tailed.finished():
                     continue
-                if not self.read_one(tailed, time.monotonic(), final=final):
-                    break
+                if not self.lane_of(tailed).has_room(self.cfg.read_size):
+                    waiting.append(tailed)  # its lane is full: its turn comes again
+                elif self.read_one(tailed, time.monotonic(), final=tailed.deleted()):
+                    waiting.append(tailed)
+            if waiting and all(not self.lane_of(t).has_room(self.cfg.read_size) for t in waiting):
+                self.batcher.flush_all()
+                self.tracker.wait_ack(self.poll)
+            pending = waiting
 
     def flush_queues(self) -> None:
         """From now on every lane sends what it has at once."""
@@ -553,8 +583,12 @@ class Forwarder:
             lane.queue.flush()
 
     def finish(self, wait: float | None) -> int:
-        """Flush open records, wait for acknowledgements (at most `wait` s), save offsets."""
-        self.drain_on_stop(self.cfg.shutdown_timeout if wait is None else wait)
+        """Drain deleted and rotated files, flush open records, wait for acknowledgements
+        (all within `wait` s from now, one deadline; None: drain for --shutdown-timeout, then
+        wait until everything is acknowledged), save offsets."""
+        started = time.monotonic()
+        deadline = None if wait is None else started + wait
+        self.drain_on_stop(started + (self.cfg.shutdown_timeout if wait is None else wait))
         for tailed in self.files.values():
             # Lines after an unfinished piece were shipped: keeping the piece for the next run
             # would keep the offset before them, and the next run would send them again.
@@ -562,7 +596,7 @@ class Forwarder:
                 self.ship_pieces(tailed, float("inf"), time.monotonic(), "at shutdown")
         self.batcher.flush_all()
         self.flush_queues()
-        delivered = self.wait_delivered(wait)
+        delivered = self.wait_delivered(deadline)
         if not delivered:
             log.warning("shutdown timeout: unacknowledged lines will be re-sent on restart")
         self.hard_stop.set()
@@ -607,3 +641,8 @@ def _deleted_size(tailed: TailedFile) -> int:
         return -1
     st = os.fstat(tailed.fd)
     return st.st_size if st.st_nlink == 0 else -1
+
+
+def _read_to_end(tailed: TailedFile, size: int) -> bool:
+    """Every byte of the file (of `size`) consumed, and no piece of a line waiting."""
+    return size <= tailed.offset and not tailed.joiner.pending

@@ -12,6 +12,9 @@ tell, goes to `--delivery-stream`.
     'platform'
     >>> router.stream_for("/var/log/app.log"), router.streams
     ('logs', ['logs', 'platform', 'team-a'])
+    >>> router.stream_for("/var/log/app/kube-x_access_v2/worker/out.log")  # not kubelet's
+    'logs'
+
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from forwarder.pod_metadata import pod_of
 
 # kubelet's /var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log
-_POD_DIR = re.compile(r"/(?P<namespace>[^/_]+)_[^/_]+_[^/_]+/[^/]+/[^/]+$")
+_POD_DIR = re.compile(r"/pods/(?P<namespace>[^/_]+)_[^/_]+_[^/_]+/[^/]+/[^/]+$")
 
 
 @dataclass(frozen=True)

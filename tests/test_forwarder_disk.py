@@ -141,3 +141,35 @@ def test_a_new_file_on_a_given_up_files_inode_is_read_on_its_own(tmp_path: Path)
             got_old = delivered_of(endpoint.received(), old)
             assert got_old and got_old <= lines_of(written)
             assert "Traceback" not in proc.log()
+
+
+def test_a_down_streams_deleted_files_do_not_make_a_healthy_streams_be_given_up(
+    tmp_path: Path,
+) -> None:
+    """Deleted files of a stream that is down, read to their end, wait for acknowledgements
+    that never come: they count against their own stream's share of --max-deleted-files,
+    not the healthy stream's (its deleted file was given up, its lines lost). And files read
+    to their end are never 'given up' (an ERROR and an alert with nothing lost)."""
+    node = Node(tmp_path / "node")
+    bad = [node.add(f"b{i}", "cri", ns="badns") for i in range(4)]
+    fine = node.add("good", "cri")
+    with FirehoseEndpoint() as endpoint:
+        endpoint.require_streams("podhose-test")  # "bad" is missing
+        args = ("--route", "badns=bad", "--max-deleted-files", "3",
+                "--max-buffer-bytes", str(2 * 1024 * 1024))  # fmt: skip
+        with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+            wait_for(proc.up, 30, "up")
+            for c in bad:
+                c.write(cri_line("bad line"))
+            time.sleep(1)
+            for c in bad:
+                delete(c)
+            time.sleep(3)  # drained and closed: waiting for acknowledgements from "bad"
+            endpoint.delay(0.3)
+            data = b"".join(cri_line(f"good {i:06d} " + "g" * 200) for i in range(20_000))
+            fine.write(data)
+            delete(fine)
+            wait_for(lambda: delivered_of(endpoint.received(), fine) == lines_of(data), 40,
+                     "the healthy stream's deleted file whole")  # fmt: skip
+            assert proc.metric("podhose_deleted_files_given_up_total") == 0
+            assert "gave up a deleted file" not in proc.log()

@@ -481,3 +481,28 @@ def test_quiet_files_share_one_call_per_flush_interval(tmp_path: Path) -> None:
         for c in containers:
             assert got(endpoint, c) == Counter({line: n for (src, line), n in written.items()
                                                 if src == c.src})  # fmt: skip
+
+
+def test_a_buffer_full_of_open_records_is_sent_at_once(tmp_path: Path) -> None:
+    """Open records alone fill the buffer (8 files, a long --flush-interval): nothing in
+    flight could free room, so they are closed and sent at once — not one buffer per
+    flush interval (it took 4 intervals, 40 s, for 2 MB)."""
+    import time
+
+    node = Node(tmp_path / "node")
+    containers = [node.add(f"p{i}", "cri") for i in range(8)]
+    args = ("--max-buffer-bytes", str(1024 * 1024), "--flush-interval", "10")
+    with (
+        FirehoseEndpoint() as endpoint,
+        running(ForwarderProc(endpoint.url, node, tmp_path / "state/offsets.db", *args)) as proc,
+    ):
+        wait_for(proc.up, 30, "up")
+        started = time.monotonic()
+        written = {}
+        for c in containers:
+            written[c.src] = b"".join(cri_line(f"{c.src[:3]} {i:06d} " + "z" * 200)
+                                      for i in range(1200))  # fmt: skip
+            c.write(written[c.src])
+        for c in containers:
+            wait_for(lambda c=c: got(endpoint, c) == lines_of(written[c.src]), 30, c.src)
+        assert time.monotonic() - started < 9  # before the first flush tick

@@ -134,3 +134,38 @@ def test_routes_are_validated_like_every_option(tmp_path: Path) -> None:
         env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
     )  # fmt: skip
     assert out.returncode == 2 and "per delivery stream (3 with --route)" in out.stderr
+
+
+def test_shutdown_drains_a_healthy_streams_deleted_files_while_another_is_down(
+    tmp_path: Path,
+) -> None:
+    """At SIGTERM, deleted files are read to their end (no restart finds them again): a
+    file whose stream is down and whose lane is full must not use up the time of the
+    others (it did: the healthy stream's deleted file was lost), and the whole shutdown
+    keeps to --shutdown-timeout (it took twice as long)."""
+    import signal
+    import time
+
+    node = Node(tmp_path / "node")
+    down = node.add("zzz", "cri", ns="badns")  # added last: drained first before the fix
+    fine = node.add("aaa", "cri", ns="default")
+    with FirehoseEndpoint() as endpoint:
+        endpoint.require_streams(STREAM)  # "bad" does not exist
+        args = ("--route", "badns=bad", "--max-buffer-bytes", str(2 * 1024 * 1024),
+                "--shutdown-timeout", "4")  # fmt: skip
+        with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+            wait_for(proc.up, 30, "up")
+            down.write(lines(down, "bad", 15_000, width=210))
+            time.sleep(1.5)
+            endpoint.delay(0.5)
+            data = lines(fine, "good", 30_000, width=210)
+            fine.write(data)
+            for c in (down, fine):
+                c.target.unlink()
+                c.link.unlink()
+            time.sleep(0.6)  # a scan sees both deleted
+            started = time.monotonic()
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+            assert time.monotonic() - started < 4 + 2
+            assert in_stream(endpoint, STREAM, fine) == lines_of(data)
