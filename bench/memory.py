@@ -61,10 +61,13 @@ UNTUNED_ARGS: tuple[str, ...] = (
     "--malloc-trim-interval", "0",  # no periodic malloc_trim
     "--max-raw-bytes", "33554432",  # raw bytes held before compression: 32 MiB
 )  # fmt: skip
-# TODO(botocore lever): the environment variable that switches off the botocore memory
-# lever (being added on main) goes here, e.g. {"PODHOSE_...": "0"}.
-UNTUNED_ENV: dict[str, str] = {}
-# With --image-env: how the image runs the forwarder, added to the tuned setting.
+# botocore's full data (endpoints of every AWS service) instead of the Firehose-only copy
+# (forwarder/botocore_data.py): ~8 MB more.
+UNTUNED_ENV: dict[str, str] = {"PODHOSE_FULL_BOTOCORE_DATA": "true"}
+# With --image-env: how the image runs the forwarder, added to the tuned setting. The image's
+# AWS_DATA_PATH names the Firehose-only copy generated at build; from source (AWS_DATA_PATH is
+# unset here) the forwarder uses the same copy generated into ~/.cache/podhose, for the
+# botocore of --python (`botocore_data()` below checks which copy each setting gets).
 IMAGE_ENV: dict[str, str] = {"PYTHONOPTIMIZE": "2"}
 SETTINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "untuned": (UNTUNED_ARGS, UNTUNED_ENV),
@@ -102,7 +105,8 @@ class Run:
     lines_delivered: int = 0
     seconds: float = 0.0
     steady_mb: float | None = None  # median RSS over the second half (steady)
-    peak_mb: float = 0.0  # VmHWM
+    peak_mb: float = 0.0  # VmHWM (or the highest sample, if higher)
+    botocore_data: str = ""  # the botocore data directory this setting's forwarder uses
     drift_mb: float | None = None  # churn: last minute's median - the first minute's
     slope_mb_per_min: float | None = None  # churn: least squares after the warm-up
     samples: list[tuple[float, float]] = field(default_factory=list)
@@ -122,6 +126,7 @@ class Options:
     image_env: bool
     known_flags: set[str]
     missing: list[str] = field(default_factory=list)
+    data: dict[str, str] = field(default_factory=dict)  # setting: its botocore data
 
     def setting(self, name: str) -> tuple[list[str], dict[str, str]]:
         """(args, env) of a setting, without the flags this forwarder does not have yet."""
@@ -140,19 +145,47 @@ def forwarder_env(extra: dict[str, str]) -> dict[str, str]:
     """The forwarder's environment: the repository on the path, dummy credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PODHOSE_", "MALLOC_"))}
     env.pop("PYTHONOPTIMIZE", None)
+    env.pop("AWS_DATA_PATH", None)  # the forwarder's own choice: the cache directory
     return {**env, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO), **extra}  # fmt: skip
 
 
-def probe(python: str) -> tuple[str, set[str]]:
-    """(the interpreter's version, the forwarder's flags under it)."""
-    env = forwarder_env({})
+def probe(python: str, extra: dict[str, str]) -> tuple[str, set[str]]:
+    """(the interpreter's version, the forwarder's flags under it). Run with `extra` (the
+    image's PYTHONOPTIMIZE) so that the byte code a measured run loads is already cached."""
+    env = forwarder_env(extra)
     version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     help_text = subprocess.run([python, "-m", "forwarder", "--help"], cwd=REPO, env=env,
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     flags = {word.strip("[],") for word in help_text.split() if word.startswith(("--", "[--"))}
     return version, flags
+
+
+BOTOCORE_PROBE = """
+import logging, sys
+from forwarder import botocore_data
+from forwarder.config import parse_config
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+cfg = parse_config(sys.argv[1:] + ["--delivery-stream", "bench"])
+print(botocore_data.data_path(cfg.full_botocore_data, regions=(cfg.region,)) or "full")
+"""
+
+
+def botocore_data(opts: Options, setting: str) -> str:
+    """The botocore data directory the forwarder of `setting` uses, as its sender asks for it
+    (botocore_data.data_path; this generates the cache directory when it is missing, so no
+    measured run does): a directory, or "full" for botocore's own data. A tuned setting that
+    gets the full data, or an untuned one that does not, stops the benchmark."""
+    args, env = opts.setting(setting)
+    out = subprocess.run([opts.python, "-c", BOTOCORE_PROBE, *args], cwd=REPO, check=True,
+                         env=forwarder_env(env), capture_output=True, text=True)  # fmt: skip
+    path = out.stdout.strip().splitlines()[-1]
+    full = env.get("PODHOSE_FULL_BOTOCORE_DATA") == "true"
+    if (path == "full") != full:
+        sys.exit(f"{setting}: botocore data {path!r}, expected {'full' if full else 'a copy'}:\n"
+                 + out.stderr)  # fmt: skip
+    return path
 
 
 class Sampler(threading.Thread):
@@ -193,7 +226,7 @@ def measure(
         "--delivery-stream", "bench", "--endpoint-url", url, "--db", str(db),
         "--http-port", "0", "--log-level", "WARNING", *args,
     ]  # fmt: skip
-    run = Run(scenario, setting, opts.version)
+    run = Run(scenario, setting, opts.version, botocore_data=opts.data[setting])
     proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
     sampler = Sampler(proc.pid, every)
     sampler.start()
@@ -207,7 +240,10 @@ def measure(
             time.sleep(0.2)
         time.sleep(every)  # one more sample once everything is delivered
         run.seconds = round(time.monotonic() - sampler.t0, 1)
-        run.peak_mb = round(peak_rss_mb(proc.pid) or 0.0, 1)
+        # VmHWM of the forwarder's own process: its peak since exec (ru_maxrss of a child
+        # would also count the pages of this, larger, process copied at fork before exec).
+        highest = max((v for _, v in sampler.samples), default=0.0)
+        run.peak_mb = round(max(peak_rss_mb(proc.pid) or 0.0, highest), 1)
         run.lines_delivered = stats(url)["lines"]
     finally:
         sampler.halt.set()
@@ -376,6 +412,21 @@ def plot(runs: list[Run], path: Path, title: str) -> None:
     plotting.save(fig, path)
 
 
+def run_scenario(opts: Options, args: argparse.Namespace, scenario: str, setting: str) -> list[Run]:
+    """One scenario under one setting (the files scenario: once per file count)."""
+    total = int(args.backlog_mb * MB)
+    if scenario == "steady":
+        return [run_steady(opts, setting, args.steady_seconds)]
+    if scenario == "backlog":
+        return [run_backlog(opts, setting, "backlog", total, 1)]
+    if scenario == "files":
+        return [
+            run_backlog(opts, setting, f"files-{n}", total, n)
+            for n in map(int, args.files.split(","))
+        ]
+    return [run_churn(opts, setting, args.minutes)]
+
+
 def main() -> int:
     """Run the chosen scenarios under both settings; print and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -394,52 +445,83 @@ def main() -> int:
                         help=f"the tuned setting as the image runs it: {IMAGE_ENV}")  # fmt: skip
     parser.add_argument("--out", default=str(RESULTS / "memory"), help="path prefix of outputs")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of RSS over time")
+    parser.add_argument("--merge", nargs="+", metavar="PREFIX", default=None,
+                        help="run nothing: combine the outputs of earlier runs (their --out "
+                             "prefixes, e.g. scenarios run in parallel) into --out")  # fmt: skip
     args = parser.parse_args()
+    if args.merge:
+        return merge([Path(prefix) for prefix in args.merge], Path(args.out), args.plot)
     if args.quick:
         args.minutes, args.steady_seconds, args.backlog_mb = 2.0, 60.0, 20.0
         args.files = "10,100"
-    version, flags = probe(args.python)
+    version, flags = probe(args.python, IMAGE_ENV if args.image_env else {})
     opts = Options(args.python, version, args.image_env, flags)
-    total = int(args.backlog_mb * MB)
+    for setting in args.settings.split(","):
+        opts.data[setting] = botocore_data(opts, setting)
+        print(f"{setting}: botocore data {opts.data[setting]}", flush=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load = os.getloadavg()
     runs: list[Run] = []
     chosen = args.scenarios.split(",")
+    if unknown := set(chosen) - set(SCENARIOS):
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}")
     for scenario in chosen:
         for setting in args.settings.split(","):
-            if scenario == "steady":
-                runs.append(run_steady(opts, setting, args.steady_seconds))
-            elif scenario == "backlog":
-                runs.append(run_backlog(opts, setting, "backlog", total, 1))
-            elif scenario == "files":
-                for n in map(int, args.files.split(",")):
-                    runs.append(run_backlog(opts, setting, f"files-{n}", total, n))
-            elif scenario == "churn":
-                runs.append(run_churn(opts, setting, args.minutes))
-            else:
-                parser.error(f"unknown scenario {scenario!r}")
-            for r in runs[-(len(args.files.split(",")) if scenario == "files" else 1) :]:
+            done = run_scenario(opts, args, scenario, setting)
+            for r in done:
                 print(table([r]).splitlines()[-1], flush=True)
+            runs += done
     if opts.missing:
         print(f"\nnot in this forwarder yet, left out of the untuned setting: "
               f"{', '.join(opts.missing)}", flush=True)  # fmt: skip
     command = " ".join(["python -m bench.memory", *sys.argv[1:]])
+    summary = {
+        "commands": [command], "python": version, "image_env": args.image_env,
+        "settings": {name: {"args": list(a), "env": e} for name, (a, e) in SETTINGS.items()},
+        "image_env_vars": IMAGE_ENV if args.image_env else {},
+        "levers_missing": opts.missing, "goals": GOALS, "started": started,
+        "load_before": load, "load_after": os.getloadavg(),
+    }  # fmt: skip
+    return write_outputs(runs, summary, Path(args.out), args.plot)
+
+
+def write_outputs(runs: list[Run], summary: dict, out: Path, plot_path: Path | None) -> int:
+    """Print the table; write <out>.csv, .json, .md and the plot; 0 when no line was lost."""
     text = table(runs)
     print("\n" + text)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out.with_suffix(".csv"))
-    summary = {
-        "command": command, "python": version, "image_env": args.image_env,
-        "settings": {name: {"args": list(a), "env": e} for name, (a, e) in SETTINGS.items()},
-        "levers_missing": opts.missing, "goals": GOALS,
-        "runs": [{k: v for k, v in asdict(r).items() if k != "samples"} for r in runs],
-    }  # fmt: skip
+    summary["runs"] = [{k: v for k, v in asdict(r).items() if k != "samples"} for r in runs]
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    out.with_suffix(".md").write_text(f"`{command}` (Python {version})\n\n{text}\n")
-    if args.plot:
-        plot(runs, args.plot, f"podhose forwarder RSS, Python {version}")
-        print(f"plot written to {args.plot}")
+    commands = "\n".join(f"`{c}`" for c in summary["commands"])
+    out.with_suffix(".md").write_text(f"{commands} (Python {summary['python']})\n\n{text}\n")
+    if plot_path:
+        plot(runs, plot_path, f"podhose forwarder RSS, Python {summary['python']}")
+        print(f"plot written to {plot_path}")
     print(f"wrote {out.with_suffix('.csv')}, .json, .md")
     return 0 if all(r.ok for r in runs) else 1
+
+
+def merge(prefixes: list[Path], out: Path, plot_path: Path | None) -> int:
+    """Combine the outputs of earlier runs (their .json and .csv) into `out`."""
+    runs: list[Run] = []
+    summary: dict = {"commands": [], "parts": []}
+    for prefix in prefixes:
+        part = json.loads(prefix.with_suffix(".json").read_text())
+        samples: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        with open(prefix.with_suffix(".csv"), newline="") as f:
+            for row in csv.DictReader(f):
+                key = (row["scenario"], row["setting"], row["python"])
+                samples.setdefault(key, []).append((float(row["elapsed_s"]), float(row["rss_mb"])))
+        for fields in part.pop("runs"):
+            run = Run(**fields)
+            run.samples = samples.get((run.scenario, run.setting, run.python), [])
+            runs.append(run)
+        summary["commands"] += part.get("commands", [part.get("command", "")])
+        summary["parts"].append(part)
+        summary.setdefault("python", part["python"])
+        summary.setdefault("goals", part["goals"])
+    return write_outputs(runs, summary, out, plot_path)
 
 
 def _stop(signum: int, frame: object) -> None:
