@@ -168,8 +168,9 @@ class Batcher:
         self.tracker = tracker
         self.queues = queues  # by delivery stream
         self.encoder = wire_encoder.RecordEncoder(
-            cfg.compression, cfg.gzip_level, cfg.zstd_level, cfg.max_record_bytes
-        )
+            cfg.compression, cfg.gzip_level, cfg.zstd_level, cfg.max_record_bytes,
+            cfg.zstd_catch_up_level,
+        )  # fmt: skip
         self.open: dict[FileKey, OpenRecord] = {}
         self.headers: dict[FileKey, bytes] = {}
         self.sources: dict[FileKey, str] = {}

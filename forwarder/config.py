@@ -65,6 +65,7 @@ class Config:
     compression: str = "zstd"
     gzip_level: int = 1
     zstd_level: int = 6
+    zstd_catch_up_level: int = 1
     one_line_per_record: bool = False
     max_buffer_bytes: int = 32 * 1024 * 1024
     max_raw_bytes: int = 8 * 1024 * 1024
@@ -265,6 +266,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--compression", choice("zstd", "gzip", "none"), "zstd",
            "zstd (envelope in columns), gzip or none", "KIND"),
     Option("--zstd-level", integer(1, 19), 6, "zstd level 1-19 (with --compression zstd)", "N"),
+    Option("--zstd-catch-up-level", integer(1, 19), 1,
+           "zstd level 1-19 while the forwarder falls behind growing files with room to "
+           "send (CPU-bound), until it caught up; --zstd-level's value disables it", "N"),
     Option("--gzip-level", integer(1, 9), 1, "gzip level 1-9 (with --compression gzip)", "N"),
     Option("--one-line-per-record", boolean, False,
            "one raw line per record, no header, no gzip (the seed's shape)", switch=True),

@@ -14,6 +14,7 @@ from typing import Any
 
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher
+from forwarder.catch_up import CatchUp
 from forwarder.config import Config
 from forwarder.errors import RateLimitedLog
 from forwarder.health import Health
@@ -67,6 +68,9 @@ class Forwarder:
             cfg, self.tracker, {s: lane.queue for s, lane in self.lanes.items()}, self.pods,
             on_cut=self.metrics.cut_lines.inc, on_raw_limit=self.metrics.raw_limit_closes.inc,
         )  # fmt: skip
+        catch_up = cfg.compression == "zstd" and cfg.zstd_catch_up_level != cfg.zstd_level
+        self.catch_up = CatchUp() if catch_up else None
+        self.metrics.zstd_level.set(cfg.zstd_level if cfg.compression == "zstd" else 0)
         self.health.senders_alive = lambda: all(x.sender.alive() for x in self.lanes.values())
         self.drain = Drain.for_scan_interval(cfg.scan_interval)
         self.files: dict[FileKey, TailedFile] = {}
@@ -114,6 +118,7 @@ class Forwarder:
             if now >= next_commit:
                 self.give_up_deleted(now)
                 self.commit()
+                self.check_catch_up(now)
                 next_commit = now + COMMIT_INTERVAL
             for lane in self.lanes.values():
                 lane.sender.revive()
@@ -459,6 +464,23 @@ class Forwarder:
         self.save_offsets(committed)
         self.forget_acknowledged(committed)
         self.report_delivery()
+
+    def check_catch_up(self, now: float) -> None:
+        """Compress at --zstd-catch-up-level while behind growing files with room to send
+        (forwarder/catch_up.py); say it when switching either way."""
+        if self.catch_up is None:
+            return
+        unread = sum(max(0, t.size - t.offset) for t in self.files.values())
+        behind = self.catch_up.update(now, unread, room=not self.any_lane_full())
+        encoder = self.batcher.encoder
+        if behind == encoder.catching_up:
+            return
+        encoder.catching_up = behind
+        self.metrics.zstd_level.set(encoder.level)
+        if behind:
+            self.metrics.catch_ups.inc()
+        what = "behind growing files: compressing faster" if behind else "caught up"
+        log.info(what, extra={"zstd_level": encoder.level, "unread_bytes": unread})
 
     def save_offsets(self, committed: dict[FileKey, int]) -> None:
         """Save the offsets that changed (and the last scan's time); a failed save (disk

@@ -159,6 +159,17 @@ class Metrics:
             "Age of the oldest line read but not acknowledged (0 when all are)",
             registry=r,
         )
+        self.zstd_level = Gauge(
+            "podhose_zstd_level",
+            "zstd level records are compressed at now: --zstd-level, or --zstd-catch-up-level "
+            "while the forwarder is behind",
+            registry=r,
+        )
+        self.catch_ups = Counter(
+            "podhose_catch_ups",
+            "Times the forwarder fell behind growing files and switched to --zstd-catch-up-level",
+            registry=r,
+        )
         self.ready = Gauge(
             "podhose_ready", "1 while /readyz answers 200 (delivery progresses)", registry=r
         )

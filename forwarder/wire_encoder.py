@@ -176,12 +176,26 @@ class RecordEncoder:
     """Turns a file's header and lines into one record's bytes."""
 
     def __init__(
-        self, compression: str, gzip_level: int, zstd_level: int, record_bytes: int = 1 << 20
+        self,
+        compression: str,
+        gzip_level: int,
+        zstd_level: int,
+        record_bytes: int = 1 << 20,
+        catch_up_level: int | None = None,
     ) -> None:
         self.compression = compression
         self.gzip_level = gzip_level
-        params = zstd_parameters(zstd_level, record_bytes)
-        self._zstd = zstandard.ZstdCompressor(compression_params=params)
+        self.zstd_level = zstd_level
+        self.catch_up_level = catch_up_level or zstd_level
+        self.catching_up = False  # compress at catch_up_level: the forwarder is behind
+        self._zstd = _compressor(zstd_level, record_bytes)
+        # zstd allocates a context's tables at its first frame: unused, this one costs ~5 KB.
+        self._zstd_fast = _compressor(self.catch_up_level, record_bytes)
+
+    @property
+    def level(self) -> int:
+        """The zstd level records are compressed at now."""
+        return self.catch_up_level if self.catching_up else self.zstd_level
 
     def header(self, src: str) -> bytes:
         """The header line for a record of file `src` (`encode` adds the encoding)."""
@@ -208,8 +222,13 @@ class RecordEncoder:
         as large as its input (a megabyte per record, then shrunk in place, which leaves
         the heap fragmented); streaming makes 128 KiB pieces and one right-sized result.
         Same frame, same speed."""
-        stream = self._zstd.compressobj(size=sum(map(len, parts)))
+        zstd = self._zstd_fast if self.catching_up else self._zstd
+        stream = zstd.compressobj(size=sum(map(len, parts)))
         return b"".join([*map(stream.compress, parts), stream.flush()])
+
+
+def _compressor(level: int, record_bytes: int) -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(compression_params=zstd_parameters(level, record_bytes))
 
 
 def with_encoding(head: bytes, enc: bytes) -> bytes:

@@ -1,0 +1,170 @@
+"""--zstd-catch-up-level: the signal (forwarder/catch_up.py), the encoder's two levels, and
+the real forwarder switching while it falls behind a growing file, not on a plain backlog."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from forwarder.catch_up import CatchUp
+from forwarder.config import parse_config
+from forwarder.wire_encoder import RecordEncoder, zstd_parameters
+from localaws.firehose_endpoint import FirehoseEndpoint
+from tests.forwarder_testlib import ForwarderProc, Node, decode, delivered, running, wait_for
+
+MIB = 1024 * 1024
+
+
+def feed(signal_: CatchUp, samples: list[tuple[float, int]], room: bool = True) -> list[bool]:
+    return [signal_.update(t, unread, room) for t, unread in samples]
+
+
+def test_growing_unread_above_the_floor_for_a_window_is_behind() -> None:
+    signal_ = CatchUp(floor=4 * MIB, window=2.5, hold=5.0)
+    growing = [(i * 0.5, (5 + i) * MIB) for i in range(7)]  # 5 MiB -> 11 MiB over 3 s
+    assert feed(signal_, growing) == [False] * 5 + [True, True]  # from t=2.5 on
+
+
+def test_a_shrinking_backlog_is_never_behind() -> None:
+    signal_ = CatchUp(floor=4 * MIB, window=2.5)
+    shrinking = [(i * 0.2, (500 - i) * MIB) for i in range(100)]
+    assert not any(feed(signal_, shrinking))
+
+
+def test_growth_while_a_lane_is_full_is_not_behind() -> None:
+    """Reading paused for delivery (throttled, down): faster compression would add bytes."""
+    signal_ = CatchUp(floor=4 * MIB, window=2.5)
+    growing = [(i * 0.2, (5 + i) * MIB) for i in range(40)]
+    assert not any(feed(signal_, growing, room=False))
+    assert signal_.update(8.0, 50 * MIB, room=True)  # room again, still growing: behind
+
+
+def test_a_short_burst_is_not_behind() -> None:
+    """Above the floor for less than the window, or back under it inside the window."""
+    signal_ = CatchUp(floor=4 * MIB, window=2.5)
+    burst = [(0, 0), (0.5, 20 * MIB), (1.0, 30 * MIB), (1.5, 3 * MIB), (2.0, 8 * MIB),
+             (2.5, 9 * MIB), (3.0, 10 * MIB)]  # fmt: skip
+    assert not any(feed(signal_, burst))
+
+
+def test_caught_up_after_hold_seconds_under_the_floor() -> None:
+    signal_ = CatchUp(floor=4 * MIB, window=2.5, hold=5.0)
+    assert feed(signal_, [(0, 10 * MIB), (1, 20 * MIB), (2.5, 30 * MIB)])[-1]
+    # Under the floor, over it again (the hold restarts), then under it for 5 s.
+    after = [(3, MIB), (5, MIB), (6, 5 * MIB), (7, MIB), (11.9, MIB), (12, MIB)]
+    assert feed(signal_, after) == [True] * 5 + [False]
+
+
+def test_catch_up_level_option() -> None:
+    assert parse_config(["--delivery-stream", "s"], {}).zstd_catch_up_level == 1
+    env = {"PODHOSE_ZSTD_CATCH_UP_LEVEL": "3"}
+    assert parse_config(["--delivery-stream", "s"], env).zstd_catch_up_level == 3
+    for bad in ("0", "20", "x"):
+        with pytest.raises(SystemExit):
+            parse_config(["--delivery-stream", "s", "--zstd-catch-up-level", bad], {})
+
+
+def zstd_level_of(record: bytes, levels: tuple[int, ...] = (1, 6)) -> int | None:
+    """Which of `levels` made this record (zstd is deterministic: compress it again)."""
+    payload = zstandard.ZstdDecompressor().decompress(record)
+    for level in levels:
+        zstd = zstandard.ZstdCompressor(compression_params=zstd_parameters(level))
+        stream = zstd.compressobj(size=len(payload))
+        if stream.compress(payload) + stream.flush() == record:
+            return level
+    return None
+
+
+def cri_lines(first: int, count: int) -> bytes:
+    return b"".join(
+        b'2024-05-01T10:00:%02d.%09dZ stdout F {"seq":%d,"msg":"request handled","ms":%d}\n'
+        % (i // 100_000 % 60, i % 1_000_000_000, i, i * 7 % 1000)
+        for i in range(first, first + count)
+    )
+
+
+def test_encoder_compresses_at_the_catch_up_level_while_catching_up() -> None:
+    encoder = RecordEncoder("zstd", 1, 6, catch_up_level=1)
+    lines = cri_lines(0, 5000)
+    normal = encoder.encode(encoder.header("x.log"), lines)
+    encoder.catching_up = True
+    fast = encoder.encode(encoder.header("x.log"), lines)
+    assert (zstd_level_of(normal), zstd_level_of(fast), encoder.level) == (6, 1, 1)
+    assert decode(normal) == decode(fast)
+    assert b"".join(decode(fast)[1]) == lines
+
+
+def _duty_cycle(proc: ForwarderProc, done: threading.Event) -> None:
+    """Let the forwarder run 20 ms in every 400 (SIGSTOP/SIGCONT): a CPU far too small
+    for what is written, whatever this machine's speed."""
+    while not done.is_set():
+        proc.signal(signal.SIGCONT)
+        time.sleep(0.02)
+        proc.signal(signal.SIGSTOP)
+        time.sleep(0.38)
+    proc.signal(signal.SIGCONT)
+
+
+def test_falls_behind_a_growing_file_switches_and_delivers_exactly_once(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    app = node.add("busy-1")
+    proc = ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db")
+    written = 0
+    with running(proc):
+        wait_for(proc.up, what="forwarder up")
+        done = threading.Event()
+        throttle = threading.Thread(target=_duty_cycle, args=(proc, done))
+        throttle.start()
+        try:
+            deadline = time.monotonic() + 20
+            switched_at = None
+            # ~8 MB/s for as long as it takes to switch, and a second more.
+            while time.monotonic() < deadline and (
+                switched_at is None or time.monotonic() < switched_at + 1
+            ):
+                app.write(cri_lines(written, 8_000))
+                written += 8_000
+                time.sleep(0.1)
+                if switched_at is None and "behind growing files" in proc.log():
+                    switched_at = time.monotonic()
+        finally:
+            done.set()
+            throttle.join()
+        assert switched_at is not None, proc.log()[-2000:]
+        wait_for(lambda: "caught up" in proc.log(), timeout=60, what="caught up")
+        assert proc.metric("podhose_catch_ups_total") == 1
+        assert proc.metric("podhose_zstd_level") == 6
+        wait_for(lambda: sum(map(len, delivered(endpoint.received()).values())) >= written,
+                 timeout=60, what="every line")  # fmt: skip
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+    records = endpoint.received()
+    got = delivered(records)[app.src]
+    assert got == Counter(cri_lines(0, written).splitlines(keepends=True))  # once each
+    levels = Counter(map(zstd_level_of, records))
+    assert set(levels) == {1, 6} and levels[1] > 0, levels
+
+
+def test_a_plain_backlog_stays_at_the_configured_level(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """A backlog (files that no longer grow) shrinks: however large, no catch-up level."""
+    apps = [node.add(f"app-{i}") for i in range(3)]
+    for n, app in enumerate(apps):
+        app.write(cri_lines(n * 100_000, 100_000))  # ~7 MiB each, far above the floor
+    proc = ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db", "--exit-on-eof")
+    with running(proc):
+        assert proc.wait(120) == 0
+    assert "behind growing files" not in proc.log()
+    records = endpoint.received()
+    assert {zstd_level_of(r) for r in records} == {6}
+    got = delivered(records)
+    for n, app in enumerate(apps):
+        assert got[app.src] == Counter(cri_lines(n * 100_000, 100_000).splitlines(keepends=True))
