@@ -30,12 +30,22 @@ from pathlib import Path
 from types import FrameType
 
 from localaws import stack_config
+from localaws.firehose_endpoint import LARGE_REGION_QUOTA, SMALL_REGION_QUOTA, Quota
 from localaws.kube_api import FakeKubeApi
 from localaws.node import Workload, canonical
 from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
 from localaws.stack_config import StackConfig
 
 MIB = 1024 * 1024
+
+
+def _quota(text: str) -> Quota:
+    """small, large, or bytes=N,records=N,calls=N (Quota.parse)."""
+    named = {"small": SMALL_REGION_QUOTA, "large": LARGE_REGION_QUOTA}
+    try:
+        return named.get(text) or Quota.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -78,6 +88,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--routes",
         action="store_true",
         help=f"namespace {ROUTED_NAMESPACE!r} goes to a second stream with its own S3 prefix",
+    )
+    parser.add_argument(
+        "--quota",
+        type=_quota,
+        default=None,
+        metavar="SPEC",
+        help="the local Firehose enforces a per-stream quota: small (1 MiB/s, 100,000 "
+        "records/s, 1,000 calls/s), large (5 MiB/s, ...), or bytes=N,records=N,calls=N",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp node root")
     args = parser.parse_args(argv)
@@ -191,7 +209,9 @@ def run(args: argparse.Namespace, root: Path) -> Outcome:
     problems: list[str] = []
     with ExitStack() as stack:
         routed = (_routed_config(config),) if args.routes else ()
-        pipe = stack.enter_context(LocalPipeline(config, routed=routed))
+        pipe = stack.enter_context(
+            LocalPipeline(config, routed=routed, endpoint_options={"quota": args.quota})
+        )
         print(f"  Firehose endpoint {pipe.endpoint.url}, S3 (moto) {pipe.moto.url}")
         workload = Workload(root / "node", args.containers, rate=args.rate, traces=args.multiline)
         extra = (_pod_labels(stack, workload, root) if args.pod_labels else []) + _route_args(
@@ -396,6 +416,11 @@ def _report(
         f"\nLambda: {stats.invocations} invocations, {stats.ok} Ok, {stats.dropped} Dropped,"
         f" {stats.failed} ProcessingFailed; {workload.rotations} rotations"
     )
+    stats_ = pipe.endpoint.stats
+    if stats_.throttled_calls or stats_.partly_throttled_calls:
+        print(f"quota: {stats_.throttled_calls} calls refused whole, "
+              f"{stats_.partly_throttled_calls} with records over it (\"Slow down.\"), "
+              f"{stats_.throttled_records} records retried")  # fmt: skip
     faults = pipe.endpoint.stats.faults
     if faults:
         print(f"faults the forwarder recovered from: {faults}")

@@ -290,3 +290,20 @@ def test_demo_with_routes(
     assert "content check: every line written is in S3 exactly once" in out
     assert list(tmp_path.iterdir()) == []
     assert not _no_children_left()
+
+
+def test_demo_at_a_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make demo DEMO_ARGS="--quota bytes=400,calls=1"`: the local Firehose says "Slow down."
+    (whole calls and records); every line still arrives exactly once."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = demo.main(["--duration", "5", "--containers", "2", "--quota", "bytes=400,calls=1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    throttled = re.search(
+        r"^quota: (\d+) calls refused whole, (\d+) with records over it", out, re.M
+    )
+    assert throttled and int(throttled[1]) + int(throttled[2]) > 0, out
+    assert "content check: every line written is in S3 exactly once" in out
+    assert not _no_children_left()
