@@ -38,8 +38,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
+# Test files run in TEST_WORKERS processes (pytest-xdist, a whole file per worker): most
+# tests wait on real processes and timers, so two workers halve the wall time on 2 cores
+# (measured: 752 s -> 388 s). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 unit: $(STAMP)
-	$(PY) -m pytest --ignore=tests/containers $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/containers -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint deploy-tools unit deploy-check container-test
 
