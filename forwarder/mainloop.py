@@ -277,11 +277,11 @@ class Forwarder:
         }
         draining = [t for t in self.files.values() if t.draining_since is not None]
         for tailed in [*draining, *self.closed.values()]:
-            size = _deleted_size(tailed)
+            size = tailed.deleted_size()
             if size < 0:
                 continue
             reading, awaiting = held[self.batcher.streams[tailed.key]]
-            if tailed.fd >= 0 and tailed.key in self.files and not _read_to_end(tailed, size):
+            if tailed.key in self.files and not tailed.finished(size):
                 reading.append((tailed, size))
             else:
                 awaiting.append(size)
@@ -655,16 +655,3 @@ class Forwarder:
                 "incomplete last line left unshipped; its offset is kept before it",
                 extra={"path": tailed.path, "bytes": left},
             )
-
-
-def _deleted_size(tailed: TailedFile) -> int:
-    """The file's size if it is deleted (only its descriptor keeps it), else -1."""
-    if tailed.fd < 0:
-        return -1
-    st = os.fstat(tailed.fd)
-    return st.st_size if st.st_nlink == 0 else -1
-
-
-def _read_to_end(tailed: TailedFile, size: int) -> bool:
-    """Every byte of the file (of `size`) consumed, and no piece of a line waiting."""
-    return size <= tailed.offset and not tailed.joiner.pending

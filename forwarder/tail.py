@@ -124,9 +124,12 @@ class TailedFile:
             self._fingerprint = fp
         return fp
 
-    def finished(self) -> bool:
-        """Every byte of the file is consumed and no piece of a line waits (checked now)."""
-        return os.fstat(self.fd).st_size <= self.offset and not self.joiner.pending
+    def finished(self, size: int | None = None) -> bool:
+        """Every byte of the file (of `size`, else looked at now) is consumed and no piece of
+        a line waits."""
+        if size is None:
+            size = os.fstat(self.fd).st_size
+        return size <= self.offset and not self.joiner.pending
 
     def in_place(self) -> bool:
         """The file is still at the path it was opened at: only a link to it went away (the
@@ -139,7 +142,15 @@ class TailedFile:
 
     def deleted(self) -> bool:
         """The file has no name left (deleted; only this descriptor keeps it)."""
-        return os.fstat(self.fd).st_nlink == 0
+        return self.deleted_size() >= 0
+
+    def deleted_size(self) -> int:
+        """The file's size if it is deleted (only this descriptor keeps it; its disk space),
+        else -1 (also once closed)."""
+        if self.fd < 0:
+            return -1
+        st = os.fstat(self.fd)
+        return st.st_size if st.st_nlink == 0 else -1
 
     def unshipped(self) -> int:
         """Bytes after the last complete line: an unterminated tail or unfinished pieces."""
