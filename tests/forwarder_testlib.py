@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from localaws.firehose_endpoint import FirehoseEndpoint
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
@@ -122,6 +124,18 @@ def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
     finally:
         for filler in made:
             filler.unlink()
+
+
+def create_reused(path: Path, want: FileKey) -> None:
+    """create_reusing, required: on ext4 (which reuses a freed inode at once) a file that did
+    not get `want` fails the test; elsewhere (tmpfs, for one) the test cannot run there."""
+    from tests.chaos import filesystem
+
+    if create_reusing(path, want):
+        return
+    if filesystem(path.parent) == "ext4":
+        raise AssertionError(f"ext4 did not reuse inode {want}: the test proves nothing")
+    pytest.skip(f"{filesystem(path.parent) or 'this file system'} does not reuse inodes at once")
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import random
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,14 +205,28 @@ def test_overflowing_response_is_reingested_through_the_endpoint() -> None:
         assert got == expected, _diff(expected, got)
 
 
-def test_demo_runs_reports_and_cleans_up(
+@pytest.fixture
+def run_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`make demo` itself, short and with faults: exit 0, equal counts, nothing left behind."""
+) -> Iterator[Callable[[list[str]], str]]:
+    """`python -m localaws.demo ARGS`: its output, once it exited 0; afterwards nothing it
+    started or wrote is left behind."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code = demo.main(["--duration", "4.5", "--containers", "2", "--rate", "4", "--faults"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+
+    def run(args: list[str]) -> str:
+        code = demo.main(args)
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return out
+
+    yield run
+    assert list(tmp_path.iterdir()) == []
+    assert not _no_children_left()
+
+
+def test_demo_runs_reports_and_cleans_up(run_demo: Callable[[list[str]], str]) -> None:
+    """`make demo` itself, short and with faults: exit 0, equal counts, nothing left behind."""
+    out = run_demo(["--duration", "4.5", "--containers", "2", "--rate", "4", "--faults"])
     match = re.search(r"^lines written = (\d+), lines in S3 = (\d+)$", out, re.MULTILINE)
     assert match, out
     assert match[1] == match[2]
@@ -223,8 +238,6 @@ def test_demo_runs_reports_and_cleans_up(
     # it ends with DuckDB's query over the S3 output: the hour's row counts every line
     query = out.split("DuckDB on the S3 output", 1)[1].splitlines()[1:]
     assert sum(int(row.split()[4]) for row in query if row.strip()) == int(match[2])
-    assert list(tmp_path.iterdir()) == []
-    assert not _no_children_left()
 
 
 def test_stack_traces_arrive_as_one_event_each_with_multiline(tmp_path: Path) -> None:
@@ -254,33 +267,22 @@ def test_stack_traces_arrive_as_one_event_each_with_multiline(tmp_path: Path) ->
         assert sum(got.values()) < written  # six lines became one event, per trace
 
 
-def test_demo_with_pod_labels_and_multiline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_demo_with_pod_labels_and_multiline(run_demo: Callable[[list[str]], str]) -> None:
     """`make demo DEMO_ARGS="--pod-labels --multiline"`: labels on every line, traces joined."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    args = ["--duration", "4", "--containers", "2", "--rate", "8", "--pod-labels", "--multiline"]
-    code = demo.main(args)
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out = run_demo(
+        ["--duration", "4", "--containers", "2", "--rate", "8", "--pod-labels", "--multiline"]
+    )
     labelled = re.search(r"^pod labels: (\d+) of (\d+) lines carry kubernetes.labels$", out, re.M)
     assert labelled and labelled[1] == labelled[2] and int(labelled[1]) > 10, out
     assert '"labels":{"app":"fakenerd"' in out
     assert "one stack trace in S3, a single event:" in out
     assert "content check: every line written is in S3 exactly once" in out
-    assert list(tmp_path.iterdir()) == []
-    assert not _no_children_left()
 
 
-def test_demo_with_routes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_demo_with_routes(run_demo: Callable[[list[str]], str]) -> None:
     """`make demo DEMO_ARGS=--routes`: namespace shop in its own stream and S3 prefix only
     (the check counts a line in the wrong stream as missing there and unexpected here)."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code = demo.main(["--duration", "4", "--containers", "2", "--rate", "8", "--routes"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out = run_demo(["--duration", "4", "--containers", "2", "--rate", "8", "--routes"])
     per_stream = dict(
         re.findall(r"^  stream '([\w-]+)' \(namespaces [\w, ]+\): (\d+) lines", out, re.M)
     )
@@ -288,22 +290,14 @@ def test_demo_with_routes(
     assert all(int(n) > 10 for n in per_stream.values()), out
     assert "/shop/logs/" in out
     assert "content check: every line written is in S3 exactly once" in out
-    assert list(tmp_path.iterdir()) == []
-    assert not _no_children_left()
 
 
-def test_demo_at_a_quota(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_demo_at_a_quota(run_demo: Callable[[list[str]], str]) -> None:
     """`make demo DEMO_ARGS="--quota bytes=400,calls=1"`: the local Firehose says "Slow down."
     (whole calls and records); every line still arrives exactly once."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code = demo.main(["--duration", "5", "--containers", "2", "--quota", "bytes=400,calls=1"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out = run_demo(["--duration", "5", "--containers", "2", "--quota", "bytes=400,calls=1"])
     throttled = re.search(
         r"^quota: (\d+) calls refused whole, (\d+) with records over it", out, re.M
     )
     assert throttled and int(throttled[1]) + int(throttled[2]) > 0, out
     assert "content check: every line written is in S3 exactly once" in out
-    assert not _no_children_left()
