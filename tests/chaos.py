@@ -63,6 +63,15 @@ PHASES: tuple[tuple[str, float], ...] = (
     ("normal", 2.0), ("malformed", 3.0), ("throttle", 2.0), ("partial", 2.0), ("drop", 1.5),
     ("normal", 1.0), ("server-error", 2.0), ("slow", 2.0),
 )  # fmt: skip
+# The endpoint's fault counter each phase must raise at least once; a phase waits up to
+# FAULT_HIT_WAIT beyond its length for a call (a forwarder pacing itself after throttling
+# may make none in a short phase).
+PHASE_FAULTS = {
+    "outage": "server_error", "kill": "server_error", "throttle": "throttle", "reuse": "throttle",
+    "partial": "fail_records", "drop": "drop", "server-error": "server_error",
+    "malformed": "malformed",
+}  # fmt: skip
+FAULT_HIT_WAIT = 15.0
 JOB_DELETE_AFTER = 1.5  # seconds after a job finished (and once the forwarder holds it)
 STUCK_START = 3.0  # seconds into the run the first progress bars stop
 STUCK_SECONDS = 36.0  # how long a progress bar stays stuck mid-line
@@ -558,6 +567,7 @@ class Chaos:
         with self.lock:
             self.phase = name
             self.phase_count += 1
+        hits_before = self.fault_hits(name)
         self.set_faults(name)
         if name == "kill":
             self.kill_phase()
@@ -565,8 +575,14 @@ class Chaos:
             for shape in MALFORMED_SHAPES:
                 self.endpoint.malformed_answers(FOREVER, shape)
                 self.done.wait(seconds / len(MALFORMED_SHAPES))
-            return
-        self.done.wait(seconds)
+        else:
+            self.done.wait(seconds)
+        if name in PHASE_FAULTS and not self.done.is_set():
+            self.wait_until(lambda: self.fault_hits(name) > hits_before, FAULT_HIT_WAIT)
+
+    def fault_hits(self, phase: str) -> int:
+        """How many calls the endpoint answered with this phase's fault so far."""
+        return self.endpoint.stats.faults.get(PHASE_FAULTS.get(phase, ""), 0)
 
     def kill_phase(self) -> None:
         """SIGKILL while Firehose fails and rotated files were drained but not acknowledged;
@@ -639,10 +655,11 @@ class Chaos:
             self.endpoint.stop()
 
     def write_loop(self) -> None:
-        """Write, rotate, start and delete pods, and sample, until the time is up."""
+        """Write, rotate, start and delete pods, and sample, until the time is up and every
+        phase ran once (a slow machine stretches the first cycle: up to twice the time)."""
         tick, last, next_job, next_blob = 0.05, time.monotonic(), 0.0, 0.5
         next_wait = next_sample = 0.0
-        while (now := time.monotonic()) - self.started_at < self.seconds:
+        while self.writing(now := time.monotonic()):
             self.reuse_tick(now)  # first: a freed inode goes to the next file created
             self.rotate_on_request()
             self.progress_tick(now)
@@ -665,6 +682,13 @@ class Chaos:
         for bar in self.bars:
             if bar.piece is not None:
                 self.finish_bar(bar, time.monotonic())
+
+    def writing(self, now: float) -> bool:
+        """Whether the write loop goes on."""
+        elapsed = now - self.started_at
+        with self.lock:
+            cycle_done = self.phase_count > len(PHASES)
+        return elapsed < self.seconds or (not cycle_done and elapsed < 2 * self.seconds)
 
     def note_wait(self, now: float) -> None:
         """Keep the longest wait of a whole line for delivery."""
