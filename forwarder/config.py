@@ -106,7 +106,13 @@ class Config:
         return self.max_line_bytes + 1
 
 
-# ----- value parsers: text -> value, or ValueError saying what is accepted
+# ----- value parsers: text -> value, or ValueError saying what is accepted. Each carries
+# `json_schema`, the JSON Schema of the values it accepts (forwarder/config_schema.py).
+
+
+def _accepts(parse: Callable[[str], Any], **schema: Any) -> Callable[[str], Any]:
+    parse.json_schema = schema  # type: ignore[attr-defined]
+    return parse
 
 
 def boolean(text: str) -> bool:
@@ -117,6 +123,9 @@ def boolean(text: str) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ValueError(f"must be true/1/yes/on or false/0/no/off, got {text!r}")
+
+
+_accepts(boolean, type="boolean")
 
 
 def integer(low: int, high: int) -> Callable[[str], int]:
@@ -131,7 +140,7 @@ def integer(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f"must be a whole number from {low} to {high}, got {text!r}")
         return value
 
-    return parse
+    return _accepts(parse, type="integer", minimum=low, maximum=high)
 
 
 def seconds(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
@@ -148,7 +157,8 @@ def seconds(low: float, high: float, low_open: bool = False) -> Callable[[str], 
             raise ValueError(f"must be seconds in {bracket}{low:g}, {high:g}], got {text!r}")
         return value  # type: ignore[return-value]
 
-    return parse
+    bound = {"exclusiveMinimum": low} if low_open else {"minimum": low}
+    return _accepts(parse, type="number", maximum=high, **bound)
 
 
 def choice(*words: str, upper: bool = False) -> Callable[[str], str]:
@@ -160,7 +170,7 @@ def choice(*words: str, upper: bool = False) -> Callable[[str], str]:
             raise ValueError(f"must be one of {', '.join(words)}, got {text!r}")
         return value
 
-    return parse
+    return _accepts(parse, enum=[*words, *(w.lower() for w in words if upper)])
 
 
 def text(value: str) -> str:
@@ -170,11 +180,17 @@ def text(value: str) -> str:
     return value.strip()
 
 
+_accepts(text, type="string", pattern=r"\S")
+
+
 def stream_name(value: str) -> str:
     """A Firehose delivery stream name: 1-64 of a-z A-Z 0-9 _ . -"""
     if not STREAM_NAME.fullmatch(value.strip()):
         raise ValueError(f"must be 1-64 characters of a-z A-Z 0-9 _ . -, got {value!r}")
     return value.strip()
+
+
+_accepts(stream_name, type="string", pattern=f"^\\s*{STREAM_NAME.pattern}\\s*$")
 
 
 def region(value: str) -> str:
@@ -184,11 +200,17 @@ def region(value: str) -> str:
     return value.strip()
 
 
+_accepts(region, type="string", pattern=f"^\\s*{REGION_NAME.pattern}\\s*$")
+
+
 def url(value: str) -> str:
     """An http:// or https:// URL."""
     if not value.strip().startswith(("http://", "https://")):
         raise ValueError(f"must start with http:// or https://, got {value!r}")
     return value.strip()
+
+
+_accepts(url, type="string", pattern=r"^\s*https?://")
 
 
 def routes(value: str) -> list[Route]:
@@ -205,6 +227,9 @@ def routes(value: str) -> list[Route]:
 def globs(value: str) -> list[str]:
     """Comma-separated globs (one flag may also carry several)."""
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+_accepts(globs, type="string")
 
 
 @dataclass(frozen=True)

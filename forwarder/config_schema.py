@@ -1,0 +1,95 @@
+"""The forwarder's settings as a JSON Schema: the Helm chart's `config` values.
+
+Each option of forwarder/config.py's OPTIONS becomes a camelCase key (`--max-buffer-bytes` ->
+`maxBufferBytes`, the chart's ConfigMap turns it back into `PODHOSE_MAX_BUFFER_BYTES`),
+accepting what the option's parser accepts: typed values with their ranges, or the text a
+ConfigMap would hold. The chart's values.schema.json carries it; `--write` refreshes it there
+and a test checks it is current.
+
+    >>> option_key(next(o for o in OPTIONS if o.flag == "--zstd-catch-up-level"))
+    'zstdCatchUpLevel'
+    >>> config_schema()["properties"]["zstdLevel"]["anyOf"][0]
+    {'type': 'integer', 'minimum': 1, 'maximum': 19}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from forwarder.config import OPTIONS, Option
+
+# Set elsewhere in the chart: the port by `metricsPort` (probes, scrape annotations and
+# NetworkPolicy use it too), routes by the `routes` list, pod metadata by `podMetadata`
+# (with its RBAC, token and NetworkPolicy rule).
+CHART_OWNED = {
+    "--http-port": "metricsPort",
+    "--route": "routes",
+    "--kubernetes-metadata": "podMetadata.enabled",
+    "--node-name": "podMetadata.enabled",
+    "--kubernetes-annotations": "podMetadata.annotations",
+}
+CHART_SCHEMA = Path(__file__).resolve().parents[1] / "charts" / "podhose" / "values.schema.json"
+# Text a ConfigMap holds for a number, a number of seconds, a boolean.
+TEXT_FORMS = {
+    "integer": r"^\s*[0-9]+\s*$",
+    "number": r"^\s*[0-9]+(\.[0-9]*)?\s*$",
+    "boolean": r"^\s*(?i:true|false|yes|no|on|off|1|0)\s*$",
+}
+
+
+def option_key(opt: Option) -> str:
+    """The option's key in the chart's `config`: its flag in camelCase."""
+    first, *rest = opt.flag.removeprefix("--").split("-")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def option_schema(opt: Option) -> dict[str, Any]:
+    """What the option accepts: its parser's schema, or the same as text; a list for globs."""
+    accepted: dict[str, Any] = dict(opt.parse.json_schema)  # type: ignore[attr-defined]
+    forms = [accepted]
+    if accepted.get("type") in TEXT_FORMS:
+        forms.append({"type": "string", "pattern": TEXT_FORMS[accepted["type"]]})
+    if opt.repeatable:
+        forms.append({"type": "array", "items": {"type": "string"}})
+    default = ",".join(opt.default) if isinstance(opt.default, list) else opt.default
+    return {"description": f"{opt.help} ({opt.env}; default {default})", "anyOf": forms}
+
+
+def config_schema() -> dict[str, Any]:
+    """The schema of the chart's `config`: every option but those the chart sets itself."""
+    properties = {
+        option_key(opt): option_schema(opt) for opt in OPTIONS if opt.flag not in CHART_OWNED
+    }
+    return {
+        "type": "object",
+        "description": "Forwarder settings, one PODHOSE_* variable each (values.yaml).",
+        "additionalProperties": False,
+        "required": ["deliveryStream"],
+        "properties": properties,
+    }
+
+
+def chart_schema_text(current: str) -> str:
+    """The chart's values.schema.json with `config` replaced by config_schema()."""
+    schema = json.loads(current)
+    schema["properties"]["config"] = config_schema()
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help=f"refresh {CHART_SCHEMA}")
+    args = parser.parse_args()
+    text = chart_schema_text(CHART_SCHEMA.read_text())
+    if args.write:
+        CHART_SCHEMA.write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
