@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help demo test lint unit invoke bench soak clean image container-test
+.PHONY: help demo test lint unit invoke bench soak clean image container-test sbom-image
 
 help:
 	@echo "make demo    run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
@@ -33,10 +33,21 @@ demo: $(STAMP)
 # Every Dockerfile in the repository, with hadolint's default rules (exceptions are inline).
 DOCKERFILES := forwarder/Dockerfile k8s/examples/Dockerfile tests/containers/lambda-python/Dockerfile
 
-lint: $(STAMP)
+# actionlint, built from its Go module (the PyPI wrapper downloads from GitHub at install).
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT_DIR     := .tools/actionlint
+ACTIONLINT_STAMP   := $(ACTIONLINT_DIR)/.installed-actionlint-$(ACTIONLINT_VERSION)
+$(ACTIONLINT_STAMP):
+	rm -rf $(ACTIONLINT_DIR)
+	mkdir -p $(ACTIONLINT_DIR)
+	GOBIN=$(CURDIR)/$(ACTIONLINT_DIR) go install -trimpath -ldflags="-s -w" github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	touch $@
+
+lint: $(STAMP) $(ACTIONLINT_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint $(DOCKERFILES)
+	$(ACTIONLINT_DIR)/actionlint -no-color -shellcheck $(VENV)/bin/shellcheck
 
 # Test files run in TEST_WORKERS processes (pytest-xdist, a whole file per worker): most
 # tests wait on real processes and timers, so two workers halve the wall time on 2 cores
@@ -86,6 +97,10 @@ image: $(STAMP)
 	docker build --network none --platform linux/$(ARCH) -f forwarder/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 		--build-arg WHEELS=build/wheels/forwarder-$(ARCH) -t $(IMAGE) .
 
+# The image's SBOM (CycloneDX of its Python packages), checked against its lock file.
+sbom-image: $(STAMP)
+	$(PY) deploy/sbom.py image --image $(IMAGE) --out build/sbom/forwarder-image-$(ARCH).cdx.json
+
 SOAK_MINUTES ?= 30
 MODEL_MINUTES ?= 10
 soak: $(STAMP)
@@ -123,7 +138,7 @@ RENDERED      := $(TOOLS)/rendered
 # checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
 CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
 
-.PHONY: deploy-tools deploy-check template-check k8s-check chart-check chart-docs
+.PHONY: deploy-tools deploy-check template-check k8s-check chart-check chart-docs chart-package
 
 $(SAM_STAMP):
 	rm -rf $(SAM_VENV)
@@ -160,7 +175,7 @@ deploy-tools: $(SAM_STAMP) $(CHECKOV_STAMP) $(K8S_STAMP) $(HELM_STAMP)
 
 # template.yaml: SAM and CloudFormation linting, security checks, and a real `sam build`
 # (no Docker: deploy/lambda/Makefile fetches the Lambda's arm64 wheels with pip).
-template-check: deploy-tools
+template-check: deploy-tools $(STAMP)
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
 	$(SAM_VENV)/bin/cfn-lint --include-checks I -- template.yaml
 	$(CHECKOV) --framework cloudformation --file template.yaml
@@ -174,6 +189,8 @@ template-check: deploy-tools
 	ls .aws-sam/build/TransformFunction/zstandard/*.cpython-313-aarch64-linux-gnu.so
 	@# every compiled module must be built for the Lambda runtime (CPython 3.13, arm64)
 	@! find .aws-sam/build/TransformFunction -name '*.so' ! -name '*.cpython-313-aarch64-linux-gnu.so' | grep .
+	@# the bundle's SBOM (CycloneDX), checked against deploy/lambda/requirements.txt
+	$(PY) deploy/sbom.py lambda --bundle .aws-sam/build/TransformFunction --out build/sbom/transform-lambda.cdx.json
 
 # k8s/: kustomize renders, every object validates strictly against the Kubernetes schemas,
 # checkov passes on the files and on the rendered kustomization.
@@ -181,7 +198,7 @@ k8s-check: deploy-tools
 	mkdir -p $(RENDERED)
 	$(K8S_VENV)/bin/kubectl kustomize k8s > $(RENDERED)/podhose.yaml
 	$(K8S_VENV)/bin/kubectl kustomize k8s/examples > $(RENDERED)/examples.yaml
-	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/podhose.yaml $(RENDERED)/examples.yaml
+	$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_SCHEMA_VERSION) $(RENDERED)/podhose.yaml $(RENDERED)/examples.yaml k8s/fargate/aws-logging.yaml
 	$(CHECKOV) --framework kubernetes kustomize --directory k8s
 
 # charts/podhose: helm lint --strict and the rendered chart (default values, and every
@@ -199,6 +216,13 @@ chart-check: deploy-tools
 	$(CHECKOV) --framework kubernetes --directory $(RENDERED)/chart
 	$(CHECKOV) --framework kubernetes --directory $(RENDERED)/chart-all-on
 	$(PY) deploy/chart_docs.py --check
+
+# The chart as a release artifact: build/chart/podhose-$(CHART_VERSION).tgz, the image tag
+# (appVersion) the same version.
+CHART_VERSION ?= 0.1.0
+chart-package: $(HELM_STAMP)
+	mkdir -p build/chart
+	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(CHART_VERSION) --destination build/chart
 
 chart-docs: $(STAMP)
 	$(PY) -m forwarder.config_schema --write

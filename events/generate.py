@@ -32,6 +32,24 @@ def cri_line(content: str, tag: str = "F", stream: str = "stdout") -> bytes:
     return f"{TIME} {stream} {tag} {content}\n".encode()
 
 
+def fargate_record(log: str, stream: str = "stdout", tag: str = "F") -> bytes:
+    """What EKS on Fargate's log router (Fluent Bit's kinesis_firehose output) puts: one JSON
+    object per record, no newline: the CRI parser's fields, the kubernetes filter's map."""
+    entry = {
+        "log": log,
+        "stream": stream,
+        "logtag": tag,
+        "time": TIME,
+        "kubernetes": {
+            "pod_name": "fakenerd-7d4b9c8f6-x2x9q",
+            "namespace_name": "default",
+            "container_name": "fakenerd",
+            "host": "fargate-ip-192-0-2-10.ec2.internal",
+        },
+    }
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def app_json(ms: int) -> str:
     return json.dumps({"name": "fakenerd", "time_ms": ms})
 
@@ -84,6 +102,11 @@ EVENTS: dict[str, list[bytes | str]] = {
     "zstd_columns": [ZSTD.encode(ZSTD.header(SOURCE.decode()), b"".join(seed_lines(200)))],
     # A record with the podhose source header (docs/architecture.md, "Record wire format").
     "source_header": [b"\x1epodhose/1 src=" + SOURCE + b"\n" + b"".join(seed_lines(3))],
+    # EKS on Fargate's log router sending to the same stream (docs/deploy.md#eks-on-fargate).
+    "fargate": [
+        *(fargate_record(app_json(1577521193704 + 1000 * i)) for i in range(3)),
+        fargate_record("plain text on stderr", stream="stderr"),
+    ],
     # Records that cannot be read (ProcessingFailed) or hold odd bytes (Ok, repaired).
     "malformed": [
         "not base64!",

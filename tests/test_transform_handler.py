@@ -122,3 +122,23 @@ def test_handler_works_without_a_real_lambda_context(context: object) -> None:
     [record] = response["records"]
     assert record["result"] == "Ok"
     assert base64.b64decode(record["data"]) == b'{"name":"fakenerd","time_ms":1577622109635}\n'
+
+
+def _outputs(event: dict, lambda_context) -> list[bytes]:
+    response = lambda_handler(event, lambda_context)
+    assert [r["result"] for r in response["records"]] == ["Ok"] * len(event["records"])
+    return [base64.b64decode(r["data"]) for r in response["records"]]
+
+
+def test_fargate_log_router_records_give_the_seed_output(lambda_context) -> None:
+    """EKS on Fargate's log router (Fluent Bit's kinesis_firehose output): one JSON object per
+    record, no newline, CRI fields and a kubernetes map. Same app lines, same S3 lines as the
+    seed's Docker json-file records; the kubernetes map is dropped like every other key."""
+    from events import generate
+
+    seed = _outputs(generate.event(generate.EVENTS["docker_seed"]), lambda_context)
+    fargate_event = generate.event(generate.EVENTS["fargate"])
+    fargate = _outputs(fargate_event, lambda_context)
+    assert fargate[:3] == seed
+    assert fargate[0] == b'{"name":"fakenerd","time_ms":1577521193704}\n'
+    assert fargate[3] == b'{"log":"plain text on stderr"}\n'
