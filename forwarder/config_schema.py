@@ -2,9 +2,12 @@
 
 Each option of forwarder/config.py's OPTIONS becomes a camelCase key (`--max-buffer-bytes` ->
 `maxBufferBytes`, the chart's ConfigMap turns it back into `PODHOSE_MAX_BUFFER_BYTES`),
-accepting what the option's parser accepts: typed values with their ranges, or the text a
-ConfigMap would hold. The chart's values.schema.json carries it; `--write` refreshes it there
-and a test checks it is current.
+accepting what the option's parser accepts: typed values with their ranges (numbers must be
+numbers: a text form would escape the range), booleans also as the words the forwarder reads,
+lists of globs as lists or comma-separated text. Rules between two settings (`--multiline
+regex` needs `--multiline-start`, the buffer at least twice the line limit...) are the
+forwarder's: it exits 2 at start naming them. The chart's values.schema.json carries it;
+`--write` refreshes it there and a test checks it is current.
 
     >>> option_key(next(o for o in OPTIONS if o.flag == "--zstd-catch-up-level"))
     'zstdCatchUpLevel'
@@ -19,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from forwarder.config import OPTIONS, Option
+from forwarder.config import FALSE_WORDS, OPTIONS, TRUE_WORDS, Option
 
 # Set elsewhere in the chart: the port by `metricsPort` (probes, scrape annotations and
 # NetworkPolicy use it too), routes by the `routes` list, pod metadata by `podMetadata`
@@ -32,12 +35,13 @@ CHART_OWNED = {
     "--kubernetes-annotations": "podMetadata.annotations",
 }
 CHART_SCHEMA = Path(__file__).resolve().parents[1] / "charts" / "podhose" / "values.schema.json"
-# Text a ConfigMap holds for a number, a number of seconds, a boolean.
-TEXT_FORMS = {
-    "integer": r"^\s*[0-9]+\s*$",
-    "number": r"^\s*[0-9]+(\.[0-9]*)?\s*$",
-    "boolean": r"^\s*(?i:true|false|yes|no|on|off|1|0)\s*$",
+# A boolean as the words the forwarder reads (config.TRUE_WORDS, FALSE_WORDS).
+BOOLEAN_TEXT = {
+    "type": "string",
+    "pattern": rf"^\s*(?i:{'|'.join(sorted(TRUE_WORDS | FALSE_WORDS))})\s*$",
 }
+# One glob of a list: the ConfigMap joins the list with commas.
+LIST_ITEM = {"type": "string", "pattern": r"^[^,]*[^,\s][^,]*$"}
 
 
 def option_key(opt: Option) -> str:
@@ -50,10 +54,10 @@ def option_schema(opt: Option) -> dict[str, Any]:
     """What the option accepts: its parser's schema, or the same as text; a list for globs."""
     accepted: dict[str, Any] = dict(opt.parse.json_schema)  # type: ignore[attr-defined]
     forms = [accepted]
-    if accepted.get("type") in TEXT_FORMS:
-        forms.append({"type": "string", "pattern": TEXT_FORMS[accepted["type"]]})
+    if accepted.get("type") == "boolean":
+        forms.append(BOOLEAN_TEXT)
     if opt.repeatable:
-        forms.append({"type": "array", "items": {"type": "string"}})
+        forms.append({"type": "array", "items": LIST_ITEM})
     default = ",".join(opt.default) if isinstance(opt.default, list) else opt.default
     return {"description": f"{opt.help} ({opt.env}; default {default})", "anyOf": forms}
 

@@ -52,10 +52,20 @@ def helm_template(*args: str, check: bool = True) -> subprocess.CompletedProcess
     )
 
 
+class StrictLoader(yaml.SafeLoader):
+    """Refuses a mapping with a key twice (PyYAML keeps the last; kustomize refuses it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = {key for key in keys if keys.count(key) > 1}
+        assert not duplicates, f"duplicate keys {duplicates} at {node.start_mark}"
+        return super().construct_mapping(node, deep=deep)
+
+
 def _objects(text: str) -> Objects:
     """Rendered objects by (kind, name), without Helm's own labels."""
     found: Objects = {}
-    for doc in yaml.safe_load_all(text):
+    for doc in yaml.load_all(text, Loader=StrictLoader):
         if not doc:
             continue
         labels = doc["metadata"].get("labels", {})
@@ -141,6 +151,14 @@ def test_the_all_on_values_turn_on_every_optional_part() -> None:
         "tolerration[0].operator=Exists",  # a typo of a value
         "config.deliveryStrem=podhose",  # a typo of a forwarder setting
         "config.zstdLevel=25",  # out of the option's range
+        "metricsPort=null",  # required: Helm drops null keys before the schema sees them
+        "serviceAccount.create=false",  # then a name is required
+        "routes[0].namespaces=team-a\\,team-b",  # a comma would split the route
+        "podMetadata.annotations[0]=a\\,b",  # the same for a list item
+        "dnsPolicy=None",  # needs dnsConfig
+        "podMonitor.interval=90 seconds",  # not a Prometheus duration
+        "tmpSizeLimit=lots",  # not a quantity
+        "tolerations[0].operater=Exists",  # a typo inside a Kubernetes object we pass on
         "config.compression=brotli",  # not one of its choices
         "config.flushInterval=soon",  # not a number of seconds
         "config.deliveryStream=logs/prod",  # a name Firehose refuses
@@ -156,6 +174,57 @@ def test_the_schema_refuses_bad_values(setting: str) -> None:
     result = helm_template("--set", setting, check=False)
     assert result.returncode != 0, f"{setting} was accepted"
     assert "schema" in result.stderr.lower(), result.stderr
+
+
+def test_numbers_as_text_are_refused_not_let_past_their_range() -> None:
+    for text in ("25", "3"):
+        result = helm_template("--set-string", f"config.zstdLevel={text}", check=False)
+        assert result.returncode != 0 and "zstdLevel" in result.stderr
+
+
+def test_the_selector_label_cannot_be_overridden_by_pod_labels() -> None:
+    result = helm_template("--set", "podLabels.app\\.kubernetes\\.io/name=x", check=False)
+    assert result.returncode != 0 and "selector" in result.stderr, result.stderr
+
+
+def test_user_keys_replace_the_charts_own_without_duplicates() -> None:
+    objects = chart(
+        "--set-string", "podAnnotations.prometheus\\.io/scrape=false",
+        "--set", "rollOnConfigChange=true",
+        "--set-string", "annotations.checkov\\.io/skip1=mine",
+        "--set-string", "labels.app\\.kubernetes\\.io/component=logs",
+        "--set", "podMonitor.enabled=true",
+        "--set-string", "podMonitor.additionalLabels.app\\.kubernetes\\.io/part-of=obs",
+        "--set", "dashboards.enabled=true",
+        "--set", "dashboards.labelKey=app.kubernetes.io/part-of",
+    )  # fmt: skip
+    ds = objects[("DaemonSet", "podhose-forwarder")]
+    assert ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
+    assert ds["metadata"]["annotations"]["checkov.io/skip1"] == "mine"
+    assert ds["metadata"]["labels"]["app.kubernetes.io/component"] == "logs"
+    monitor = objects[("PodMonitor", "podhose-forwarder")]["metadata"]["labels"]
+    assert monitor["app.kubernetes.io/part-of"] == "obs"
+
+
+def test_names_that_look_like_numbers_or_booleans_stay_text() -> None:
+    objects = chart(
+        "--set-string", "fullnameOverride=0755", "--set-string", "priorityClassName=true"
+    )
+    ds = objects[("DaemonSet", "0755")]
+    assert ds["metadata"]["name"] == "0755"
+    assert ds["spec"]["template"]["spec"]["serviceAccountName"] == "0755"
+    assert ds["spec"]["template"]["spec"]["priorityClassName"] == "true"
+
+
+def test_prometheus_durations_and_dns_config_as_the_api_takes_them() -> None:
+    objects = chart(
+        "--set", "podMonitor.enabled=true", "--set", "podMonitor.interval=1m30s",
+        "--set", "dnsPolicy=None", "--set-json", 'dnsConfig={"nameservers": ["192.0.2.53"]}',
+    )  # fmt: skip
+    monitor = objects[("PodMonitor", "podhose-forwarder")]["spec"]["podMetricsEndpoints"][0]
+    assert monitor["interval"] == "1m30s"
+    pod = objects[("DaemonSet", "podhose-forwarder")]["spec"]["template"]["spec"]
+    assert pod["dnsPolicy"] == "None" and pod["dnsConfig"] == {"nameservers": ["192.0.2.53"]}
 
 
 def test_a_values_file_with_a_wrong_type_is_refused(tmp_path: Path) -> None:
@@ -207,7 +276,8 @@ def test_settings_of_every_type_reach_the_forwarder_as_it_parses_them(tmp_path: 
                     "path": ["/var/log/containers/*.log", "/var/log/pods/*/*/*.log"],
                     "exclude": "*_kube-system_*",
                     "metricsFileLabels": True,
-                    "zstdLevel": "3",  # as a ConfigMap holds it
+                    "zstdLevel": 3,
+                    "includeSelf": "on",  # a boolean as the forwarder's words
                     "logLevel": "debug",
                 },
                 "routes": [
@@ -232,6 +302,7 @@ def test_settings_of_every_type_reach_the_forwarder_as_it_parses_them(tmp_path: 
     assert cfg.excludes == ["*_kube-system_*"]
     assert cfg.metrics_file_labels is True
     assert cfg.zstd_level == 3
+    assert cfg.include_self is True
     assert cfg.log_level == "DEBUG"
     assert [(r.glob, r.stream) for r in cfg.routes] == [
         ("kube-*", "platform"),
@@ -247,18 +318,34 @@ def test_settings_of_every_type_reach_the_forwarder_as_it_parses_them(tmp_path: 
     assert ingress["ports"][0]["port"] == 9102
 
 
-def test_every_forwarder_option_but_the_charts_own_has_a_config_key() -> None:
-    keys = set(config_schema.config_schema()["properties"])
-    expected = {
-        config_schema.option_key(opt)
-        for opt in fconfig.OPTIONS
-        if opt.flag not in config_schema.CHART_OWNED
-    }
-    assert keys == expected
-    env_names = {opt.env for opt in fconfig.OPTIONS}
-    for key in keys:  # the ConfigMap's name for each key is the forwarder's variable
-        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
-        assert f"PODHOSE_{snake.upper()}" in env_names, key
+# A value each option accepts, where its default is none the schema takes.
+SAMPLE_VALUES = {
+    "--delivery-stream": "logs",
+    "--region": "eu-west-1",
+    "--endpoint-url": "http://127.0.0.1:4566",
+    "--kubernetes-api": "https://127.0.0.1:6443",
+    "--multiline-start": "^\\S",
+    "--exclude": "*_kube-system_*",
+}
+
+
+def test_every_config_key_becomes_the_forwarders_own_variable(tmp_path: Path) -> None:
+    """Rendered by Helm (its snakecase, not a copy of it): every option but the chart's own
+    reaches the forwarder under its variable, with the value given."""
+    options = [opt for opt in fconfig.OPTIONS if opt.flag not in config_schema.CHART_OWNED]
+    config = {}
+    for opt in options:
+        value = SAMPLE_VALUES.get(opt.flag, opt.default)
+        config[config_schema.option_key(opt)] = (
+            ",".join(value) if isinstance(value, list) else value
+        )
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"config": config}))
+    data = chart("--values", str(values))[("ConfigMap", "podhose-forwarder")]["data"]
+    expected = {opt.env for opt in options} | {"PODHOSE_HTTP_PORT"}
+    assert set(data) == expected
+    assert fconfig.unknown_variables(data) == []
+    assert set(config_schema.config_schema()["properties"]) == set(config)
 
 
 def test_image_digest_wins_over_the_tag() -> None:
