@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,39 @@ def ensure_command(command: str, package: str) -> str:
     if found is None:
         raise RuntimeError(f"{command} not found after installing {package}")
     return found
+
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+#: Debian's qemu-user-static registration for aarch64 (flag F: the interpreter is opened
+#: when registered, so chroots and containers use it without a copy inside).
+QEMU_AARCH64_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+
+
+def ensure_arm64_emulation() -> str:
+    """Make arm64 programs run here (debootstrap's second stage, ``docker run --platform
+    linux/arm64``): Debian's qemu-user-static, registered with the kernel's binfmt_misc.
+
+    Returns how (for the test summary); raises RuntimeError saying what is missing when the
+    kernel refuses (no binfmt_misc, or not root).
+    """
+    if platform.machine() in ("aarch64", "arm64"):
+        return "native arm64"
+    ensure_command("qemu-aarch64-static", "qemu-user-static")
+    if not (BINFMT_DIR / "register").exists():
+        subprocess.run(
+            ["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)],
+            check=False,
+            capture_output=True,
+        )
+    entry = BINFMT_DIR / "qemu-aarch64"
+    if not entry.exists():
+        try:
+            (BINFMT_DIR / "register").write_bytes(QEMU_AARCH64_CONF.read_bytes().strip())
+        except OSError as exc:
+            raise RuntimeError(f"cannot register qemu-aarch64 with binfmt_misc: {exc}") from None
+    if "enabled" not in entry.read_text():
+        raise RuntimeError(f"{entry} is registered but disabled")
+    return "qemu-user-static through binfmt_misc"
 
 
 def _unmount_under(root: Path) -> None:

@@ -118,7 +118,13 @@ class RunningForwarder:
 
 
 def start_forwarder(
-    engine: DockerEngine, image: str, run: DaemonSetRun, pipe: LocalPipeline
+    engine: DockerEngine,
+    image: str,
+    run: DaemonSetRun,
+    pipe: LocalPipeline,
+    *,
+    arch: str = "amd64",
+    start_timeout_s: float = 60,
 ) -> RunningForwarder:
     port = free_port()
     overrides = {
@@ -130,9 +136,10 @@ def start_forwarder(
         "AWS_DEFAULT_REGION": REGION,
     }
     name = f"podhose-forwarder-test-{secrets.token_hex(4)}"
-    engine.docker("run", "--detach", "--name", name, *run.docker_args(overrides), image)
+    platform = ("--platform", f"linux/{arch}")
+    engine.docker("run", "--detach", "--name", name, *platform, *run.docker_args(overrides), image)
     forwarder = RunningForwarder(engine, name, port)
-    assert wait_for(lambda: healthy(port), 60), forwarder.logs()
+    assert wait_for(lambda: healthy(port), start_timeout_s), forwarder.logs()
     return forwarder
 
 
@@ -142,13 +149,8 @@ def stop_forwarder(forwarder: RunningForwarder, grace_s: int) -> tuple[int, floa
     return forwarder.state()["ExitCode"], time.monotonic() - started
 
 
-def test_image_runs_as_the_daemonset_and_ships_every_line(
-    engine: DockerEngine,
-    forwarder_image: str,
-    pipeline: LocalPipeline,
-    tmp_path: Path,
-    verified: list[str],
-) -> None:
+def simulated_node(tmp_path: Path) -> tuple[Path, list[NodeContainer], DaemonSetRun]:
+    """A node with CRI and Docker containers, and the DaemonSet's run options for it."""
     node = tmp_path / "node"
     for directory in ("var/log/containers", "var/log/pods"):
         _private_dir(node / directory)
@@ -161,6 +163,72 @@ def test_image_runs_as_the_daemonset_and_ships_every_line(
     run = DaemonSetRun.from_objects(
         render_with_docker_component(tmp_path), node_root=node, pod_name="podhose-forwarder-x1"
     )
+    return node, containers, run
+
+
+#: Under qemu the interpreter starts ~10x slower than natively (imports of boto3, botocore).
+ARM64_START_TIMEOUT_S = 240
+
+
+def test_arm64_image_ships_lines_under_emulation(
+    engine: DockerEngine,
+    forwarder_image_arm64: str,
+    pipeline: LocalPipeline,
+    tmp_path: Path,
+    verified: list[str],
+) -> None:
+    """The arm64 image, run under qemu with the DaemonSet's options: a short run."""
+    arch = engine.docker(
+        "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", forwarder_image_arm64
+    ).stdout.strip()
+    assert arch == "linux/arm64"
+    _, containers, run = simulated_node(tmp_path)
+    for i in range(100):  # a backlog, then lines while it runs
+        for n, c in enumerate(containers):
+            c.write(json.dumps({"name": "fakenerd", "arch": "arm64", "seq": i, "c": n}))
+    started = time.monotonic()
+    forwarder = start_forwarder(
+        engine,
+        forwarder_image_arm64,
+        run,
+        pipeline,
+        arch="arm64",
+        start_timeout_s=ARM64_START_TIMEOUT_S,
+    )
+    took_to_start = time.monotonic() - started
+    try:
+        machine = engine.docker(
+            "exec", forwarder.name, "/opt/podhose/bin/python3", "-c",
+            "import platform; print(platform.machine())",
+        ).stdout.strip()  # fmt: skip
+        assert machine == "aarch64"
+        for i in range(100, 150):
+            for n, c in enumerate(containers):
+                c.write(json.dumps({"name": "fakenerd", "arch": "arm64", "seq": i, "c": n}))
+        expected = Counter(canonical(line) for c in containers for line in c.expected)
+        assert wait_for(lambda: pipeline.output_counter() == expected, 180), (
+            f"{sum(pipeline.output_counter().values())} of {sum(expected.values())} lines in "
+            f"S3\n{forwarder.logs()}"
+        )
+        code, took = stop_forwarder(forwarder, run.grace_period_s)
+        assert code == 0, forwarder.logs()
+    finally:
+        engine.docker("rm", "--force", forwarder.name, check=False)
+    verified.append(
+        f"arm64 image ({machine} under qemu) run with the DaemonSet's options: healthy after "
+        f"{took_to_start:.0f}s, {sum(expected.values())} lines from CRI and Docker files each "
+        f"in S3 once; docker stop (SIGTERM) exited 0 in {took:.1f}s"
+    )
+
+
+def test_image_runs_as_the_daemonset_and_ships_every_line(
+    engine: DockerEngine,
+    forwarder_image: str,
+    pipeline: LocalPipeline,
+    tmp_path: Path,
+    verified: list[str],
+) -> None:
+    node, containers, run = simulated_node(tmp_path)
     args = run.docker_args()
     for flag in ("--read-only", "--cap-drop=ALL", "no-new-privileges", "0:0"):
         assert flag in args, f"{flag} missing from the DaemonSet's run options: {args}"
@@ -216,4 +284,26 @@ def test_image_runs_as_the_daemonset_and_ships_every_line(
         f"root:root 0640 logs mounted read-only): {total} lines from CRI and Docker files, "
         "written before, during and after a restart, each in S3 once; /healthz and /metrics "
         f"answered; docker stop (SIGTERM) exited 0 in {took:.1f}s (grace {run.grace_period_s}s)"
+    )
+
+
+def test_image_sbom_lists_every_pinned_package(
+    engine: DockerEngine, forwarder_image: str, verified: list[str]
+) -> None:
+    """`make sbom-image`: CycloneDX of the packages installed in the image, every pin of
+    deploy/forwarder/requirements.txt at its version (deploy/sbom.py checks, this re-reads)."""
+    result = engine.run(
+        ["make", "--no-print-directory", "sbom-image", f"IMAGE={forwarder_image}", "ARCH=amd64"],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    sbom = json.loads((REPO / "build/sbom/forwarder-image-amd64.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    listed = {c["name"].lower().replace("_", "-"): c["version"] for c in sbom["components"]}
+    lock = (REPO / "deploy/forwarder/requirements.txt").read_text()
+    for name in ("boto3", "botocore", "zstandard"):
+        assert f"{name}=={listed[name]}" in lock
+    verified.append(
+        f"make sbom-image: CycloneDX {sbom['specVersion']} of the image, "
+        f"{len(listed)} Python packages, every pin of deploy/forwarder/requirements.txt"
     )
