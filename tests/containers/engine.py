@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,18 @@ def cache_dir() -> Path:
     return path
 
 
+#: One apt-get at a time: the arm64 image is built in a thread beside the amd64 tests, and
+#: apt-get fails at once when another holds the dpkg lock.
+_APT_LOCK = threading.Lock()
+
+
 def apt_install(*packages: str) -> None:
     """Install Debian packages (``apt-get update`` first only if the plain install fails)."""
+    with _APT_LOCK:
+        _apt_install(packages)
+
+
+def _apt_install(packages: tuple[str, ...]) -> None:
     command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(command, check=False, env=env, capture_output=True).returncode == 0:
@@ -68,7 +79,10 @@ def ensure_command(command: str, package: str) -> str:
     """The path of ``command``, installing Debian's ``package`` when it is missing."""
     found = shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
     if found is None:
-        apt_install(package)
+        with _APT_LOCK:  # the other thread may have installed it meanwhile
+            found = shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
+            if found is None:
+                _apt_install((package,))
         found = shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
     if found is None:
         raise RuntimeError(f"{command} not found after installing {package}")
