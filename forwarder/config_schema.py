@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from forwarder.config import FALSE_WORDS, OPTIONS, TRUE_WORDS, Option
+from forwarder.config import FALSE_WORDS, OPTIONS, TRUE_WORDS, Option, stream_name
 
 # Set elsewhere in the chart: the port by `metricsPort` (probes, scrape annotations and
 # NetworkPolicy use it too), routes by the `routes` list, pod metadata by `podMetadata`
@@ -77,9 +77,12 @@ def config_schema() -> dict[str, Any]:
 
 
 def chart_schema_text(current: str) -> str:
-    """The chart's values.schema.json with `config` replaced by config_schema()."""
+    """The chart's values.schema.json with `config` replaced by config_schema(), and each
+    route's stream checked as --delivery-stream is."""
     schema = json.loads(current)
     schema["properties"]["config"] = config_schema()
+    route = schema["properties"]["routes"]["items"]["properties"]
+    route["deliveryStream"] = dict(stream_name.json_schema)  # type: ignore[attr-defined]
     return json.dumps(schema, indent=2) + "\n"
 
 
