@@ -60,21 +60,20 @@ FORWARDER_FLAGS = (
 # "reuse" throttles while pods are replaced (see the module docstring).
 PHASES: tuple[tuple[str, float], ...] = (
     ("normal", 2.0), ("reuse", 6.0), ("normal", 1.5), ("outage", 3.0), ("kill", 3.0),
-    ("normal", 2.0), ("malformed", 3.0), ("throttle", 2.0), ("partial", 2.0), ("drop", 1.5),
+    ("normal", 2.0), ("malformed", 3.0), ("throttle", 2.0), ("partial", 2.0), ("drop", 3.0),
     ("normal", 1.0), ("server-error", 2.0), ("slow", 2.0),
 )  # fmt: skip
-# The endpoint's fault counter each phase must raise at least once; a phase waits up to
-# FAULT_HIT_WAIT beyond its length for a call (a forwarder pacing itself after throttling
-# may make none in a short phase).
+# The endpoint's fault counter each phase raises. Writing (and the phases) go on until
+# every one was raised at least once: a loaded forwarder pacing itself after throttling may
+# make no call in a short phase, and then meets it in the next cycle.
 PHASE_FAULTS = {
     "outage": "server_error", "kill": "server_error", "throttle": "throttle", "reuse": "throttle",
     "partial": "fail_records", "drop": "drop", "server-error": "server_error",
     "malformed": "malformed",
 }  # fmt: skip
-FAULT_HIT_WAIT = 15.0
 JOB_DELETE_AFTER = 1.5  # seconds after a job finished (and once the forwarder holds it)
 STUCK_START = 3.0  # seconds into the run the first progress bars stop
-STUCK_SECONDS = 36.0  # how long a progress bar stays stuck mid-line
+STUCK_SECONDS = 48.0  # how long a progress bar stays stuck mid-line
 STUCK_COUNTS = 8.0  # a piece stuck at least this long counts (the forwarder's bound: ~5 s)
 STUCK_GAP = 8.0  # seconds between a progress bar's end and the next one
 PROGRESS_BYTES = 5 * 16 * 1024  # a progress bar: five pieces, the first three before it stops
@@ -567,7 +566,6 @@ class Chaos:
         with self.lock:
             self.phase = name
             self.phase_count += 1
-        hits_before = self.fault_hits(name)
         self.set_faults(name)
         if name == "kill":
             self.kill_phase()
@@ -577,12 +575,11 @@ class Chaos:
                 self.done.wait(seconds / len(MALFORMED_SHAPES))
         else:
             self.done.wait(seconds)
-        if name in PHASE_FAULTS and not self.done.is_set():
-            self.wait_until(lambda: self.fault_hits(name) > hits_before, FAULT_HIT_WAIT)
 
-    def fault_hits(self, phase: str) -> int:
-        """How many calls the endpoint answered with this phase's fault so far."""
-        return self.endpoint.stats.faults.get(PHASE_FAULTS.get(phase, ""), 0)
+    def every_fault_met(self) -> bool:
+        """Every phase's fault answered at least one call so far."""
+        met = self.endpoint.stats.faults
+        return all(met.get(fault, 0) > 0 for fault in PHASE_FAULTS.values())
 
     def kill_phase(self) -> None:
         """SIGKILL while Firehose fails and rotated files were drained but not acknowledged;
@@ -656,7 +653,7 @@ class Chaos:
 
     def write_loop(self) -> None:
         """Write, rotate, start and delete pods, and sample, until the time is up and every
-        phase ran once (a slow machine stretches the first cycle: up to twice the time)."""
+        phase's fault was met (a slow machine stretches it: up to twice the time)."""
         tick, last, next_job, next_blob = 0.05, time.monotonic(), 0.0, 0.5
         next_wait = next_sample = 0.0
         while self.writing(now := time.monotonic()):
@@ -686,9 +683,7 @@ class Chaos:
     def writing(self, now: float) -> bool:
         """Whether the write loop goes on."""
         elapsed = now - self.started_at
-        with self.lock:
-            cycle_done = self.phase_count > len(PHASES)
-        return elapsed < self.seconds or (not cycle_done and elapsed < 2 * self.seconds)
+        return elapsed < self.seconds or (not self.every_fault_met() and elapsed < 2 * self.seconds)
 
     def note_wait(self, now: float) -> None:
         """Keep the longest wait of a whole line for delivery."""
