@@ -12,7 +12,6 @@ Every function is pure: rates in bytes per second, ratios as billed (or sent) by
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import random
 import tempfile
@@ -24,7 +23,7 @@ from bench import plotting
 from bench.forwarder import FIREHOSE_USD_PER_GB
 from bench.lambda_memory import GB_SECOND_USD, REQUEST_USD
 from forwarder.batcher import CALL_TARGET_BYTES
-from forwarder.config import Config
+from forwarder.config import defaults
 from forwarder.limits import BILLING_UNIT, call_cost
 from localaws.stack_config import load_template
 
@@ -34,9 +33,8 @@ GB = 1_000_000_000
 # AWS prices a month as 730 hours.
 MONTH_S = 730 * 3600
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
-FLUSH_INTERVAL_S: float = _DEFAULTS["flush_interval"]  # --flush-interval, forwarder/config.py
-MAX_RECORD_BYTES: int = _DEFAULTS["max_record_bytes"]  # --max-record-bytes (raw lines)
+FLUSH_INTERVAL_S: float = defaults()["flush_interval"]  # --flush-interval, forwarder/config.py
+MAX_RECORD_BYTES: int = defaults()["max_record_bytes"]  # --max-record-bytes (raw lines)
 
 _PARAMS = load_template()["Parameters"]
 # template.yaml defaults: Firehose buffers this much incoming data (or this long) per

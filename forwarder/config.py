@@ -16,7 +16,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import botocore.session
@@ -46,52 +46,54 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 class Config:
     """Every setting of the forwarder, after flags, environment and defaults were merged.
 
-    Defaults and meanings are those of OPTIONS below (`podhose-forwarder --help`).
+    One field per option of OPTIONS below (its `dest`), plus the pod's own name and namespace
+    (POD_NAME, POD_NAMESPACE). No defaults here: OPTIONS holds them (`podhose-forwarder --help`),
+    and parse_config is the one way to build a Config.
     """
 
     delivery_stream: str
-    routes: list[Route] = field(default_factory=list)
-    paths: list[str] = field(default_factory=lambda: ["/var/log/containers/*.log"])
-    excludes: list[str] = field(default_factory=list)
-    region: str | None = None
-    endpoint_url: str | None = None
-    db: str = "/var/lib/podhose/offsets.db"
-    exit_on_eof: bool = False
-    scan_interval: float = 1.0
-    flush_interval: float = 1.0
-    max_line_bytes: int = 512 * 1024
-    partial_flush_timeout: float = 4.0
-    max_record_bytes: int = 1024 * 1024
-    compression: str = "zstd"
-    gzip_level: int = 1
-    zstd_level: int = 6
-    zstd_catch_up_level: int = 1
-    one_line_per_record: bool = False
-    max_buffer_bytes: int = 32 * 1024 * 1024
-    max_raw_bytes: int = 8 * 1024 * 1024
-    malloc_trim_interval: float = 10.0
-    max_deleted_bytes: int = 2 * 1024 * 1024 * 1024
-    max_deleted_files: int = 1000
-    shutdown_timeout: float = 20.0
-    max_delivery_lag: float = 30.0
-    http_host: str = "0.0.0.0"
-    http_port: int = 2020
-    metrics_file_labels: bool = False
-    log_level: str = "INFO"
-    include_self: bool = False
-    pod_name: str | None = None
-    pod_namespace: str | None = None
-    send_concurrency: int = 2
-    pacing: str = "aimd"
-    multiline: str = "none"
-    multiline_start: str = ""
-    multiline_flush_timeout: float = 2.0
-    kubernetes_metadata: bool = False
-    kubernetes_api: str | None = None
-    kubernetes_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    kubernetes_annotations: list[str] = field(default_factory=list)
-    node_name: str | None = None
-    full_botocore_data: bool = False
+    routes: list[Route]
+    paths: list[str]
+    excludes: list[str]
+    region: str | None
+    endpoint_url: str | None
+    db: str
+    exit_on_eof: bool
+    scan_interval: float
+    flush_interval: float
+    max_line_bytes: int
+    partial_flush_timeout: float
+    max_record_bytes: int
+    compression: str
+    gzip_level: int
+    zstd_level: int
+    zstd_catch_up_level: int
+    one_line_per_record: bool
+    max_buffer_bytes: int
+    max_raw_bytes: int
+    malloc_trim_interval: float
+    max_deleted_bytes: int
+    max_deleted_files: int
+    shutdown_timeout: float
+    max_delivery_lag: float
+    http_host: str
+    http_port: int
+    metrics_file_labels: bool
+    log_level: str
+    include_self: bool
+    pod_name: str | None
+    pod_namespace: str | None
+    send_concurrency: int
+    pacing: str
+    multiline: str
+    multiline_start: str
+    multiline_flush_timeout: float
+    kubernetes_metadata: bool
+    kubernetes_api: str | None
+    kubernetes_token_file: str
+    kubernetes_annotations: list[str]
+    node_name: str | None
+    full_botocore_data: bool
 
     @property
     def self_prefix(self) -> str | None:
@@ -358,6 +360,15 @@ OPTIONS: tuple[Option, ...] = (
            "instead of the Firehose-only copy of AWS_DATA_PATH or the cache directory",
            switch=True),
 )  # fmt: skip
+
+
+def defaults() -> dict[str, Any]:
+    """Each option's default, by Config field.
+
+    >>> defaults()["flush_interval"], defaults()["paths"]
+    (1.0, ['/var/log/containers/*.log'])
+    """
+    return {opt.dest: opt.default for opt in OPTIONS}
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 
@@ -11,7 +12,7 @@ import zstandard
 from forwarder import limits, wire_encoder
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
-from forwarder.config import StartupError, parse_config, resolve_region
+from forwarder.config import OPTIONS, Config, StartupError, parse_config, resolve_region
 from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
@@ -39,6 +40,14 @@ def test_flags_win_over_env_and_env_over_defaults() -> None:
     assert default.compression == "zstd"
     assert default.max_line_bytes == 512 * 1024
     assert default.http_port == 2020
+
+
+def test_config_has_one_field_per_option_and_no_defaults_of_its_own() -> None:
+    fields = dataclasses.fields(Config)
+    pod = {"pod_name", "pod_namespace"}  # POD_NAME, POD_NAMESPACE: the pod's own identity
+    assert {f.name for f in fields} == {opt.dest for opt in OPTIONS} | pod
+    assert all(f.default is dataclasses.MISSING for f in fields)
+    assert all(f.default_factory is dataclasses.MISSING for f in fields)
 
 
 @pytest.mark.parametrize(
