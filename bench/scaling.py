@@ -22,9 +22,9 @@ from pathlib import Path
 from bench import plotting
 from bench.forwarder import FIREHOSE_USD_PER_GB
 from bench.lambda_memory import GB_SECOND_USD, REQUEST_USD
-from forwarder.batcher import CALL_TARGET_BYTES
 from forwarder.config import defaults
 from forwarder.limits import BILLING_UNIT, call_cost
+from forwarder.send_queue import CALL_TARGET_BYTES
 from localaws.stack_config import load_template
 
 MIB = 1024 * 1024

@@ -13,9 +13,9 @@ import threading
 from dataclasses import dataclass
 
 from forwarder.acks import AckTracker
-from forwarder.batcher import SendQueue
 from forwarder.config import Config
 from forwarder.metrics import Metrics
+from forwarder.send_queue import SendQueue
 from forwarder.sender import Sender, make_client
 
 

@@ -20,11 +20,11 @@ from botocore.parsers import ResponseParserError
 
 from forwarder import botocore_data
 from forwarder.acks import AckTracker
-from forwarder.batcher import Record, SendQueue
 from forwarder.config import Config
 from forwarder.errors import Kind, RateLimitedLog, classify, retry_after
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
+from forwarder.send_queue import Record, SendQueue
 
 log = logging.getLogger("forwarder.sender")
 

@@ -351,8 +351,8 @@ def test_a_sender_that_fails_or_dies_loses_no_record(
     """Finding 6, second half: records a failing sender held go back to the queue; a dead
     sender thread fails liveness until the main loop replaces it."""
     from forwarder.acks import AckTracker
-    from forwarder.batcher import Record, SendQueue
     from forwarder.metrics import Metrics
+    from forwarder.send_queue import Record, SendQueue
     from forwarder.sender import Sender
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")

@@ -11,10 +11,11 @@ import zstandard
 
 from forwarder import limits, wire_encoder
 from forwarder.acks import AckTracker
-from forwarder.batcher import Batcher, SendQueue
+from forwarder.batcher import Batcher
 from forwarder.config import OPTIONS, Config, StartupError, parse_config, resolve_region
 from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
+from forwarder.send_queue import SendQueue
 from forwarder.tail import Chunk
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
 from transform_lambda.transform import decode_payload
