@@ -455,15 +455,21 @@ class Forwarder:
     # ----- offsets and delivery state
 
     def commit(self) -> None:
-        """Look for truncations, save changed offsets, forget closed files once fully
-        acknowledged, and report delivery progress to the health checks."""
-        for tailed in self.files.values():
-            tailed.check_truncation(deep=True)
-            self.after_truncation(tailed)
+        """Look for truncations, report the lag, save changed offsets, forget closed files
+        once fully acknowledged, and report delivery progress to the health checks."""
+        self.check_truncations()
         committed = self.tracker.snapshot()
+        self.report_lag(committed)
         self.save_offsets(committed)
         self.forget_acknowledged(committed)
         self.report_delivery()
+
+    def check_truncations(self) -> None:
+        """Look at every open file for a truncation (deep: its first bytes too) and restart
+        the records and offset of each one truncated."""
+        for tailed in self.files.values():
+            tailed.check_truncation(deep=True)
+            self.after_truncation(tailed)
 
     def check_catch_up(self, now: float) -> None:
         """Compress at --zstd-catch-up-level while behind growing files with room to send
@@ -482,20 +488,25 @@ class Forwarder:
         what = "behind growing files: compressing faster" if behind else "caught up"
         log.info(what, extra={"zstd_level": encoder.level, "unread_bytes": unread})
 
+    def report_lag(self, committed: dict[FileKey, int]) -> None:
+        """Bytes of the open files not acknowledged yet: in all (and per file with
+        --metrics-file-labels)."""
+        total_lag = 0
+        for key, tailed in self.files.items():
+            lag = max(0, tailed.size - committed.get(key, tailed.offset))
+            total_lag += lag
+            if self.cfg.metrics_file_labels:
+                self.metrics.lag.labels(tailed.src).set(lag)
+        self.metrics.lag_total.set(total_lag)
+
     def save_offsets(self, committed: dict[FileKey, int]) -> None:
         """Save the offsets that changed (and the last scan's time); a failed save (disk
         full, database locked) is counted, logged and tried again at the next commit."""
         rows = []
-        total_lag = 0
         for key, tailed in self.files.items():
             offset = committed.get(key, tailed.offset)
-            lag = max(0, tailed.size - offset)
-            total_lag += lag
-            if self.cfg.metrics_file_labels:
-                self.metrics.lag.labels(tailed.src).set(lag)
             if self.saved.get(key) != offset:
                 rows.append((key, Stored(tailed.path, tailed.target, offset, tailed.fingerprint())))
-        self.metrics.lag_total.set(total_lag)
         if self.db_call(self.db.save, rows, self.scanned):
             self.saved.update((key, row.offset) for key, row in rows)
             self.scanned = None
