@@ -179,8 +179,7 @@ class Forwarder:
             if tailed.draining_since is not None:  # its path leads to it again: tail it on
                 log.info("file found again, tailing on", extra={"path": item.path})
             self.files[key] = tailed
-            tailed.path = item.path
-            tailed.draining_since = None
+            tailed.found_at(item.path)
         rotated = [t for key, t in self.files.items() if key not in found and t.start_draining()]
         if rotated and self.scanned_at is not None:
             self.open_unseen_rotations(rotated, self.scanned_at)
@@ -397,9 +396,9 @@ class Forwarder:
     def after_truncation(self, tailed: TailedFile) -> None:
         """If the file was found truncated (copytruncate): count it, and restart its records
         and committed offset at 0, so no offset of the old content applies to the new."""
-        if tailed.truncations:
-            self.metrics.truncations.inc(tailed.truncations)
-            tailed.truncations = 0
+        truncations = tailed.take_truncations()
+        if truncations:
+            self.metrics.truncations.inc(truncations)
             self.batcher.restart_file(tailed.key)
             self.tracker.truncated(tailed.key)
 

@@ -171,8 +171,7 @@ def _open_rotated(
     tailed = TailedFile.open(key, rotated, row, max_line, warn)
     if tailed is None:
         return None
-    tailed.path, tailed.src, tailed.target = path, os.path.basename(path), target
-    tailed.draining_since = time.monotonic()
+    tailed.rotated_from(path, target)
     return tailed
 
 

@@ -47,7 +47,7 @@ class TailedFile:
         self.draining_since: float | None = None  # set when rotated away or deleted
         self.at_eof = False  # as of the last read: nothing complete was left to read
         self.last_growth = time.monotonic()  # when a read last found new bytes
-        self.truncations = 0  # reported (and reset) by the main loop
+        self._truncations = 0  # found since the main loop last took them
         self.after_newline = offset == 0  # the byte before `offset` is a line feed we read
         self._fingerprint: Fingerprint | None = None
         self._fingerprint_settled = False  # no longer extended as the file grows
@@ -108,10 +108,26 @@ class TailedFile:
         self.offset = 0
         self._head = b""
         self.after_newline = True
-        self.truncations += 1
+        self._truncations += 1
         self.joiner.reset()
         self._fingerprint = None
         self._fingerprint_settled = False
+
+    def take_truncations(self) -> int:
+        """Truncations found since the last call (the main loop counts and acts on them)."""
+        found, self._truncations = self._truncations, 0
+        return found
+
+    def found_at(self, path: str) -> None:
+        """A scan found the file at `path` (again): follow it there, no longer draining."""
+        self.path = path
+        self.draining_since = None
+
+    def rotated_from(self, path: str, target: str) -> None:
+        """Opened at its rotated name: known as `path` (as globbed) and `target` (the path
+        it had before its rotation), draining from now (its rotation was not seen)."""
+        self.path, self.src, self.target = path, os.path.basename(path), target
+        self.draining_since = time.monotonic()
 
     def fingerprint(self) -> Fingerprint:
         """The fingerprint of the file's first bytes (Fingerprint.take: kept once settled,
