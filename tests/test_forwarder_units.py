@@ -16,7 +16,7 @@ from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
-from transform_lambda.transform import decode_payload
+from transform_lambda.decompress import decode_payload
 
 
 def test_flags_win_over_env_and_env_over_defaults() -> None:
