@@ -95,7 +95,7 @@ def measure(
     best = float("inf")
     for _ in range(repeat):
         start = time.process_time()
-        results = transform_records(records, settings)
+        results = transform_records(records, settings).results
         best = min(best, time.process_time() - start)
     data = b"".join(r.data for r in results)  # type: ignore[union-attr]
     return best, len(data), data.count(b"\n")

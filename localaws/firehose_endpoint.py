@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from transform_lambda.transform import decode_payload
+from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
 MAX_RECORDS_PER_CALL = 500

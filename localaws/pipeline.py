@@ -31,7 +31,7 @@ from localaws.delivery import FirehoseDelivery
 from localaws.moto_server import LOCAL_CREDENTIALS, MotoS3
 from localaws.node import canonical
 from localaws.stack_config import REGION, StackConfig
-from transform_lambda.transform import decode_payload
+from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from localaws.firehose_endpoint import FirehoseEndpoint
-from transform_lambda.transform import decode_payload
+from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
 FileKey = tuple[int, int]

@@ -48,7 +48,7 @@ from typing import Any
 
 from localaws.firehose_endpoint import FOREVER, FirehoseEndpoint
 from tests.forwarder_testlib import ForwarderProc, Node, cri_line, docker_line
-from transform_lambda.transform import decode_payload
+from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
 TIME_PREFIX = b"2024-05-01T10:00:00."

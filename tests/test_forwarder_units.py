@@ -18,7 +18,7 @@ from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.send_queue import SendQueue
 from forwarder.tail import Chunk
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
-from transform_lambda.transform import decode_payload
+from transform_lambda.decompress import decode_payload
 
 
 def test_flags_win_over_env_and_env_over_defaults() -> None:

@@ -8,8 +8,9 @@ import zlib
 
 import pytest
 
-from transform_lambda import transform
-from transform_lambda.transform import RecordUnreadableError, decompress
+from transform_lambda import decompress as decompress_module
+from transform_lambda.decompress import decompress
+from transform_lambda.result import RecordUnreadableError
 
 LINES = b"".join(b'{"log":"line %d\\n","stream":"stdout","time":"t"}\n' % i for i in range(500))
 
@@ -57,7 +58,7 @@ def test_a_corrupt_member_is_refused_as_gzip_refuses_it(seed: int) -> None:
 
 
 def test_more_than_the_cap_is_refused_not_inflated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transform, "MAX_PAYLOAD_BYTES", 10_000)
+    monkeypatch.setattr(decompress_module, "MAX_PAYLOAD_BYTES", 10_000)
     bomb = gzip.compress(b"\n" * 10_001)
     with pytest.raises(RecordUnreadableError, match="more than 10000 bytes"):
         decompress(bomb)

@@ -9,9 +9,11 @@ import pytest
 
 from forwarder.wire_encoder import RecordEncoder
 from tests.forwarder_testlib import cri_line, docker_line
-from transform_lambda import fastpath, transform
+from transform_lambda import bulk
+from transform_lambda.path_choice import bulk_output
+from transform_lambda.render import render_lines
 from transform_lambda.settings import TransformSettings
-from transform_lambda.transform import _general_output, split_lines, transform_record
+from transform_lambda.transform import transform_record
 
 SEED = '{"name": "fakenerd", "time_ms": 1577521193704}\n'
 TRICKY = [
@@ -23,9 +25,7 @@ TRICKY = [
 
 
 @pytest.mark.parametrize("runtime", ["docker", "cri"])
-def test_long_digit_lines_stay_in_bulk_and_exact(
-    runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_long_digit_lines_stay_in_bulk_and_exact(runtime: str) -> None:
     texts = [SEED] * 500
     for i, tricky in enumerate(TRICKY):
         texts[40 + i * 100] = tricky
@@ -33,14 +33,11 @@ def test_long_digit_lines_stay_in_bulk_and_exact(
         body = b"".join(docker_line(t) for t in texts)
     else:
         body = b"".join(cri_line(t.rstrip("\n")) for t in texts)
-    rendered = []
-    real_render = transform._render
-    monkeypatch.setattr(transform, "_render", lambda *a: rendered.append(1) or real_render(*a))
+    in_bulk = bulk_output(body, TransformSettings())
+    assert in_bulk is not None  # no line goes through the per-line path
     result = transform_record(body, TransformSettings())
-    assert rendered == []  # no line went through the per-line path
-    monkeypatch.setattr(transform, "_render", real_render)
-    general, _ = _general_output(split_lines(body), TransformSettings(), None)
-    assert result.data == general
+    general, _ = render_lines(body, TransformSettings(), None)
+    assert result.data == in_bulk[0] == general
     assert result.counts.lines_in == result.counts.lines_out == 500
     lines = result.data.splitlines()
     assert json.loads(lines[140]) == {"id": 123456789012345678901234567890}
@@ -74,7 +71,7 @@ def test_decode_failures_are_counted_on_both_paths_of_a_mixed_record() -> None:
     body = docker_line('{"broken": 12345678901234567890123,\n') + docker_line('{"also": broken}\n')
     body += docker_line(SEED) * 10
     result = transform_record(body, TransformSettings())
-    _, general = _general_output(split_lines(body), TransformSettings(), None)
+    _, general = render_lines(body, TransformSettings(), None)
     assert result.counts.decode_failures == general.decode_failures == 2
 
 
@@ -127,25 +124,24 @@ def _odd_body(seed: int, runtime: str) -> bytes:
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("runtime", ["docker", "cri", "cri-crlf"])
-def test_bulk_and_general_paths_agree_on_odd_contents(seed: int, runtime: str) -> None:
+def test_bulk_and_line_by_line_paths_agree_on_odd_contents(seed: int, runtime: str) -> None:
     body = _odd_body(seed, runtime)
-    assert transform._fast_output(transform._line_count(body), body, TransformSettings())
+    in_bulk = bulk_output(body, TransformSettings())
+    assert in_bulk is not None
     result = transform_record(body, TransformSettings())  # so: the bulk path's output
-    general, counts = _general_output(split_lines(body), TransformSettings(), None)
-    assert result.data == general
-    assert result.counts == counts
+    general, counts = render_lines(body, TransformSettings(), None)
+    assert result.data == in_bulk[0] == general
+    assert result.counts == in_bulk[1] == counts
 
 
-def test_the_bulk_path_takes_ordinary_records_with_odd_contents(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_bulk_path_takes_ordinary_records_with_odd_contents() -> None:
     """Odd contents that are still ordinary lines do not send a record line by line."""
     odd = ['{"n": 1e400}', '{"n": 123456789012345678901234567890}', "{not json", "text"]
     body = b"".join(docker_line(c + "\n") for c in [*odd, SEED.rstrip("\n")] * 20)
-    general_path = []
-    monkeypatch.setattr(transform, "_general_output", lambda *a: general_path.append(a))
+    in_bulk = bulk_output(body, TransformSettings())
+    assert in_bulk is not None
     result = transform_record(body, TransformSettings())
-    assert general_path == []
+    assert result.data == in_bulk[0]
     assert result.counts.decode_failures == 40
     assert b'{"n":123456789012345678901234567890}\n' in result.data
 
@@ -161,11 +157,11 @@ def test_one_invalid_json_log_sends_only_its_chunk_line_by_line(
     else:
         body = b"".join(cri_line(t) for t in texts)
     one_by_one = []
-    real = fastpath._log_object
-    monkeypatch.setattr(fastpath, "_log_object", lambda log: one_by_one.append(1) or real(log))
+    real = bulk.decode_object
+    monkeypatch.setattr(bulk, "decode_object", lambda log: one_by_one.append(1) or real(log))
     result = transform_record(body, TransformSettings())
-    assert 0 < len(one_by_one) <= fastpath._RETRY_CHUNK_LINES
-    general, counts = _general_output(split_lines(body), TransformSettings(), None)
+    assert 0 < len(one_by_one) <= bulk.RETRY_CHUNK_LINES
+    general, counts = render_lines(body, TransformSettings(), None)
     assert result.data == general
     assert result.counts == counts
     assert result.counts.decode_failures == 1
@@ -184,7 +180,7 @@ def test_a_character_split_between_cri_pieces_is_joined_not_replaced() -> None:
 
 
 @pytest.mark.parametrize("runtime", ["docker", "cri"])
-def test_partial_pieces_are_joined_in_bulk(runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partial_pieces_are_joined_in_bulk(runtime: str) -> None:
     """A line over 16 KiB, cut by the runtime, does not send its record line by line."""
     long = '{"payload": "' + "x" * 40_000 + '"}'
     pieces = [long[i : i + 16384] for i in range(0, len(long), 16384)]
@@ -195,10 +191,10 @@ def test_partial_pieces_are_joined_in_bulk(runtime: str, monkeypatch: pytest.Mon
         cut = [cri_line(p, "stderr", tag="P") for p in pieces[:-1]]
         body = cri_line(SEED.rstrip("\n")) + b"".join(cut) + cri_line(pieces[-1], "stderr")
     body += body  # and again, interleaved with the other stream
-    general_path = []
-    monkeypatch.setattr(transform, "_general_output", lambda *a: general_path.append(a))
+    in_bulk = bulk_output(body, TransformSettings())
+    assert in_bulk is not None
     result = transform_record(body, TransformSettings())
-    assert general_path == []
+    assert result.data == in_bulk[0]
     assert result.counts.lines_in == 2 * (len(pieces) + 1)
     assert result.counts.lines_out == 4
     assert [json.loads(line) for line in result.data.splitlines()] == [
@@ -216,6 +212,6 @@ def test_column_records_transform_as_their_lines(seed: int, runtime: str) -> Non
     encoder = RecordEncoder("zstd", 1, 1)
     record = encoder.encode(encoder.header("app_default_app-" + "ab" * 32 + ".log"), body)
     result = transform_record(record, TransformSettings())
-    general, counts = _general_output(split_lines(body), TransformSettings(), None)
+    general, counts = render_lines(body, TransformSettings(), None)
     assert result.data == general
     assert result.counts == counts

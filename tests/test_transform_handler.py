@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import firehose_event
 from tests.oracle import strict_json
+from transform_lambda import transform
 from transform_lambda.app import lambda_handler
 
 SEED_LINE = (
@@ -83,6 +84,24 @@ def test_decode_failures_are_counted_and_logged(lambda_context, capsys, caplog) 
     out = capsys.readouterr().out
     assert emf_metrics(out)["DecodeFailures"] == 1
     assert "lines kept as text or repaired" in caplog.messages
+
+
+def test_a_bug_fails_only_the_record_that_meets_it(
+    lambda_context, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = transform.transform_lines
+
+    def buggy(lines: bytes, *args: object) -> object:
+        if b"bug" in lines:
+            raise RuntimeError("a bug")
+        return real(lines, *args)
+
+    monkeypatch.setattr(transform, "transform_lines", buggy)
+    response = lambda_handler(firehose_event([SEED_LINE, b"bug\n", SEED_LINE]), lambda_context)
+    assert [r["result"] for r in response["records"]] == ["Ok", "ProcessingFailed", "Ok"]
+    assert base64.b64decode(response["records"][1]["data"]) == b"bug\n"
+    assert "bulk transform failed; transforming record by record" in caplog.messages
+    assert "unexpected error transforming a record" in caplog.messages
 
 
 def random_blob(rng: random.Random) -> bytes:

@@ -53,9 +53,9 @@ def stream_endpoint(
     monkeypatch.setenv("AWS_ENDPOINT_URL_FIREHOSE", endpoint.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    app._firehose_client.cache_clear()
+    app.firehose_client.cache_clear()
     yield endpoint
-    app._firehose_client.cache_clear()
+    app.firehose_client.cache_clear()
 
 
 def buffered(records: list[bytes], limit: int) -> Iterator[list[bytes]]:

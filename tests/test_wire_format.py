@@ -15,8 +15,10 @@ from forwarder.wire_encoder import RecordEncoder, columns
 from tests.conftest import firehose_event
 from tests.forwarder_testlib import cri_line, docker_line
 from transform_lambda.app import lambda_handler
+from transform_lambda.decompress import decode_payload
+from transform_lambda.result import RecordUnreadableError
 from transform_lambda.settings import TransformSettings
-from transform_lambda.transform import RecordUnreadableError, decode_payload, transform_record
+from transform_lambda.transform import transform_record
 from transform_lambda.wire_decoder import decode_columns
 
 SRC = "api-7d4b9c8f6-x2x9q_prod_api-" + "ab" * 32 + ".log"

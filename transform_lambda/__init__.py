@@ -1,5 +1,5 @@
 """podhose Firehose data-transformation Lambda.
 
-``transform`` holds the pure transformation (no AWS imports); ``app`` is the Lambda
+``transform`` drives the pure transformation (no AWS imports); ``app`` is the Lambda
 handler around it.
 """

@@ -46,14 +46,9 @@ from transform_lambda.budget import (
     metadata_bytes,
     plan_response,
 )
+from transform_lambda.result import LineCounts, RecordResult, RecordUnreadableError
 from transform_lambda.settings import TransformSettings
-from transform_lambda.transform import (
-    LineCounts,
-    RecordResult,
-    RecordUnreadableError,
-    transform_record,
-    transform_records,
-)
+from transform_lambda.transform import transform_records
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "podhose-transform"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "podhose"))
@@ -81,7 +76,8 @@ class _Outcome:
 
 
 @cache
-def _firehose_client(region: str) -> Any:
+def firehose_client(region: str) -> Any:
+    """The Firehose client re-ingest uses, one per region (``cache_clear()`` forgets it)."""
     config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5)
     return boto3.client("firehose", region_name=region, config=config)
 
@@ -109,23 +105,6 @@ def _decode_all(originals: list[str]) -> list[bytes | str]:
     return decoded
 
 
-def _transform_one(data: bytes, settings: TransformSettings) -> RecordResult | Exception:
-    try:
-        return transform_record(data, settings)
-    except Exception as error:  # RecordUnreadableError, or a bug: fail this record only
-        return error
-
-
-def _transform_readable(
-    datas: list[bytes], settings: TransformSettings
-) -> list[RecordResult | Exception]:
-    try:
-        return list(transform_records(datas, settings))
-    except Exception:
-        logger.exception("bulk transform failed; transforming record by record")
-        return [_transform_one(data, settings) for data in datas]
-
-
 def _outcome(record_id: str, original: str, result: RecordResult | Exception | str) -> _Outcome:
     if type(result) is RecordResult:
         return _Outcome(record_id, original, result, "", _b64encode(result.data))
@@ -145,7 +124,13 @@ def _transform_all(records: list[dict[str, Any]], settings: TransformSettings) -
     originals = [record["data"] for record in records]
     decoded = _decode_all(originals)
     readable = [d for d in decoded if isinstance(d, bytes)]
-    merged: list[RecordResult | Exception | str] = list(_transform_readable(readable, settings))
+    transformed = transform_records(readable, settings)
+    if transformed.batch_error is not None:
+        logger.exception(
+            "bulk transform failed; transforming record by record",
+            exc_info=transformed.batch_error,
+        )
+    merged: list[RecordResult | Exception | str] = list(transformed.results)
     if len(readable) < len(decoded):  # put the base64 errors back in their places
         results = iter(merged)
         merged = [next(results) if isinstance(d, bytes) else d for d in decoded]
@@ -270,7 +255,7 @@ def _reingest(
         )
     stream = reingest.stream_name_from_arn(event.delivery_stream_arn)
     try:
-        reingest.put_records(_firehose_client(event.region), stream, chunks)
+        reingest.put_records(firehose_client(event.region), stream, chunks)
     except Exception:
         logger.exception("re-ingest failed", extra={"records": len(overflow), "stream": stream})
         metrics.add_metric(name="ReingestFailures", unit=MetricUnit.Count, value=len(overflow))

@@ -115,7 +115,7 @@ class TransformSettings:
 
     @property
     def is_seed_pipeline(self) -> bool:
-        """True when the settings are the seed's: the fast path applies."""
+        """True when the settings are the seed's: the bulk path applies (path_choice.py)."""
         return (
             self.parse_envelope
             and self.decode_json

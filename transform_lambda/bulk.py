@@ -8,9 +8,9 @@ decodes the logs that start with ``{``, and one msgspec call writes the whole ou
 text log starting with a space gets a Python call (it may be an object after spaces), and
 so do the logs of a 256-line chunk holding a ``{`` log that is not strict JSON. Each
 function returns None as soon as the batch holds anything else — a line of another shape,
-invalid UTF-8, values msgspec will not write — and the caller then takes the general path,
-which implements every rule. Both paths emit the same bytes; the tests check it on every
-oracle case and on random mixes of odd lines.
+invalid UTF-8, values msgspec will not write — and path_choice.py then sends the record
+line by line (render.py), which implements every rule. Both paths emit the same bytes; the
+tests check it on every oracle case and on random mixes of odd lines.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from transform_lambda.jsoncodec import (
 
 class _DockerEnvelope(msgspec.Struct, forbid_unknown_fields=True):
     """A Docker json-file line, every field typed: a field msgspec only skipped could hold
-    what the general path refuses (a number beyond a double, invalid UTF-8)."""
+    what the line-by-line path refuses (a number beyond a double, invalid UTF-8)."""
 
     log: str
     stream: str
@@ -52,7 +52,9 @@ _starts_with_brace = methodcaller("startswith", "{")
 _starts_with_brace_bytes = methodcaller("startswith", b"{")
 _starts_with_space = methodcaller("startswith", " ")
 _as_text_object = partial(dict.fromkeys, ("log",))  # log -> {"log": log}, in C
-_RETRY_CHUNK_LINES = 256
+#: Logs retried together after a batch that is not all strict JSON; a chunk that fails
+#: again goes log by log.
+RETRY_CHUNK_LINES = 256
 # After a LF, the prefix of a CRI line whose time is one RFC 3339 token: the common shape,
 # which can be neither a Docker JSON line nor read as CRI in another way.
 _CRI_TIME = rb"\n[0-9][0-9A-Za-z:.+\-]* "
@@ -110,8 +112,8 @@ def _decode_all(
         pass
     decoded: list[dict[str, Any]] = []
     failures = 0
-    for start in range(0, len(logs), _RETRY_CHUNK_LINES):
-        chunk = logs[start : start + _RETRY_CHUNK_LINES]
+    for start in range(0, len(logs), RETRY_CHUNK_LINES):
+        chunk = logs[start : start + RETRY_CHUNK_LINES]
         try:
             decoded.extend(list(map(loads, chunk)))
             continue
@@ -217,7 +219,7 @@ def cri_texts(texts: list[bytes]) -> Bulk | None:
     podhose's wire format), or None; the same rules as cri_lines."""
     joined = b"\n".join(texts)
     if b"\r" in joined or joined.count(b"\n") != len(texts) - 1:
-        return None  # CR handling is the general path's; a text is one line
+        return None  # CR handling is the line-by-line path's; a text is one line
     return _to_ndjson(_bytes_objects(texts))
 
 
