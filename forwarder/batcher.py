@@ -15,6 +15,8 @@ from forwarder.config import Config
 from forwarder.pod_metadata import PodLookup
 from forwarder.scan import FileKey
 from forwarder.tail import Chunk
+from podhose_wire import firehose_limits
+from podhose_wire.header import K8S, with_field
 
 # A call goes out once it holds this much (base64) data: well under the 4 MiB limit, because
 # botocore holds ~4 copies of a request body while sending it (base64 strings, the JSON
@@ -74,14 +76,14 @@ class SendQueue:
         """Enqueue records (in file order)."""
         with self._cv:
             self._queue.extend(records)
-            self._cost += sum(limits.call_cost(len(r.data)) for r in records)
+            self._cost += sum(firehose_limits.call_cost(len(r.data)) for r in records)
             self._cv.notify()
 
     def put_back(self, records: list[Record]) -> None:
         """Return records a sender could not finish to the head of the queue."""
         with self._cv:
             self._queue.extendleft(reversed(records))
-            self._cost += sum(limits.call_cost(len(r.data)) for r in records)
+            self._cost += sum(firehose_limits.call_cost(len(r.data)) for r in records)
             self._cv.notify()
 
     @contextlib.contextmanager
@@ -125,7 +127,10 @@ class SendQueue:
     def _due_in(self) -> float:
         if not self._queue:
             return 60.0
-        full = len(self._queue) >= limits.MAX_RECORDS_PER_CALL or self._cost >= CALL_TARGET_BYTES
+        full = (
+            len(self._queue) >= firehose_limits.MAX_RECORDS_PER_CALL
+            or self._cost >= CALL_TARGET_BYTES
+        )
         if full or self._flushing or self._hurry:
             return 0.0
         return self._queue[0].mark.born + self.flush_interval - time.monotonic()
@@ -133,8 +138,8 @@ class SendQueue:
     def _pop_call(self) -> list[Record]:
         call: list[Record] = []
         budget = CALL_TARGET_BYTES  # a single larger record still goes (<= 4 MiB limit)
-        while self._queue and len(call) < limits.MAX_RECORDS_PER_CALL:
-            cost = limits.call_cost(len(self._queue[0].data))
+        while self._queue and len(call) < firehose_limits.MAX_RECORDS_PER_CALL:
+            cost = firehose_limits.call_cost(len(self._queue[0].data))
             if call and cost > budget:
                 break
             budget -= cost
@@ -215,7 +220,7 @@ class Batcher:
         header = len(self.headers[key]) + self._metadata_reserve
         cap = self.cfg.max_record_bytes - header
         if self.cfg.compression == "none":
-            cap = min(cap, limits.MAX_RECORD_BYTES - header)
+            cap = min(cap, firehose_limits.MAX_RECORD_BYTES - header)
         return cap
 
     def add(self, key: FileKey, chunk: Chunk, now: float) -> None:
@@ -395,7 +400,7 @@ class Batcher:
         found = self.metadata.header_field(self.sources[key])
         if found is None:
             return head, True
-        return head[:-1] + b" k8s=" + found + b"\n", False
+        return with_field(head, K8S, found), False
 
     def oldest_open(self) -> float | None:
         """Monotonic time the oldest line not yet closed into a record was read."""
@@ -406,7 +411,7 @@ class Batcher:
         line boundary nearest the middle, or — for a single line that does not fit even
         alone (incompressible) — by cutting the line into two lines (partials.cut_line)."""
         data, lines = self.encoder.encode_counted(head, payload)
-        if len(data) <= limits.MAX_RECORD_BYTES:
+        if len(data) <= firehose_limits.MAX_RECORD_BYTES:
             return [(data, lines)]
         cut = line_boundary_near_middle(payload)
         if cut:

@@ -10,11 +10,12 @@ import pytest
 
 import forwarder
 import podhose_redrive
+import podhose_wire
 import transform_lambda
 
 MODULES = sorted(
     info.name
-    for package in (forwarder, transform_lambda, podhose_redrive)
+    for package in (forwarder, transform_lambda, podhose_redrive, podhose_wire)
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
     if not info.name.endswith("__main__")
 )

@@ -8,13 +8,15 @@ import zlib
 import pytest
 import zstandard
 
-from forwarder import limits, wire_encoder
+from forwarder import wire_encoder
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher, SendQueue
 from forwarder.config import StartupError, parse_config, resolve_region
 from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
+from podhose_wire import firehose_limits as limits
+from podhose_wire.header import ENC, source_header, with_field
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
 from transform_lambda.transform import decode_payload
 
@@ -56,16 +58,13 @@ def test_invalid_settings_are_refused(argv: list[str]) -> None:
 
 
 def test_header_is_omitted_for_names_it_cannot_carry() -> None:
-    assert wire_encoder.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
-    assert wire_encoder.header("a b.log") == b""
-    assert wire_encoder.header("a=b.log") == b""
-    assert wire_encoder.with_encoding(wire_encoder.header("x.log"), b"cols1") == (
+    assert source_header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
+    assert source_header("a b.log") == b""
+    assert source_header("a=b.log") == b""
+    assert with_field(source_header("x.log"), ENC, b"cols1") == (
         b"\x1epodhose/1 src=x.log enc=cols1\n"
     )
-    assert (
-        wire_encoder.with_encoding(wire_encoder.header("a b.log"), b"cols1")
-        == b"\x1epodhose/1 enc=cols1\n"
-    )
+    assert with_field(source_header("a b.log"), ENC, b"cols1") == b"\x1epodhose/1 enc=cols1\n"
     gzip = wire_encoder.RecordEncoder("gzip", 1, 1)
     record = gzip.encode(gzip.header("x.log"), b"line\n")
     assert zlib.decompress(record, 47) == b"\x1epodhose/1 src=x.log\nline\n"

@@ -82,7 +82,8 @@ class _Outcome:
 
 @cache
 def _firehose_client(region: str) -> Any:
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5)
+    """Without botocore's own retries: reingest.put_records retries (podhose_wire.put_batch)."""
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5)
     return boto3.client("firehose", region_name=region, config=config)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import zstandard
 from isal import isal_zlib
 
+from podhose_wire.columns import Columns, WireFormatError
 from transform_lambda import fastpath, multiline
 from transform_lambda.envelope import (
     Entry,
@@ -41,14 +42,7 @@ from transform_lambda.envelope import (
 )
 from transform_lambda.jsoncodec import decode_object, dumps_line
 from transform_lambda.settings import TransformSettings
-from transform_lambda.wire_decoder import (
-    Columns,
-    RecordHeader,
-    WireFormatError,
-    expand,
-    read_encoded,
-    split_header,
-)
+from transform_lambda.wire_decoder import RecordHeader, expand, read_encoded, split_header
 
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_WBITS = 31  # zlib's window bits for a gzip member with its header and CRC
