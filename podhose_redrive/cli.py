@@ -28,9 +28,8 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        prog="podhose-redrive", description=(podhose_redrive.__doc__ or "").splitlines()[0]
-    )
+    summary = (podhose_redrive.__doc__ or "podhose-redrive").splitlines()[0]
+    parser = argparse.ArgumentParser(prog="podhose-redrive", description=summary)
     parser.add_argument("url", metavar="s3://BUCKET/PREFIX", help="where the error objects are")
     parser.add_argument("--delivery-stream", required=True, metavar="NAME")
     parser.add_argument("--region", default=None, type=_checked(region),

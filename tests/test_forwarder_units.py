@@ -15,7 +15,7 @@ from forwarder.config import StartupError, parse_config, resolve_region
 from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
-from podhose_wire import firehose_limits as limits
+from podhose_wire import firehose_limits
 from podhose_wire.header import ENC, source_header, with_field
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
 from transform_lambda.transform import decode_payload
@@ -174,10 +174,11 @@ def test_packing_respects_record_and_call_limits() -> None:
     while len(queue):
         call = queue.take()
         assert call is not None
-        assert len(call) <= limits.MAX_RECORDS_PER_CALL
-        assert sum(limits.call_cost(len(r.data)) for r in call) <= limits.MAX_CALL_BYTES
+        assert len(call) <= firehose_limits.MAX_RECORDS_PER_CALL
+        cost = sum(firehose_limits.call_cost(len(r.data)) for r in call)
+        assert cost <= firehose_limits.MAX_CALL_BYTES
         for record in call:
-            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            assert len(record.data) <= firehose_limits.MAX_RECORD_BYTES
             total += b"".join(decode(record.data)[1])
         tracker.ack(r.mark for r in call)
     assert total == data
@@ -202,7 +203,7 @@ def test_incompressible_record_is_split_under_the_limit() -> None:
         call = queue.take()
         assert call is not None
         for record in call:
-            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            assert len(record.data) <= firehose_limits.MAX_RECORD_BYTES
             got += b"".join(decode(record.data)[1])
     assert got == payload
 
@@ -373,7 +374,7 @@ def test_opt_ins_refuse_settings_they_cannot_work_with(flags: list[str]) -> None
 
 
 def test_a_line_no_record_can_hold_is_cut_into_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limits, "MAX_RECORD_BYTES", 20_000)
+    monkeypatch.setattr(firehose_limits, "MAX_RECORD_BYTES", 20_000)
     cuts: list[int] = []
     cfg = parse_config(["--delivery-stream", "s", "--compression", "gzip"], {})
     tracker, queue = AckTracker(), SendQueue(cfg.flush_interval)
@@ -391,7 +392,7 @@ def test_a_line_no_record_can_hold_is_cut_into_whole_lines(monkeypatch: pytest.M
         call = queue.take()
         assert call is not None
         for record in call:
-            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            assert len(record.data) <= firehose_limits.MAX_RECORD_BYTES
             lines += decode(record.data)[1]
     assert lines[0] == lines[-1] == small
     pieces = lines[1:-1]
