@@ -10,12 +10,14 @@ import subprocess
 import sys
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from forwarder.pod_metadata import pod_of
 from forwarder.routing import namespace_of
-from localaws.firehose_endpoint import FirehoseEndpoint, FirehoseError, _check_limits
+from localaws.firehose_endpoint import FirehoseEndpoint
 from podhose_redrive.redriver import Redriver
 from podhose_wire import firehose_limits
 from podhose_wire.firehose_limits import MAX_CALL_BYTES, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL
@@ -79,15 +81,27 @@ def test_the_metadata_field_the_forwarder_adds_is_the_one_the_transform_reads() 
 
 
 def test_the_endpoint_enforces_the_shared_limits() -> None:
-    _check_limits([b"x"] * MAX_RECORDS_PER_CALL)
-    _check_limits([b"x" * MAX_RECORD_BYTES] * (MAX_CALL_BYTES // MAX_RECORD_BYTES))
-    for datas in (
-        [b"x"] * (MAX_RECORDS_PER_CALL + 1),
-        [b"x" * (MAX_RECORD_BYTES + 1)],
-        [b"x" * MAX_RECORD_BYTES] * (MAX_CALL_BYTES // MAX_RECORD_BYTES + 1),
-    ):
-        with pytest.raises(FirehoseError):
-            _check_limits(datas)
+    with FirehoseEndpoint() as endpoint:
+        client = firehose_client(endpoint)
+        for datas in (
+            [b"x"] * MAX_RECORDS_PER_CALL,
+            [b"x" * MAX_RECORD_BYTES] * (MAX_CALL_BYTES // MAX_RECORD_BYTES),
+        ):
+            assert put_record_batch(client, "s", datas).failed(datas) == []
+        for datas in (
+            [b"x"] * (MAX_RECORDS_PER_CALL + 1),
+            [b"x" * (MAX_RECORD_BYTES + 1)],
+            [b"x" * MAX_RECORD_BYTES] * (MAX_CALL_BYTES // MAX_RECORD_BYTES + 1),
+        ):
+            error = put_record_batch(client, "s", datas).error
+            assert error and (error.code, error.kind) == ("InvalidArgumentException", Kind.INVALID)
+
+
+def firehose_client(endpoint: FirehoseEndpoint) -> Any:
+    """A boto3 client of the local endpoint, without botocore's retries."""
+    return boto3.client("firehose", region_name="us-east-1", endpoint_url=endpoint.url,
+                        aws_access_key_id="t", aws_secret_access_key="t",
+                        config=Config(retries={"total_max_attempts": 1}))  # fmt: skip
 
 
 class Recorder:
@@ -208,14 +222,9 @@ def test_the_retry_loop_resends_only_failed_records_and_gives_up() -> None:
 
 
 def test_reingest_raises_after_its_attempts_through_the_endpoint() -> None:
-    import boto3
-    from botocore.config import Config
-
     with FirehoseEndpoint() as endpoint:
         endpoint.fail_records(every=1)
-        client = boto3.client("firehose", region_name="us-east-1", endpoint_url=endpoint.url,
-                              aws_access_key_id="t", aws_secret_access_key="t",
-                              config=Config(retries={"total_max_attempts": 1}))  # fmt: skip
+        client = firehose_client(endpoint)
         with pytest.raises(reingest.ReingestError, match="1 record"):
             reingest.put_records(client, "podhose", [b"x"])
         assert endpoint.stats.records == 0
