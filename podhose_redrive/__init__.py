@@ -17,7 +17,7 @@ untagged) and everything else was sent.
 Modules: ``error_objects`` reads an error object, ``redriver`` sends its records back (with
 podhose_wire's PutRecordBatch retry loop), ``cli`` is the command line.
 
-Limits: an object may hold at most MAX_OBJECT_BYTES, stored or decompressed (a larger one is
-reported as unreadable, never read whole into memory); an empty rawData is skipped (counted
-as `empty`: there is nothing to send).
+Limits: an object may hold at most error_objects.MAX_OBJECT_BYTES, stored or decompressed (a
+larger one is reported as unreadable, never read whole into memory); an empty rawData is
+skipped (counted as `empty`: there is nothing to send).
 """
