@@ -31,6 +31,7 @@ def test_the_transform_and_the_wire_format_have_examples() -> None:
     attempted = {
         name: doctest.testmod(importlib.import_module(name)).attempted
         for name in ("transform_lambda.transform", "transform_lambda.wire_decoder",
-                     "forwarder.wire_encoder")
+                     "forwarder.wire_encoder", "podhose_wire.header", "podhose_wire.columns",
+                     "podhose_wire.kubelet_name", "podhose_wire.put_batch")
     }  # fmt: skip
     assert all(attempted.values()), attempted
