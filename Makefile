@@ -206,6 +206,7 @@ template-check: $(STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(SAM_VENV)/bin/sam build --template-file template.yaml --build-dir .aws-sam/build
 	test -f .aws-sam/build/TransformFunction/transform_lambda/app.py
 	test -f .aws-sam/build/TransformFunction/transform_lambda/settings.py
+	test -f .aws-sam/build/TransformFunction/podhose_wire/put_batch.py
 	test -d .aws-sam/build/TransformFunction/aws_lambda_powertools
 	ls .aws-sam/build/TransformFunction/isal/*.cpython-313-aarch64-linux-gnu.so
 	ls .aws-sam/build/TransformFunction/msgspec/*.cpython-313-aarch64-linux-gnu.so

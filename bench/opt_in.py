@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from bench import shapes
-from forwarder.wire_encoder import header
+from podhose_wire.header import K8S, source_header, with_field
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_records
 
@@ -111,8 +111,8 @@ def pod_metadata_table(repeat: int) -> None:
     raw = shapes.lines("fluentbit_mix", EVENT_BYTES)
     mb = sum(map(len, raw)) / 1e6
     plain = shapes.records(raw, "zstd")
-    head = header(shapes.SOURCE)
-    labelled_head = head[:-1] + b" k8s=" + POD_FIELD + b"\n"
+    head = source_header(shapes.SOURCE)
+    labelled_head = with_field(head, K8S, POD_FIELD)
     labelled = shapes.records(raw, "zstd", labelled_head)
     base = measure(plain, TransformSettings(), repeat)
     names = measure(plain, TransformSettings(add_kubernetes_metadata=True), repeat)

@@ -23,9 +23,15 @@ from bench import plotting
 from bench.forwarder import FIREHOSE_USD_PER_GB
 from bench.lambda_memory import GB_SECOND_USD, REQUEST_USD
 from forwarder.config import defaults
-from forwarder.limits import BILLING_UNIT, call_cost
 from forwarder.send_queue import CALL_TARGET_BYTES
 from localaws.stack_config import load_template
+from podhose_wire.firehose_limits import (
+    BILLING_UNIT,
+    LARGE_REGION_QUOTA,
+    SMALL_REGION_QUOTA,
+    call_cost,
+)
+from podhose_wire.firehose_limits import Quota as RegionQuota
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -54,13 +60,18 @@ class Quota:
     calls_per_s: float
     records_per_s: float
 
+    @classmethod
+    def of(cls, name: str, quota: RegionQuota) -> Quota:
+        """The named quota of `quota` (podhose_wire.firehose_limits)."""
+        assert quota.bytes_per_second and quota.calls_per_second and quota.records_per_second
+        return cls(name, quota.bytes_per_second, quota.calls_per_second, quota.records_per_second)
 
-# https://docs.aws.amazon.com/firehose/latest/dev/limits.html (checked 2026-12): the three
-# large regions, and most others (us-east-2, us-west-1, ap-*, ca-central-1, eu-central-1,
-# eu-west-2, eu-west-3, eu-north-1, me-south-1, sa-east-1, GovCloud, ...).
+
+# The three large regions, and most others (us-east-2, us-west-1, ap-*, ca-central-1,
+# eu-central-1, eu-west-2, eu-west-3, eu-north-1, me-south-1, sa-east-1, GovCloud, ...).
 QUOTAS = (
-    Quota("us-east-1, us-west-2, eu-west-1", 5 * MIB, 2_000, 500_000),
-    Quota("most other regions", 1 * MIB, 1_000, 100_000),
+    Quota.of("us-east-1, us-west-2, eu-west-1", LARGE_REGION_QUOTA),
+    Quota.of("most other regions", SMALL_REGION_QUOTA),
 )
 
 # Billed (5 KB-rounded) bytes per raw byte with the default encoding on ~1 MiB records,

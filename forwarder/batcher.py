@@ -13,6 +13,8 @@ from forwarder.pod_metadata import PodLookup
 from forwarder.scan import FileKey
 from forwarder.send_queue import Record, SendQueue
 from forwarder.tail import Chunk
+from podhose_wire import firehose_limits
+from podhose_wire.header import K8S, with_field
 
 # Memory a record costs beside its data (its bytes and Record objects, the queue's slot),
 # counted in the buffer: with --one-line-per-record and short lines it is most of it
@@ -105,7 +107,7 @@ class Batcher:
         header = len(self.headers[key]) + self._metadata_reserve
         cap = self.cfg.max_record_bytes - header
         if self.cfg.compression == "none":
-            cap = min(cap, limits.MAX_RECORD_BYTES - header)
+            cap = min(cap, firehose_limits.MAX_RECORD_BYTES - header)
         return cap
 
     def add(self, key: FileKey, chunk: Chunk, now: float) -> None:
@@ -285,7 +287,7 @@ class Batcher:
         found = self.metadata.header_field(self.sources[key])
         if found is None:
             return head, True
-        return head[:-1] + b" k8s=" + found + b"\n", False
+        return with_field(head, K8S, found), False
 
     def oldest_open(self) -> float | None:
         """Monotonic time the oldest line not yet closed into a record was read."""
@@ -296,7 +298,7 @@ class Batcher:
         line boundary nearest the middle, or — for a single line that does not fit even
         alone (incompressible) — by cutting the line into two lines (partials.cut_line)."""
         data, lines = self.encoder.encode_counted(head, payload)
-        if len(data) <= limits.MAX_RECORD_BYTES:
+        if len(data) <= firehose_limits.MAX_RECORD_BYTES:
             return [(data, lines)]
         cut = line_boundary_near_middle(payload)
         if cut:

@@ -16,13 +16,13 @@ from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher
 from forwarder.catch_up import CatchUp
 from forwarder.config import Config
-from forwarder.errors import RateLimitedLog
 from forwarder.health import Health
 from forwarder.lanes import Lane, make_lanes
 from forwarder.memory import HeapTrimmer
 from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
+from forwarder.rate_limited_log import RateLimitedLog
 from forwarder.rotation import Drain, deleted_to_give_up, recover_at_start, unseen_rotated
 from forwarder.routing import Router
 from forwarder.scan import FileKey, Found, ScanError, any_match, scan

@@ -27,7 +27,6 @@ import fnmatch
 import json
 import logging
 import os
-import re
 import ssl
 import threading
 import time
@@ -39,6 +38,7 @@ from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
 from typing import Any
 
 from forwarder import limits
+from podhose_wire.kubelet_name import KubeletName
 
 log = logging.getLogger("forwarder")
 
@@ -242,14 +242,10 @@ class PodMetadataWatcher:
         return encoded if len(encoded) <= MAX_FIELD_BYTES else None
 
 
-# kubelet's /var/log/containers/<pod>_<namespace>_<container>-<id>.log
-_KUBELET_NAME = re.compile(r"^(?P<pod>[^_]+)_(?P<namespace>[^_]+)_.+-[a-z0-9]{64}\.log$")
-
-
 def pod_of(src: str) -> tuple[str, str] | None:
-    """(namespace, pod) of a kubelet log file name, or None."""
-    match = _KUBELET_NAME.match(src)
-    return (match["namespace"], match["pod"]) if match else None
+    """(namespace, pod) of a kubelet log file name (podhose_wire.kubelet_name), or None."""
+    name = KubeletName.parse(src)
+    return (name.namespace, name.pod) if name else None
 
 
 class PodLookup:

@@ -20,8 +20,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from forwarder import limits
 from forwarder.acks import Mark
+from podhose_wire import firehose_limits
 
 # A call goes out once it holds this much (base64) data: well under the 4 MiB limit, because
 # botocore holds ~4 copies of a request body while sending it (base64 strings, the JSON
@@ -60,14 +60,14 @@ class SendQueue:
         """Enqueue records (in file order)."""
         with self._cv:
             self._queue.extend(records)
-            self._cost += sum(limits.call_cost(len(r.data)) for r in records)
+            self._cost += sum(firehose_limits.call_cost(len(r.data)) for r in records)
             self._cv.notify()
 
     def put_back(self, records: list[Record]) -> None:
         """Return records a sender could not finish to the head of the queue."""
         with self._cv:
             self._queue.extendleft(reversed(records))
-            self._cost += sum(limits.call_cost(len(r.data)) for r in records)
+            self._cost += sum(firehose_limits.call_cost(len(r.data)) for r in records)
             self._cv.notify()
 
     @contextlib.contextmanager
@@ -111,7 +111,10 @@ class SendQueue:
     def _due_in(self) -> float:
         if not self._queue:
             return 60.0
-        full = len(self._queue) >= limits.MAX_RECORDS_PER_CALL or self._cost >= CALL_TARGET_BYTES
+        full = (
+            len(self._queue) >= firehose_limits.MAX_RECORDS_PER_CALL
+            or self._cost >= CALL_TARGET_BYTES
+        )
         if full or self._flushing or self._hurry:
             return 0.0
         return self._queue[0].mark.born + self.flush_interval - time.monotonic()
@@ -119,8 +122,8 @@ class SendQueue:
     def _pop_call(self) -> list[Record]:
         call: list[Record] = []
         budget = CALL_TARGET_BYTES  # a single larger record still goes (<= 4 MiB limit)
-        while self._queue and len(call) < limits.MAX_RECORDS_PER_CALL:
-            cost = limits.call_cost(len(self._queue[0].data))
+        while self._queue and len(call) < firehose_limits.MAX_RECORDS_PER_CALL:
+            cost = firehose_limits.call_cost(len(self._queue[0].data))
             if call and cost > budget:
                 break
             budget -= cost

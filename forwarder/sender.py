@@ -1,4 +1,5 @@
-"""Sending: PutRecordBatch with our own retry loop, by error kind (see errors.py).
+"""Sending: PutRecordBatch with our own retry loop, by error kind (podhose_wire.retry_policy;
+the call and its answer's classification: podhose_wire.put_batch).
 
 Only failed records are sent again. Throttling and outages back off briefly; a broken stream
 or missing permission is logged as an ERROR naming the stream, retried slowly and recovers by
@@ -15,21 +16,20 @@ from typing import Any
 
 import boto3.session
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
 
 from forwarder import botocore_data
 from forwarder.acks import AckTracker
 from forwarder.config import Config
-from forwarder.errors import Kind, RateLimitedLog, classify, retry_after
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
+from forwarder.rate_limited_log import RateLimitedLog
 from forwarder.send_queue import Record, SendQueue
+from podhose_wire.put_batch import Answer, CallError, put_record_batch
+from podhose_wire.retry_policy import Kind, classify, retry_after
 
 log = logging.getLogger("forwarder.sender")
 
 ERROR_LOG_INTERVAL = 30.0  # seconds between two logs of the same failing error code
-MALFORMED = "MalformedResponse"  # the error code of an answer of a shape Firehose never sends
 
 
 def make_client(cfg: Config, streams: int = 1) -> Any:  # botocore generates clients at run time
@@ -167,33 +167,23 @@ class Sender:
 
     def _put(self, records: list[Record]) -> Outcome:
         """One PutRecordBatch call."""
-        try:
-            resp = self.client.put_record_batch(
-                DeliveryStreamName=self.stream,
-                Records=[{"Data": r.data} for r in records],
-            )
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code") or "Unknown")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return self._call_failed(records, code, status, str(error.get("Message") or exc))
-        except ResponseParserError as exc:  # a 200 (or other) answer that is not Firehose's
-            return self._call_failed(records, MALFORMED, None, str(exc)[:200])
-        except (BotoCoreError, OSError) as exc:  # connection reset/refused/closed, timeouts
-            return self._call_failed(records, type(exc).__name__, None, str(exc))
-        except Exception as exc:  # anything unexpected: log it, keep the records, retry
-            log.exception("unexpected PutRecordBatch failure")
-            return self._call_failed(records, type(exc).__name__, None, str(exc))
-        self.metrics.calls.labels(self.stream).inc()
-        self._resumed()
+        answer = put_record_batch(self.client, self.stream, [r.data for r in records])
+        error = answer.error
+        if error is not None and error.unexpected:  # log it, keep the records, retry
+            log.error("unexpected PutRecordBatch failure", exc_info=error.exception)
+        if error is None or error.answered:
+            self.metrics.calls.labels(self.stream).inc()
+            self._resumed()
+        if error is not None:
+            return self._call_failed(records, error)
+        return self._results(records, answer)
+
+    def _results(self, records: list[Record], answer: Answer) -> Outcome:
+        """Acknowledge the accepted records; the outcome of the failed ones."""
         failed: list[Record] = []
         ok: list[Record] = []
         worst: Outcome = Outcome(failed)
-        results = resp.get("RequestResponses") if isinstance(resp, dict) else None
-        if not isinstance(results, list) or len(results) != len(records):
-            return self._malformed(records, results)
-        for record, result in zip(records, results, strict=True):
-            code = result.get("ErrorCode") if isinstance(result, dict) else MALFORMED
+        for record, code, message in zip(records, answer.codes, answer.messages, strict=True):
             if not code:
                 ok.append(record)
                 continue
@@ -203,7 +193,7 @@ class Sender:
             if kind is Kind.INVALID:
                 kind = Kind.RETRY  # a record refused inside a 200 answer: try it again
             if worst.kind is None or kind is Kind.PERMANENT:
-                worst = Outcome(failed, kind, code, str(result.get("ErrorMessage", "")))
+                worst = Outcome(failed, kind, code, message)
         if failed:
             self._report(worst, len(failed), len(records))
         self._done(ok)
@@ -211,18 +201,11 @@ class Sender:
         self.metrics.bytes_sent.labels(self.stream).inc(sum(len(r.data) for r in ok))
         return worst
 
-    def _malformed(self, records: list[Record], results: object) -> Outcome:
-        """A 200 answer without one response per record: nothing is known to be accepted,
-        so the whole call is retried (a record it did accept arrives twice)."""
-        got = len(results) if isinstance(results, list) else "no"
-        message = f"200 answer with {got} responses for {len(records)} records"
-        return self._call_failed(records, MALFORMED, None, message)
-
-    def _call_failed(
-        self, records: list[Record], code: str, status: int | None, message: str
-    ) -> Outcome:
-        self.metrics.failures.labels(code, self.stream).inc()
-        outcome = Outcome(records, classify(code, status), code, message)
+    def _call_failed(self, records: list[Record], error: CallError) -> Outcome:
+        """The whole call failed (a 200 answer without one response per record too: nothing
+        is known to be accepted, so every record is sent again)."""
+        self.metrics.failures.labels(error.code, self.stream).inc()
+        outcome = Outcome(records, error.kind, error.code, error.message)
         self._report(outcome, len(records), len(records))
         return outcome
 

@@ -1,25 +1,10 @@
-"""Encoder of the podhose/1 record wire format (docs/architecture.md, "Record wire format").
+"""Encoder of the podhose/1 record wire format (specified in docs/architecture.md, "Record
+wire format"; its header, kinds and time transposition are podhose_wire's).
 
-A record is `compress(header + body)`. With zstd (the default) the body is the record's
-lines split into columns — `enc=cols2` in the header — because the runtime's envelope
-(`{"log":"...","stream":"stdout","time":"..."}`, `<time> stdout F ...`) repeats on every
-line and compresses better apart from the log text. The transform rebuilds every line byte
-for byte; a line of any other shape is carried whole. gzip and uncompressed records carry
-the lines as they are.
-
-Column body (`enc=cols2`):
-
-    <kinds: one byte per line>\\n<W>\\n<the n times transposed: W*n bytes>\\n<text>\\n...
-
-Kinds: `d`/`D` Docker json-file stdout/stderr (text = the JSON-escaped `log` string),
-`o`/`e` CRI full stdout/stderr, `p`/`q` CRI partial stdout/stderr (text = the content),
-`r` any other line (text = the whole line). The n lines that have a time give W, the width
-of the longest; the block holds the first byte of every time, then the second byte of every
-time, and so on (a shorter time is padded with LF). Times that follow each other differ
-only in their last digits, so each position's bytes repeat or vary little: zstd stores them
-in about half the bytes of the times side by side, and the transposition is W slices, no
-work per line. (`enc=cols1`, from forwarders before this one, puts each time on its own
-line; the transform reads both.)
+A record is `compress(header + body)`. With zstd (the default) the body is the record's lines
+split into columns (`enc=cols2`); the split here is the fast part: the common records (every
+line a Docker stdout entry, or a full CRI stdout line) are split with a few bulk byte
+operations, without Python work per line, and checked by building the lines back.
 
     >>> columns(b'{"log":"hi\\\\n","stream":"stdout","time":"T1"}\\nplain\\n')
     (b'cols2', b'dr\\n2\\nT1\\nhi\\\\n\\nplain\\n')
@@ -29,17 +14,17 @@ from __future__ import annotations
 
 import re
 import zlib
-from itertools import repeat
 
 import zstandard
 
-HEADER_MAGIC = b"\x1epodhose/1"
-GZIP_WBITS = 31  # zlib wbits value that selects the gzip container
-ENC_TRANSPOSED_COLUMNS = b"cols2"  # the `enc` value of a column body (times transposed)
+from podhose_wire import columns as wire_columns
+from podhose_wire.compression import GZIP_WBITS
+from podhose_wire.header import ENC, source_header, with_field
+
+ENC_TRANSPOSED_COLUMNS = wire_columns.ENC_TRANSPOSED_COLUMNS.encode()
 ZSTD_MIN_WINDOW_LOG = 10  # zstd's smallest window (ZSTD_WINDOWLOG_MIN)
 ZSTD_MAX_HASH_LOG = 16  # table caps (zstd_parameters)
 ZSTD_MAX_CHAIN_LOG = 15
-_FORBIDDEN = (" ", "=", "\n")
 # One line: a Docker json-file entry as dockerd writes it, a CRI line, or anything else.
 _LINE = re.compile(
     rb'^(?:\{"log":"(.*)","stream":"(stdout|stderr)","time":"([^"\n]*)"\}'
@@ -49,24 +34,18 @@ _LINE = re.compile(
 )
 # The common record: every line a Docker stdout entry as dockerd writes it. Its columns
 # come from a few bulk byte operations, without Python work per line.
-_DOCKER_OPEN, _DOCKER_CLOSE = b'{"log":"', b'"}'
-_DOCKER_SEP = b'","stream":"stdout","time":"'  # cannot occur inside a JSON string
-_DOCKER_NEXT = b'"}\n{"log":"'
+# _DOCKER_SEP cannot occur inside a JSON string.
+_DOCKER_STDOUT_LINE = wire_columns.DOCKER_LINE % (b"%s", b"stdout", b"%s")
+_DOCKER_OPEN, _DOCKER_SEP, _DOCKER_END = _DOCKER_STDOUT_LINE.split(b"%s")
+_DOCKER_CLOSE = _DOCKER_END.removesuffix(b"\n")
+_DOCKER_NEXT = _DOCKER_END + _DOCKER_OPEN
 # The common CRI record: every line `<time> stdout F <content>`, as containerd writes a
 # full stdout line. Also split with bulk byte operations.
-_CRI_SEP = b" stdout F "
+_CRI_SEP = b" %s " % wire_columns.CRI_KINDS[b"o"]
 _KIND = {
-    (b"stdout", b""): b"d", (b"stderr", b""): b"D",
-    (b"stdout", b"F"): b"o", (b"stderr", b"F"): b"e",
-    (b"stdout", b"P"): b"p", (b"stderr", b"P"): b"q",
-}  # fmt: skip
-
-
-def header(src: str) -> bytes:
-    """The header line for lines of file `src` (b'' when the name cannot be carried)."""
-    if not src or any(ch in src for ch in _FORBIDDEN):
-        return b""
-    return HEADER_MAGIC + b" src=" + src.encode("utf-8", "surrogateescape") + b"\n"
+    **{(stream, b""): kind for kind, stream in wire_columns.DOCKER_KINDS.items()},
+    **{tuple(tagged.split(b" ")): kind for kind, tagged in wire_columns.CRI_KINDS.items()},
+}
 
 
 def columns(lines: bytes) -> tuple[bytes, bytes]:
@@ -81,20 +60,7 @@ def column_sections(lines: bytes) -> list[bytes]:
     kinds, times, texts = (
         _docker_stdout_columns(body) or _cri_stdout_columns(body) or _mixed_columns(body)
     )
-    return [kinds, *transposed(times), *texts, b""]
-
-
-def transposed(times: list[bytes]) -> tuple[bytes, bytes]:
-    """(width line, transposed block) of the times (see the module docstring).
-
-    >>> transposed([b"10:00:01.5Z", b"10:00:01.75Z"])
-    (b'12', b'1100::0000::0011..57Z5\\nZ')
-    """
-    width = max(map(len, times), default=0)
-    joined = b"\n".join(times) + b"\n"
-    if len(joined) != len(times) * (width + 1) or joined[width :: width + 1].strip(b"\n"):
-        joined = b"".join(map(bytes.ljust, times, repeat(width + 1), repeat(b"\n")))
-    return b"%d" % width, b"".join([joined[i :: width + 1] for i in range(width)])
+    return [kinds, *wire_columns.transposed(times), *texts, b""]
 
 
 Sections = tuple[bytes, list[bytes], list[bytes]]  # kinds, times, texts
@@ -167,7 +133,7 @@ def _mixed_columns(body: bytes) -> Sections:
             times.append(c_time)
             texts.append(content)
         else:
-            kinds.append(b"r")
+            kinds.append(wire_columns.RAW_KIND)
             texts.append(raw)
     return b"".join(kinds), times, texts
 
@@ -199,7 +165,7 @@ class RecordEncoder:
 
     def header(self, src: str) -> bytes:
         """The header line for a record of file `src` (`encode` adds the encoding)."""
-        return header(src)
+        return source_header(src)
 
     def encode(self, head: bytes, lines: bytes) -> bytes:
         """One record: `head` plus `lines` (complete lines), encoded and compressed."""
@@ -209,7 +175,7 @@ class RecordEncoder:
         """(the record `encode` makes, the number of lines in it: the column split counts
         them anyway)."""
         if self.compression == "zstd":
-            head = with_encoding(head, ENC_TRANSPOSED_COLUMNS)
+            head = with_field(head, ENC, ENC_TRANSPOSED_COLUMNS)
             kinds, *sections = column_sections(lines)
             return self._compress([head, kinds, b"\n", b"\n".join(sections)]), len(kinds)
         if self.compression == "gzip":
@@ -229,11 +195,6 @@ class RecordEncoder:
 
 def _compressor(level: int, record_bytes: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(compression_params=zstd_parameters(level, record_bytes))
-
-
-def with_encoding(head: bytes, enc: bytes) -> bytes:
-    """`head` (a header line or b'') with the field `enc=<enc>` added."""
-    return (head[:-1] if head else HEADER_MAGIC) + b" enc=" + enc + b"\n"
 
 
 def zstd_parameters(level: int, record_bytes: int = 1 << 20) -> zstandard.ZstdCompressionParameters:

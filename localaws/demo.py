@@ -30,11 +30,11 @@ from pathlib import Path
 from types import FrameType
 
 from localaws import stack_config
-from localaws.firehose_endpoint import LARGE_REGION_QUOTA, SMALL_REGION_QUOTA, Quota
 from localaws.kube_api import FakeKubeApi
 from localaws.node import Workload, canonical
 from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
 from localaws.stack_config import StackConfig
+from podhose_wire.firehose_limits import LARGE_REGION_QUOTA, SMALL_REGION_QUOTA, Quota
 
 MIB = 1024 * 1024
 

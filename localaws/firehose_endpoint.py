@@ -39,13 +39,16 @@ from typing import Any
 
 import orjson
 
+from podhose_wire.firehose_limits import (
+    MAX_CALL_BYTES,
+    MAX_RECORD_BYTES,
+    MAX_RECORDS_PER_CALL,
+    Quota,
+    billed_bytes,
+)
 from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
-MAX_RECORDS_PER_CALL = 500
-MAX_RECORD_BYTES = 1_024_000
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-BILLING_UNIT = 5 * 1024
 FOREVER = -1
 MALFORMED_SHAPES = ("missing", "short", "garbage")
 TARGET_PREFIX = "Firehose_20150804."
@@ -58,31 +61,6 @@ SLOW_DOWN = ("ServiceUnavailableException", "Slow down.")
 SLOW_DOWN_STATUS = 503
 
 Sink = Callable[[str, list[bytes]], None]
-
-
-@dataclass(frozen=True)
-class Quota:
-    """A stream's quota per second (None: unlimited). Firehose Direct PUT defaults are
-    LARGE_REGION_QUOTA in us-east-1, us-west-2 and eu-west-1 and SMALL_REGION_QUOTA elsewhere."""
-
-    bytes_per_second: float | None = None
-    records_per_second: float | None = None
-    calls_per_second: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Quota:
-        """`bytes=N,records=N,calls=N` (any of them)."""
-        values: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, _, value = part.partition("=")
-            if key.strip() not in ("bytes", "records", "calls") or not value:
-                raise ValueError(f"quota part must be bytes=, records= or calls=, got {part!r}")
-            values[f"{key.strip()}_per_second"] = float(value)
-        return cls(**values)
-
-
-LARGE_REGION_QUOTA = Quota(5 * 1024 * 1024, 500_000, 2_000)
-SMALL_REGION_QUOTA = Quota(1024 * 1024, 100_000, 1_000)
 
 
 class _Bucket:
@@ -455,7 +433,7 @@ class FirehoseEndpoint:
             st.calls += 1
             st.records += len(datas)
             st.bytes += sum(len(d) for d in datas)
-            st.billed_bytes += sum(-(-len(d) // BILLING_UNIT) * BILLING_UNIT for d in datas)
+            st.billed_bytes += sum(billed_bytes(len(d)) for d in datas)
             st.lines += lines
             if self.store:
                 self.records.extend((stream, d) for d in datas)
@@ -517,7 +495,7 @@ def _check_limits(datas: list[bytes]) -> None:
             raise FirehoseError(
                 400, "InvalidArgumentException", f"record of {len(data)} > {MAX_RECORD_BYTES}"
             )
-    if sum(len(d) for d in datas) > MAX_REQUEST_BYTES:
+    if sum(len(d) for d in datas) > MAX_CALL_BYTES:
         raise FirehoseError(400, "InvalidArgumentException", "request data > 4 MiB")
 
 
@@ -532,7 +510,7 @@ def _make_handler(endpoint: FirehoseEndpoint) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            if length > 2 * MAX_REQUEST_BYTES:  # base64 + JSON of 4 MiB of data fits
+            if length > 2 * MAX_CALL_BYTES:  # base64 + JSON of 4 MiB of data fits
                 self._error(FirehoseError(413, "InvalidArgumentException", "request too large"))
                 return
             if endpoint._take_fault("drop"):

@@ -2,6 +2,6 @@
 
 import sys
 
-from podhose_redrive import main
+from podhose_redrive.cli import main
 
 sys.exit(main())

@@ -10,11 +10,12 @@ import pytest
 
 import forwarder
 import podhose_redrive
+import podhose_wire
 import transform_lambda
 
 MODULES = sorted(
     info.name
-    for package in (forwarder, transform_lambda, podhose_redrive)
+    for package in (forwarder, transform_lambda, podhose_redrive, podhose_wire)
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
     if not info.name.endswith("__main__")
 )
@@ -30,6 +31,7 @@ def test_the_transform_and_the_wire_format_have_examples() -> None:
     attempted = {
         name: doctest.testmod(importlib.import_module(name)).attempted
         for name in ("transform_lambda.transform", "transform_lambda.wire_decoder",
-                     "forwarder.wire_encoder")
+                     "forwarder.wire_encoder", "podhose_wire.header", "podhose_wire.columns",
+                     "podhose_wire.kubelet_name", "podhose_wire.put_batch")
     }  # fmt: skip
     assert all(attempted.values()), attempted

@@ -25,7 +25,8 @@ from botocore.exceptions import ClientError
 
 from forwarder import pacing
 from forwarder.pacing import Pacer
-from localaws.firehose_endpoint import FirehoseEndpoint, Quota
+from localaws.firehose_endpoint import FirehoseEndpoint
+from podhose_wire.firehose_limits import SMALL_REGION_QUOTA, Quota
 from tests.forwarder_testlib import (
     REPO,
     STREAM,
@@ -203,8 +204,8 @@ def test_a_disabled_pacer_never_paces() -> None:
 # ----- a fleet of forwarders at a quota well below its offered rate
 
 FLEET = 4
-QUOTA_BYTES = 1024 * 1024  # the byte quota binds: Firehose's 1 MiB/s outside the big regions
-FLEET_QUOTA = Quota(QUOTA_BYTES, 100_000, 1_000)  # ...with that region's records/calls quotas
+FLEET_QUOTA = SMALL_REGION_QUOTA  # the byte quota binds: Firehose's 1 MiB/s outside the big regions
+QUOTA_BYTES = FLEET_QUOTA.bytes_per_second
 BACKLOG_LINES = 30_000  # per forwarder, 2 files: ~3 MiB compressed each, ~12 s ideal drain
 RECORD_BYTES = 128 * 1024  # raw; ~50 KiB compressed, 10 to a call
 

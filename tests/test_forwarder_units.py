@@ -9,7 +9,7 @@ import zlib
 import pytest
 import zstandard
 
-from forwarder import limits, wire_encoder
+from forwarder import wire_encoder
 from forwarder.acks import AckTracker
 from forwarder.batcher import Batcher
 from forwarder.config import OPTIONS, Config, StartupError, parse_config, resolve_region
@@ -17,6 +17,8 @@ from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.send_queue import SendQueue
 from forwarder.tail import Chunk
+from podhose_wire import firehose_limits
+from podhose_wire.header import ENC, source_header, with_field
 from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
 from transform_lambda.decompress import decode_payload
 
@@ -66,16 +68,13 @@ def test_invalid_settings_are_refused(argv: list[str]) -> None:
 
 
 def test_header_is_omitted_for_names_it_cannot_carry() -> None:
-    assert wire_encoder.header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
-    assert wire_encoder.header("a b.log") == b""
-    assert wire_encoder.header("a=b.log") == b""
-    assert wire_encoder.with_encoding(wire_encoder.header("x.log"), b"cols1") == (
+    assert source_header("a_b_c-1.log") == b"\x1epodhose/1 src=a_b_c-1.log\n"
+    assert source_header("a b.log") == b""
+    assert source_header("a=b.log") == b""
+    assert with_field(source_header("x.log"), ENC, b"cols1") == (
         b"\x1epodhose/1 src=x.log enc=cols1\n"
     )
-    assert (
-        wire_encoder.with_encoding(wire_encoder.header("a b.log"), b"cols1")
-        == b"\x1epodhose/1 enc=cols1\n"
-    )
+    assert with_field(source_header("a b.log"), ENC, b"cols1") == b"\x1epodhose/1 enc=cols1\n"
     gzip = wire_encoder.RecordEncoder("gzip", 1, 1)
     record = gzip.encode(gzip.header("x.log"), b"line\n")
     assert zlib.decompress(record, 47) == b"\x1epodhose/1 src=x.log\nline\n"
@@ -185,10 +184,11 @@ def test_packing_respects_record_and_call_limits() -> None:
     while len(queue):
         call = queue.take()
         assert call is not None
-        assert len(call) <= limits.MAX_RECORDS_PER_CALL
-        assert sum(limits.call_cost(len(r.data)) for r in call) <= limits.MAX_CALL_BYTES
+        assert len(call) <= firehose_limits.MAX_RECORDS_PER_CALL
+        cost = sum(firehose_limits.call_cost(len(r.data)) for r in call)
+        assert cost <= firehose_limits.MAX_CALL_BYTES
         for record in call:
-            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            assert len(record.data) <= firehose_limits.MAX_RECORD_BYTES
             total += b"".join(decode(record.data)[1])
         tracker.ack(r.mark for r in call)
     assert total == data
@@ -213,7 +213,7 @@ def test_incompressible_record_is_split_under_the_limit() -> None:
         call = queue.take()
         assert call is not None
         for record in call:
-            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            assert len(record.data) <= firehose_limits.MAX_RECORD_BYTES
             got += b"".join(decode(record.data)[1])
     assert got == payload
 
@@ -384,7 +384,7 @@ def test_opt_ins_refuse_settings_they_cannot_work_with(flags: list[str]) -> None
 
 
 def test_a_line_no_record_can_hold_is_cut_into_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limits, "MAX_RECORD_BYTES", 20_000)
+    monkeypatch.setattr(firehose_limits, "MAX_RECORD_BYTES", 20_000)
     cuts: list[int] = []
     cfg = parse_config(["--delivery-stream", "s", "--compression", "gzip"], {})
     tracker, queue = AckTracker(), SendQueue(cfg.flush_interval)
@@ -402,7 +402,7 @@ def test_a_line_no_record_can_hold_is_cut_into_whole_lines(monkeypatch: pytest.M
         call = queue.take()
         assert call is not None
         for record in call:
-            assert len(record.data) <= limits.MAX_RECORD_BYTES
+            assert len(record.data) <= firehose_limits.MAX_RECORD_BYTES
             lines += decode(record.data)[1]
     assert lines[0] == lines[-1] == small
     pieces = lines[1:-1]

@@ -1,5 +1,5 @@
-"""What `pip install .` ships: the forwarder, the transform and the redrive tool, not the
-local AWS stand-ins, benchmarks or tests (which run from the repository)."""
+"""What `pip install .` ships: the forwarder, the transform, their wire contract and the
+redrive tool, not the local AWS stand-ins, benchmarks or tests (which run from the repository)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = {"forwarder", "transform_lambda", "podhose_redrive"}
+SHIPPED = {"forwarder", "transform_lambda", "podhose_redrive", "podhose_wire"}
 NOT_SHIPPED = {"localaws", "bench", "tests", "events"}
 
 
@@ -35,6 +35,7 @@ def test_the_wheel_holds_the_product_only(tmp_path: Path) -> None:
         next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("entry_points.txt"))
     )
     assert b"podhose-forwarder = forwarder.__main__:main" in entry_points
+    assert b"podhose-redrive = podhose_redrive.cli:main" in entry_points
 
 
 def test_make_lint_runs_hadolint_on_every_dockerfile() -> None:

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from podhose_wire.header import MAGIC as HEADER_MAGIC
+from podhose_wire.kubelet_name import KubeletName
 from transform_lambda.settings import ENV_VARS, SettingsError, TransformSettings
 from transform_lambda.transform import transform_record
-from transform_lambda.wire_decoder import HEADER_MAGIC, KubernetesSource, RecordHeader, split_header
+from transform_lambda.wire_decoder import RecordHeader, split_header
 
 TIME = "2019-12-28T08:19:53.704659587Z"
 SEED_LINE = (
@@ -176,9 +178,9 @@ def test_header_round_trip_and_attempts() -> None:
     ["not-a-kubelet-name.log", f"Pod_ns_c-{CONTAINER_ID}.log", "pod_ns_c-short.log"],
 )
 def test_names_kubelet_does_not_write_give_no_source(name: str) -> None:
-    assert KubernetesSource.from_filename(name) is None
+    assert KubeletName.parse(name) is None
 
 
 def test_pod_names_with_dots_and_containers_with_dashes() -> None:
-    source = KubernetesSource.from_filename(f"web.v2-0_prod_side-car-{CONTAINER_ID}.log")
-    assert source == KubernetesSource("prod", "web.v2-0", "side-car", CONTAINER_ID)
+    source = KubeletName.parse(f"web.v2-0_prod_side-car-{CONTAINER_ID}.log")
+    assert source == KubeletName("prod", "web.v2-0", "side-car", CONTAINER_ID)

@@ -10,8 +10,9 @@ import zstandard
 
 from bench import shapes
 from forwarder.config import parse_config
-from forwarder.limits import billed_bytes
 from forwarder.wire_encoder import RecordEncoder, columns
+from podhose_wire import columns as wire_columns
+from podhose_wire.firehose_limits import billed_bytes
 from tests.conftest import firehose_event
 from tests.forwarder_testlib import cri_line, docker_line
 from transform_lambda.app import lambda_handler
@@ -19,7 +20,6 @@ from transform_lambda.decompress import decode_payload
 from transform_lambda.result import RecordUnreadableError
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_record
-from transform_lambda.wire_decoder import decode_columns
 
 SRC = "api-7d4b9c8f6-x2x9q_prod_api-" + "ab" * 32 + ".log"
 PIECES = [
@@ -52,7 +52,7 @@ def test_odd_lines_are_rebuilt_byte_for_byte() -> None:
     for _ in range(3000):
         lines = random_lines(rng)
         enc, body = columns(lines)
-        assert decode_columns(body, enc.decode()) == lines, lines
+        assert wire_columns.decode(body, enc.decode()) == lines, lines
         assert decode_payload(encoder.encode(encoder.header("a b"), lines)) == lines
 
 
@@ -79,14 +79,14 @@ def test_times_of_any_width_are_transposed_and_rebuilt_byte_for_byte() -> None:
         body = b"\n".join(lines) + b"\n"
         enc, encoded = columns(body)
         assert enc == b"cols2", body
-        assert decode_columns(encoded, "cols2") == body, body
+        assert wire_columns.decode(encoded, wire_columns.ENC_TRANSPOSED_COLUMNS) == body, body
 
 
 def test_a_cols1_body_from_an_older_forwarder_still_decodes() -> None:
     body = b'{"log":"x\\n","stream":"stdout","time":"2024-05-01T10:00:00.000000001Z"}\n'
     body += b"2024-05-01T10:00:00.5Z stderr F y\nplain\n"
     cols1 = b"der\n2024-05-01T10:00:00.000000001Z\n2024-05-01T10:00:00.5Z\nx\\n\ny\nplain\n"
-    assert decode_columns(cols1) == body
+    assert wire_columns.decode(cols1, wire_columns.ENC_COLUMNS) == body
     record = zstandard.compress(b"\x1epodhose/1 src=%s enc=cols1\n" % SRC.encode() + cols1)
     assert decode_payload(record) == b"\x1epodhose/1 src=%s\n" % SRC.encode() + body
 

@@ -77,8 +77,9 @@ class _Outcome:
 
 @cache
 def firehose_client(region: str) -> Any:
-    """The Firehose client re-ingest uses, one per region (``cache_clear()`` forgets it)."""
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5)
+    """The Firehose client re-ingest uses, one per region (``cache_clear()`` forgets it),
+    without botocore's own retries: reingest.put_records retries (podhose_wire.put_batch)."""
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5)
     return boto3.client("firehose", region_name=region, config=config)
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import zstandard
 from isal import isal_zlib
 
+from podhose_wire.columns import WireFormatError
+from podhose_wire.compression import GZIP_MAGIC, GZIP_WBITS, ZSTD_MAGIC
 from transform_lambda.result import RecordUnreadableError
-from transform_lambda.wire_decoder import WireFormatError, expand
+from transform_lambda.wire_decoder import expand
 
-GZIP_MAGIC = b"\x1f\x8b"
-GZIP_WBITS = 31  # zlib's window bits for a gzip member with its header and CRC
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: Largest decompressed record accepted (the forwarder writes at most 64 MiB a record).
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 + 4096
 #: Most a record may expand when decompressed: legitimate log records stay far below it

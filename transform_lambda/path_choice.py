@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from operator import methodcaller
 
+from podhose_wire.columns import Columns
 from transform_lambda import bulk
 from transform_lambda.render import render_lines
 from transform_lambda.result import LineCounts, Output, RecordResult
 from transform_lambda.settings import TransformSettings
-from transform_lambda.wire_decoder import Columns, RecordHeader
+from transform_lambda.wire_decoder import RecordHeader
 
 _ends_with_newline = methodcaller("endswith", b"\n")
 

@@ -16,27 +16,18 @@ Example:
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator
-from typing import Any, Protocol
 
+from podhose_wire.firehose_limits import calls
+from podhose_wire.put_batch import FirehoseClient, put_with_retries
 from transform_lambda.wire_decoder import RecordHeader
 
 CHUNK_BYTES = 256 * 1024
-MAX_BATCH_RECORDS = 500
-# PutRecordBatch takes 4 MiB per call; staying at 3 MiB of data keeps even the base64
-# request body (4/3 larger) within 4 MiB, whichever way a service counts it.
-MAX_BATCH_BYTES = 3 * 1024 * 1024
 SEND_ATTEMPTS = 6
 
 
 class ReingestError(RuntimeError):
     """Records could not be put back into the stream after every retry."""
-
-
-class FirehoseClient(Protocol):
-    def put_record_batch(self, **kwargs: Any) -> dict[str, Any]: ...
 
 
 def chunk_lines(
@@ -58,34 +49,12 @@ def _chunks(body: bytes, chunk_bytes: int) -> Iterator[bytes]:
         start = end + 1
 
 
-def _batches(records: list[bytes]) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    size = 0
-    for record in records:
-        if batch and (len(batch) == MAX_BATCH_RECORDS or size + len(record) > MAX_BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(record)
-        size += len(record)
-    if batch:
-        yield batch
-
-
 def put_records(client: FirehoseClient, stream_name: str, records: list[bytes]) -> None:
     """PutRecordBatch every record, resending only failed ones; raise ReingestError."""
-    for batch in _batches(records):
-        pending = batch
-        for attempt in range(SEND_ATTEMPTS):
-            response = client.put_record_batch(
-                DeliveryStreamName=stream_name, Records=[{"Data": data} for data in pending]
-            )
-            if not response.get("FailedPutCount"):
-                break
-            results = response["RequestResponses"]
-            pending = [data for data, r in zip(pending, results, strict=True) if "ErrorCode" in r]
-            time.sleep(random.uniform(0, 0.1 * 2**attempt))
-        else:
-            raise ReingestError(f"{len(pending)} record(s) not accepted by {stream_name}")
+    for call in calls(records):
+        unsent = put_with_retries(client, stream_name, call, attempts=SEND_ATTEMPTS)
+        if unsent:
+            raise ReingestError(f"{len(unsent)} record(s) not accepted by {stream_name}")
 
 
 def stream_name_from_arn(arn: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transform_lambda.wire_decoder import Columns, RecordHeader
+from podhose_wire.columns import Columns
+from transform_lambda.wire_decoder import RecordHeader
 
 
 class RecordUnreadableError(ValueError):

@@ -26,18 +26,13 @@ from __future__ import annotations
 from itertools import repeat
 from typing import NamedTuple
 
+from podhose_wire.columns import Columns, WireFormatError
 from transform_lambda.decompress import Allowance
 from transform_lambda.partitioning import partition_keys
 from transform_lambda.path_choice import one_line_records_output, transform_lines
 from transform_lambda.result import LineCounts, Output, RecordResult, RecordUnreadableError
 from transform_lambda.settings import TransformSettings
-from transform_lambda.wire_decoder import (
-    Columns,
-    RecordHeader,
-    WireFormatError,
-    read_encoded,
-    split_header,
-)
+from transform_lambda.wire_decoder import RecordHeader, read_encoded, split_header
 
 
 class EventResults(NamedTuple):

@@ -1,12 +1,15 @@
-"""Firehose errors by kind, and how long to wait before trying again.
+"""The retry policy for Firehose calls: errors by kind, and how long to wait before trying again.
 
 - RETRY: throttling, 5xx, network errors. Exponential backoff with full jitter, capped at
   BACKOFF_CAP seconds, so delivery resumes within seconds once the cause passes.
 - PERMANENT: the stream is missing or not active, access or KMS is denied, credentials are
-  refused. Nothing the forwarder does will fix it, but an operator will (create the stream,
+  refused. Nothing a sender does will fix it, but an operator will (create the stream,
   attach the policy): retried at a slow fixed pace, PERMANENT_RETRY seconds, forever.
-- INVALID: Firehose refuses the request itself. The call is split to find the record it
-  refuses; a single record it refuses is skipped (logged and counted).
+- INVALID: Firehose refuses the request itself. The forwarder splits the call to find the
+  record it refuses and skips a single refused record (logged and counted).
+
+The forwarder's sender waits `retry_after` and tries forever; the transform's re-ingest and
+podhose-redrive try a fixed number of times with `backoff` (put_batch.put_with_retries).
 
     >>> classify("ResourceNotFoundException", 400), classify("ThrottlingException", 400)
     (<Kind.PERMANENT: 'permanent'>, <Kind.RETRY: 'retry'>)
@@ -18,8 +21,6 @@ from __future__ import annotations
 
 import enum
 import random
-import threading
-import time
 
 BACKOFF_BASE = 0.1  # seconds: first retry after up to 0.1 s, doubling
 BACKOFF_CAP = 3.0  # seconds: the longest wait after a throttling, 5xx or network error
@@ -66,9 +67,10 @@ def classify(code: str, status: int | None) -> Kind:
     return Kind.RETRY  # 5xx, network, per-record and anything unexpected
 
 
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number `attempt` (0-based) after a RETRY error."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to wait before retry number `attempt` (0-based) after a RETRY error: full
+    jitter up to `base` doubled per attempt, capped at `cap`."""
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 def retry_after(kind: Kind, attempt: int) -> float:
@@ -76,31 +78,3 @@ def retry_after(kind: Kind, attempt: int) -> float:
     if kind is Kind.PERMANENT:
         return PERMANENT_RETRY * random.uniform(0.9, 1.1)
     return backoff(attempt)
-
-
-class RateLimitedLog:
-    """Says a thing at most once per `interval` seconds per key; counts what it held back."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def due(self, key: str) -> int | None:
-        """None when `key` was said less than `interval` ago; else how many were held back."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                self._held[key] = self._held.get(key, 0) + 1
-                return None
-            self._last[key] = now
-            return self._held.pop(key, 0)
-
-    def forget(self, keys: list[str]) -> None:
-        """Say `keys` at once the next time they come."""
-        with self._lock:
-            for key in keys:
-                self._last.pop(key, None)
-                self._held.pop(key, None)
