@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m localaws.demo $(DEMO_ARGS)
+	$(PY) -m devstack.demo $(DEMO_ARGS)
 
 # Every Dockerfile in the repository, with hadolint's default rules (exceptions are inline).
 DOCKERFILES := forwarder/Dockerfile k8s/examples/Dockerfile tests/containers/lambda-python/Dockerfile
@@ -109,7 +109,7 @@ container-test: $(STAMP) $(SAM_STAMP) $(K8S_STAMP)
 
 EVENT ?= events/docker_seed.json
 invoke: $(STAMP)
-	$(PY) -m transform_lambda.invoke $(EVENT)
+	$(PY) -m devstack.invoke $(EVENT)
 
 bench: $(STAMP)
 	$(PY) -m bench.transform

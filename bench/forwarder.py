@@ -179,7 +179,7 @@ def free_port() -> int:
 def start_endpoint() -> tuple[subprocess.Popen[bytes], str]:
     """The local Firehose endpoint in its own process, counting only."""
     port = free_port()
-    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port)]
+    cmd = [sys.executable, "-m", "devstack.firehose_endpoint", "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--count-only", "--count-lines"], cwd=REPO, stdout=subprocess.DEVNULL
     )

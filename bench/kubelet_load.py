@@ -21,7 +21,7 @@ Here, on one machine:
   `0.log.<YYYYMMDD-hhmmss>` (the runtime then re-opens). gzip is ISA-L's igzip at level 1
   (kubelet uses Go's default level): the compression is load on the box, and the forwarder
   never reads `.gz`;
-- **Firehose**: localaws.firehose_endpoint in its own process, storing each accepted
+- **Firehose**: devstack.firehose_endpoint in its own process, storing each accepted
   record with its arrival time in a file (no decoding during the run);
 - **the forwarder**: `python -m forwarder` with the DaemonSet's defaults, in a cgroup of
   1 CPU (`cpu.max 100000 100000` / `cpu.cfs_quota_us 100000`) and 1 GiB;
@@ -366,7 +366,7 @@ def kubelet(logs: list[str], interval: float, stop_at: float, level: int) -> int
 # ---- Firehose -----------------------------------------------------------------------------
 def serve(port: int, out: str) -> None:
     """The endpoint process: accept every call, store each record with its arrival time."""
-    from localaws.firehose_endpoint import FirehoseEndpoint
+    from devstack.firehose_endpoint import FirehoseEndpoint
 
     lock = threading.Lock()
     with open(out, "wb", buffering=MIB) as sink_file:

@@ -23,10 +23,10 @@ from pathlib import Path
 from bench import plotting
 from bench.forwarder import FIREHOSE_USD_PER_GB
 from bench.lambda_memory import GB_SECOND_USD, REQUEST_USD
+from devstack.stack_config import load_template
 from forwarder.batcher import CALL_TARGET_BYTES
 from forwarder.config import Config
 from forwarder.limits import BILLING_UNIT, call_cost
-from localaws.stack_config import load_template
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -305,7 +305,7 @@ def plot(path: Path) -> None:
 def measure(files: int, lines_per_s: float, flush: float, seconds: float = 30) -> dict[str, float]:
     """Run the forwarder on `files` CRI files each written `lines_per_s` 250-byte lines a second
     at random times; what the local endpoint received per second."""
-    from localaws.firehose_endpoint import FirehoseEndpoint
+    from devstack.firehose_endpoint import FirehoseEndpoint
     from tests.forwarder_testlib import Node, cri_line, fwd, wait_for
 
     rng = random.Random(1)

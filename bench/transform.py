@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import baseline_blueprint
+from devstack.lambda_context import LambdaContext
 from transform_lambda.app import lambda_handler
-from transform_lambda.invoke import LocalContext
 
 TIME = "2019-12-28T08:19:53.704659587Z"
 RESULTS = Path(__file__).parent / "results"
@@ -121,7 +121,7 @@ def best_time(handler: Handler, evt: dict[str, Any], repeat: int) -> float:
     for _ in range(repeat):
         with contextlib.redirect_stdout(io.StringIO()):
             start = time.perf_counter()
-            handler(evt, LocalContext())
+            handler(evt, LambdaContext())
             times.append(time.perf_counter() - start)
     return min(times)
 
@@ -155,7 +155,7 @@ def run_scenario(scenario: Scenario, repeat: int) -> Row:
     records = pack(lines, scenario.packed)
     evt = event(records)
     with contextlib.redirect_stdout(io.StringIO()):
-        ours = lambda_handler(evt, LocalContext())
+        ours = lambda_handler(evt, LambdaContext())
         theirs = baseline_blueprint.lambda_handler(evt, None)
     if outputs(ours) != outputs(theirs):
         raise AssertionError(f"{name}: podhose and baseline disagree")

@@ -23,8 +23,8 @@ from typing import Any
 
 from bench import baseline_blueprint, plotting, shapes
 from bench.transform import RESULTS, Handler, event, outputs
+from devstack.lambda_context import LambdaContext
 from transform_lambda.app import lambda_handler
-from transform_lambda.invoke import LocalContext
 
 EVENT_RAW_BYTES = 3_000_000
 
@@ -51,7 +51,7 @@ def cpu_time(handler: Handler, evt: dict[str, Any]) -> float:
     """CPU seconds of one handler call (its logs discarded)."""
     with contextlib.redirect_stdout(io.StringIO()):
         start = time.process_time()
-        handler(evt, LocalContext())
+        handler(evt, LambdaContext())
         return time.process_time() - start
 
 
@@ -61,13 +61,13 @@ def run_shape(shape: str, repeat: int) -> ShapeRow:
     records = shapes.records(raw_lines)
     evt = event(records)
     with contextlib.redirect_stdout(io.StringIO()):
-        ours = outputs(lambda_handler(evt, LocalContext()))
+        ours = outputs(lambda_handler(evt, LambdaContext()))
         theirs = outputs(baseline_blueprint.lambda_handler(evt, None))
     if ours != theirs:
         raise AssertionError(f"{shape}: podhose and the baseline disagree")
     zstd_evt = event(shapes.records(raw_lines, "zstd"))
     with contextlib.redirect_stdout(io.StringIO()):
-        if outputs(lambda_handler(zstd_evt, LocalContext())) != ours:
+        if outputs(lambda_handler(zstd_evt, LambdaContext())) != ours:
             raise AssertionError(f"{shape}: zstd and gzip records transform differently")
     ours_s, theirs_s, zstd_s = [], [], []
     for _ in range(repeat):

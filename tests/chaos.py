@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localaws.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
+from devstack.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
 from tests.chaos_accountant import Accountant
 from tests.chaos_lines import Piece, Writer, incompressible_line, progress_texts
 from tests.forwarder_testlib import Container, ForwarderProc, Node, create_reusing

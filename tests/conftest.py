@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
+from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.lambda_context import LambdaContext
 from tests.forwarder_testlib import Node
-from transform_lambda.invoke import LocalContext
 
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose"
 
@@ -35,8 +35,8 @@ def firehose_event(datas: list[bytes], stream_arn: str = STREAM_ARN) -> dict[str
 
 
 @pytest.fixture
-def lambda_context() -> LocalContext:
-    return LocalContext()
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
 
 
 @pytest.fixture

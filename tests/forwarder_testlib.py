@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
+from devstack.firehose_endpoint import FirehoseEndpoint
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localaws.firehose_endpoint import FOREVER, FirehoseEndpoint
+from devstack.firehose_endpoint import FOREVER, FirehoseEndpoint
 from tests.forwarder_testlib import ForwarderProc, Node, cri_line, docker_line
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header

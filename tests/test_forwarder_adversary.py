@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.firehose_endpoint import MALFORMED_SHAPES, FirehoseEndpoint
 from forwarder.config import parse_config
 from forwarder.mainloop import Forwarder
-from localaws.firehose_endpoint import MALFORMED_SHAPES, FirehoseEndpoint
 from tests.forwarder_testlib import (
     STREAM,
     Container,

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from localaws.firehose_endpoint import FirehoseEndpoint
+from devstack.firehose_endpoint import FirehoseEndpoint
 from tests.forwarder_testlib import (
     Container,
     Node,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
+from devstack.firehose_endpoint import FirehoseEndpoint
 from tests.forwarder_testlib import (
     Container,
     ForwarderProc,

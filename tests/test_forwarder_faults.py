@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
+from devstack.firehose_endpoint import FirehoseEndpoint
 from tests.forwarder_testlib import (
     ForwarderProc,
     Node,

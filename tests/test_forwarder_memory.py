@@ -10,8 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder.memory import MALLOC_SETTINGS
-from localaws.firehose_endpoint import FirehoseEndpoint
 from tests.churn import Churn, rss_mb, slope_per_min
 from tests.forwarder_testlib import Node, count_lines, delivered, fwd, running, wait_for
 

@@ -1,6 +1,6 @@
 """Pod labels and annotations (--kubernetes-metadata) against a local fake API server.
 
-localaws/kube_api.py speaks the API server's list and watch protocol on 127.0.0.1; the
+devstack/kube_api.py speaks the API server's list and watch protocol on 127.0.0.1; the
 watcher is tested on its own (list, watch events, resume, 410 re-list, bounded cache,
 least privilege: one field-selected pods query with the token) and inside the real
 forwarder process, whose records the real transform turns into lines with ``kubernetes``.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.kube_api import FakeKubeApi
 from forwarder.pod_metadata import ApiAccess, PodMetadataWatcher, pod_of
-from localaws.firehose_endpoint import FirehoseEndpoint
-from localaws.kube_api import FakeKubeApi
 from tests.forwarder_testlib import ForwarderProc, Node, cri_line, running, wait_for
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_record

@@ -23,9 +23,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from devstack.firehose_endpoint import FirehoseEndpoint, Quota
 from forwarder import pacing
 from forwarder.pacing import Pacer
-from localaws.firehose_endpoint import FirehoseEndpoint, Quota
 from tests.forwarder_testlib import (
     REPO,
     STREAM,
@@ -100,7 +100,7 @@ def test_records_over_the_bytes_or_records_quota_fail_one_by_one() -> None:
 
 def test_the_cli_takes_default_and_per_stream_quotas() -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port),
+    cmd = [sys.executable, "-m", "devstack.firehose_endpoint", "--port", str(port),
            "--quota-calls-per-second", "1", "--stream-quota", "free:calls=1000"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-from localaws.moto_server import LOCAL_CREDENTIALS
-from localaws.node import canonical, expected_output, runtime_lines
-from localaws.pipeline import LocalPipeline, wait_for
-from localaws.stack_config import REGION, StackConfig
+from devstack.moto_server import LOCAL_CREDENTIALS
+from devstack.node import canonical, expected_output, runtime_lines
+from devstack.pipeline import LocalPipeline, wait_for
+from devstack.stack_config import REGION, StackConfig
 from tests.containers.daemonset_run import DaemonSetRun
 from tests.containers.engine import DockerEngine
 from tests.forwarder_testlib import free_port, healthy, http_get, metric

@@ -1,14 +1,14 @@
 """The whole local stack in one object: moto S3, Firehose endpoint, delivery, forwarder.
 
-Used by ``python -m localaws.demo`` and by tests/test_e2e_pipeline.py, so the demo and the
+Used by ``python -m devstack.demo`` and by tests/test_e2e_pipeline.py, so the demo and the
 end-to-end test run the very same pieces:
 
     forwarder (subprocess, real boto3 over HTTP)
-      -> localaws.firehose_endpoint (Firehose JSON API on 127.0.0.1, API limits enforced)
-      -> localaws.delivery (processor buffer -> transform_lambda.app.lambda_handler)
+      -> devstack.firehose_endpoint (Firehose JSON API on 127.0.0.1, API limits enforced)
+      -> devstack.delivery (processor buffer -> transform_lambda.app.lambda_handler)
       -> moto S3 (in-process ThreadedMotoServer on 127.0.0.1)
 
-Local stand-in only; see localaws/delivery.py for how it differs from the real service.
+Local stand-in only; see devstack/delivery.py for how it differs from the real service.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from localaws.delivery import FirehoseDelivery
-from localaws.moto_server import LOCAL_CREDENTIALS, MotoS3
-from localaws.node import canonical
-from localaws.stack_config import REGION, StackConfig
+from devstack.delivery import FirehoseDelivery
+from devstack.moto_server import LOCAL_CREDENTIALS, MotoS3
+from devstack.node import canonical
+from devstack.stack_config import REGION, StackConfig
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 
@@ -100,7 +100,7 @@ class LocalPipeline:
         return self
 
     def _start(self) -> None:
-        from localaws.firehose_endpoint import FirehoseEndpoint
+        from devstack.firehose_endpoint import FirehoseEndpoint
 
         self.moto.start()
         self._stack.callback(self.moto.stop)
