@@ -153,7 +153,7 @@ SOAK_MINUTES ?= 30
 MODEL_MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --out bench/results/soak
-	$(PY) -m tests.tailer_model --minutes $(MODEL_MINUTES) --steps 400 --seed 100
+	$(PY) -m testkit.tailer_model --minutes $(MODEL_MINUTES) --steps 400 --seed 100
 
 clean:
 	rm -rf $(VENV) .tools .aws-sam .pytest_cache .ruff_cache

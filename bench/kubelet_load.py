@@ -70,7 +70,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import plotting
-from bench.forwarder import REPO, RESULTS, free_port, stats
+from bench.forwarder import REPO, RESULTS, stats
+from testkit.forwarder import free_port
 
 MIB = 1024 * 1024
 MAX_SIZE = 10 * MIB  # kubelet's containerLogMaxSize default

@@ -16,7 +16,7 @@ written must be delivered (the endpoint's line count; the run fails otherwise).
 - backlog: --backlog-mb MB of lines already in one file, read as fast as the endpoint
   takes them: peak RSS.
 - files-10/100/1000: the same backlog spread over 10, 100 and 1,000 files: peak RSS.
-- churn: tests/churn.py's pod churn (5 new pods a second, each logging 3 lines a second,
+- churn: testkit/churn.py's pod churn (5 new pods a second, each logging 3 lines a second,
   deleted after 15 s; Docker and CRI) for --minutes: drift = median RSS of the last minute
   minus that of the first minute after WARM_UP_S, and the least-squares slope after it.
 
@@ -44,10 +44,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import plotting, shapes
+from bench import plotting
 from bench.forwarder import start_endpoint, stats
-from tests.churn import Churn, peak_rss_mb, rss_mb, slope_per_min
-from tests.forwarder_testlib import Node
+from testkit import shapes
+from testkit.churn import Churn, peak_rss_mb, rss_mb, slope_per_min
+from testkit.forwarder import Node
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -265,7 +266,7 @@ def measure(
 
 
 def line_pool(count: int = 20_000, seed: int = 11) -> list[str]:
-    """Application log lines of Fluent Bit's throughput backlog shape (bench/shapes.py)."""
+    """Application log lines of Fluent Bit's throughput backlog shape (testkit/shapes.py)."""
     return shapes.fluentbit_backlog(random.Random(seed), count)
 
 

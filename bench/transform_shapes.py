@@ -1,4 +1,4 @@
-"""The transform on realistic log shapes (bench/shapes.py), beside the stdlib baseline.
+"""The transform on realistic log shapes (testkit/shapes.py), beside the stdlib baseline.
 
 Each shape: ~3 MB of runtime lines packed as the forwarder packs them (gzip level 1, 1 MiB
 of lines per record, with the header), one Firehose event, the whole handler timed in CPU
@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import baseline_blueprint, plotting, shapes
+from bench import baseline_blueprint, plotting
 from bench.transform import RESULTS, Handler, event, outputs
 from devstack.lambda_context import LambdaContext
+from testkit import shapes
 from transform_lambda.app import lambda_handler
 
 EVENT_RAW_BYTES = 3_000_000

@@ -33,7 +33,8 @@ from devstack import stack_config
 from devstack.firehose_endpoint import LARGE_REGION_QUOTA, SMALL_REGION_QUOTA, Quota
 from devstack.kube_api import FakeKubeApi
 from devstack.node import Workload, canonical
-from devstack.pipeline import ForwarderProcess, LocalPipeline, wait_for
+from devstack.pipeline import ForwarderProcess, LocalPipeline
+from devstack.polling import wait_for
 from devstack.stack_config import StackConfig
 
 MIB = 1024 * 1024

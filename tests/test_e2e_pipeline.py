@@ -22,7 +22,8 @@ import pytest
 from devstack import demo
 from devstack.moto_server import local_client
 from devstack.node import Workload, canonical
-from devstack.pipeline import ForwarderProcess, LocalPipeline, wait_for
+from devstack.pipeline import ForwarderProcess, LocalPipeline
+from devstack.polling import wait_for
 from devstack.stack_config import StackConfig
 
 pytestmark = pytest.mark.timeout(120)

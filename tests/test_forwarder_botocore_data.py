@@ -19,7 +19,8 @@ from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder import botocore_data
 from forwarder.config import parse_config
 from forwarder.sender import make_client
-from tests.forwarder_testlib import REPO, STREAM, ForwarderProc, Node, docker_line, got, lines_of
+from testkit.forwarder import REPO, STREAM, ForwarderProc, Node, got, lines_of
+from testkit.lines import docker_line
 
 BUILTIN_ENDPOINTS = str(Path(Loader.BUILTIN_DATA_PATH) / "endpoints.json")
 

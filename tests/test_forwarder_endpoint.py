@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from devstack.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import REPO, free_port, wait_for
+from testkit.forwarder import REPO, free_port, wait_for
 
 
 @pytest.fixture

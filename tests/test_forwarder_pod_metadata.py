@@ -18,7 +18,8 @@ import pytest
 from devstack.firehose_endpoint import FirehoseEndpoint
 from devstack.kube_api import FakeKubeApi
 from forwarder.pod_metadata import ApiAccess, PodMetadataWatcher, pod_of
-from tests.forwarder_testlib import ForwarderProc, Node, cri_line, running, wait_for
+from testkit.forwarder import ForwarderProc, Node, running, wait_for
+from testkit.lines import cri_line
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_record
 

@@ -26,15 +26,8 @@ from botocore.exceptions import ClientError
 from devstack.firehose_endpoint import FirehoseEndpoint, Quota
 from forwarder import pacing
 from forwarder.pacing import Pacer
-from tests.forwarder_testlib import (
-    REPO,
-    STREAM,
-    ForwarderProc,
-    Node,
-    cri_line,
-    delivered,
-    free_port,
-)
+from testkit.forwarder import REPO, STREAM, ForwarderProc, Node, delivered, free_port
+from testkit.lines import cri_line
 
 # ----- the endpoint's quotas
 

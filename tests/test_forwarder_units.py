@@ -15,7 +15,8 @@ from forwarder.config import StartupError, parse_config, resolve_region
 from forwarder.offsets import Fingerprint, Stored
 from forwarder.partials import PartialJoiner, docker_log_complete
 from forwarder.tail import Chunk
-from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
+from testkit.forwarder import decode
+from testkit.lines import cri_line, docker_line, docker_split
 from transform_lambda.transform import decode_payload
 
 

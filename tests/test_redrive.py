@@ -20,7 +20,7 @@ import pytest
 from devstack.firehose_endpoint import FirehoseEndpoint
 from devstack.moto_server import MotoS3
 from devstack.stack_config import StackConfig
-from tests.forwarder_testlib import REPO
+from testkit.forwarder import REPO
 
 STREAM = "podhose"
 PREFIX = "errors/processing-failed/year=2026/"

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from forwarder.wire_encoder import RecordEncoder
-from tests.forwarder_testlib import cri_line, docker_line
+from testkit.lines import cri_line, docker_line
 from transform_lambda import fastpath, transform
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import _general_output, split_lines, transform_record

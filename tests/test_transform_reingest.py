@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from devstack.firehose_endpoint import FirehoseEndpoint
-from tests.conftest import STREAM_ARN, firehose_event
+from testkit.events import STREAM_ARN, firehose_event
 from transform_lambda import app
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire_decoder import split_header

@@ -27,11 +27,12 @@ import yaml
 
 from devstack.moto_server import LOCAL_CREDENTIALS
 from devstack.node import canonical, expected_output, runtime_lines
-from devstack.pipeline import LocalPipeline, wait_for
+from devstack.pipeline import LocalPipeline
+from devstack.polling import wait_for
 from devstack.stack_config import REGION, StackConfig
+from testkit.forwarder import free_port, healthy, http_get, metric
 from tests.containers.daemonset_run import DaemonSetRun
 from tests.containers.engine import DockerEngine
-from tests.forwarder_testlib import free_port, healthy, http_get, metric
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".tools" / "k8s" / "bin" / "kubectl"

@@ -1,16 +1,14 @@
-"""Helpers for the forwarder tests: a temp node layout, the forwarder subprocess, decoding."""
+"""The forwarder under test: a temp node layout, the forwarder subprocess, decoding."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.polling import wait_for as poll
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 
@@ -28,27 +27,6 @@ FileKey = tuple[int, int]
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"
-T0 = "2024-05-01T10:00:00.000000001Z"
-
-
-def docker_line(text: str, stream: str = "stdout", when: str = T0) -> bytes:
-    """One Docker json-file line (the whole text is one entry)."""
-    doc = {"log": text, "stream": stream, "time": when}
-    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-
-
-def docker_split(text: str, stream: str = "stdout", piece: int = 16384) -> tuple[bytes, bytes]:
-    """What dockerd writes for a long line: 16 KB pieces; and the line the forwarder ships."""
-    pieces = [text[i : i + piece] for i in range(0, len(text), piece)]
-    pieces[-1] += "\n"
-    times = [f"2024-05-01T10:00:00.{i:09d}Z" for i in range(len(pieces))]
-    written = b"".join(docker_line(p, stream, t) for p, t in zip(pieces, times, strict=True))
-    return written, docker_line(text + "\n", stream, times[0])
-
-
-def cri_line(text: str, stream: str = "stdout", tag: str = "F", when: str = T0) -> bytes:
-    """One CRI log line."""
-    return f"{when} {stream} {tag} {text}\n".encode()
 
 
 @dataclass
@@ -129,7 +107,7 @@ def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
 def create_reused(path: Path, want: FileKey) -> None:
     """create_reusing, required: on ext4 (which reuses a freed inode at once) a file that did
     not get `want` fails the test; elsewhere (tmpfs, for one) the test cannot run there."""
-    from tests.chaos import filesystem
+    from testkit.chaos import filesystem
 
     if create_reusing(path, want):
         return
@@ -295,13 +273,9 @@ def lines_of(data: bytes) -> Counter[bytes]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    """Poll `predicate` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    """Poll `predicate` until true; fail after `timeout` seconds (devstack's poll, asserted)."""
+    if not poll(predicate, timeout, 0.05):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def count_lines(records: Iterable[bytes]) -> int:

@@ -23,8 +23,8 @@ shipped it, and what a SIGKILL left undelivered in deleted files, is excused (it
 A failing walk is reduced (prefix bisection, then delta debugging of the recorded steps) and
 printed as a `replay([...])` call.
 
-    python -m tests.tailer_model --seed 1 --steps 2000            # one long walk
-    python -m tests.tailer_model --minutes 30 --steps 400         # walks until time is up
+    python -m testkit.tailer_model --seed 1 --steps 2000            # one long walk
+    python -m testkit.tailer_model --minutes 30 --steps 400         # walks until time is up
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.firehose_endpoint import FOREVER, FirehoseEndpoint
-from tests.forwarder_testlib import ForwarderProc, Node, cri_line, docker_line
+from testkit.forwarder import ForwarderProc, Node
+from testkit.lines import cri_line, docker_line
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 
@@ -1071,7 +1072,7 @@ def replay_code(steps: list[Step], profile: str) -> str:
     """Python that replays `steps`."""
     body = ",\n    ".join(repr(s) for s in steps)
     return (
-        "from tests.tailer_model import replay, step\n"
+        "from testkit.tailer_model import replay, step\n"
         f"replay([\n    {body},\n], profile={profile!r})"
     )
 

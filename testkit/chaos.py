@@ -20,8 +20,8 @@ produces these conditions, and counts them in the result so a test can check the
   (`kills_with_unacked_drained_files`);
 - a phase of malformed 200 answers (every shape).
 
-Every line written is unique; tests/chaos_lines.py says what is accepted for it and
-tests/chaos_accountant.py counts lost, corrupt and duplicated lines.
+Every line written is unique; testkit/chaos_lines.py says what is accepted for it and
+testkit/chaos_accountant.py counts lost, corrupt and duplicated lines.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
-from tests.chaos_accountant import Accountant
-from tests.chaos_lines import Piece, Writer, incompressible_line, progress_texts
-from tests.forwarder_testlib import Container, ForwarderProc, Node, create_reusing
+from testkit.chaos_accountant import Accountant
+from testkit.chaos_lines import Piece, Writer, incompressible_line, progress_texts
+from testkit.forwarder import Container, ForwarderProc, Node, create_reusing
 
 FileKey = tuple[int, int]
 
