@@ -71,6 +71,7 @@ from pathlib import Path
 
 from bench import plotting
 from bench.forwarder import REPO, RESULTS, stats
+from devstack.node_layout import add_container
 from testkit.forwarder import free_port
 
 MIB = 1024 * 1024
@@ -189,19 +190,15 @@ class Pod:
 def make_pods(root: Path, count: int) -> list[Pod]:
     """`count` pods with kubelet's layout under `root`."""
     rng = random.Random(7)
-    links = root / "var/log/containers"
-    links.mkdir(parents=True)
     pods = []
     for n in range(count):
         name = f"log-generator-6c9f{n:02d}d8b7-{rng.getrandbits(20):05x}"
         uid = f"{rng.getrandbits(32):08x}-{n:04x}-4d1e-9a7b-{rng.getrandbits(48):012x}"
-        folder = root / f"var/log/pods/{NAMESPACE}_{name}_{uid}/{CONTAINER}"
-        folder.mkdir(parents=True)
-        log = folder / "0.log"
-        log.touch()
         cid = f"{rng.getrandbits(256):064x}"
-        (links / f"{name}_{NAMESPACE}_{CONTAINER}-{cid}.log").symlink_to(log)
-        pods.append(Pod(name, str(log)))
+        files = add_container(
+            root, name, namespace=NAMESPACE, name=CONTAINER, container_id=cid, uid=uid
+        )
+        pods.append(Pod(name, str(files.log)))
     return pods
 
 

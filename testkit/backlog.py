@@ -8,6 +8,7 @@ import random
 import secrets
 from pathlib import Path
 
+from devstack.node_layout import add_container
 from testkit import shapes
 from testkit.lines import docker_line
 
@@ -71,15 +72,10 @@ def write_backlog(root: Path, line_bytes: int | str, total: int) -> tuple[int, i
         rng = random.Random(line_bytes)
         content = max(20, (line_bytes - 66) * 9 // 10 - 8)  # envelope ~66 bytes, escaping
         pool = [numbered_line(app_message(rng, content, i), i) for i in range(POOL)]
-    links = root / "var/log/containers"
-    links.mkdir(parents=True, exist_ok=True)
     written = lines = 0
     per_file = total // FILES
     for n in range(FILES):
-        cid = secrets.token_hex(32)
-        target = root / f"var/lib/docker/containers/{cid}/{cid}-json.log"
-        target.parent.mkdir(parents=True)
-        (links / f"bench-{n}_default_app-{cid}.log").symlink_to(target)
+        target = add_container(root, f"bench-{n}", runtime="docker").log
         size = 0
         with open(target, "wb", buffering=4 * 1024 * 1024) as f:
             i = 0

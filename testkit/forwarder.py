@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.node_layout import CONTAINERS_DIR, add_container
 from devstack.polling import wait_for as poll
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
@@ -61,7 +60,7 @@ class Node:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.containers_dir = root / "var/log/containers"
+        self.containers_dir = root / CONTAINERS_DIR
         self.containers_dir.mkdir(parents=True)
 
     @property
@@ -73,16 +72,8 @@ class Node:
         self, pod: str, runtime: str = "cri", ns: str = "default", name: str = "app"
     ) -> Container:
         """Create a container log file and its kubelet symlink."""
-        cid = secrets.token_hex(32)
-        if runtime == "docker":
-            target = self.root / f"var/lib/docker/containers/{cid}/{cid}-json.log"
-        else:
-            target = self.root / f"var/log/pods/{ns}_{pod}_{uuid.uuid4()}/{name}/0.log"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch()
-        link = self.containers_dir / f"{pod}_{ns}_{name}-{cid}.log"
-        link.symlink_to(target)
-        return Container(link, target, runtime)
+        files = add_container(self.root, pod, namespace=ns, name=name, runtime=runtime)
+        return Container(files.link, files.log, runtime)
 
 
 def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
