@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import plotting
+from devstack.forwarder_process import forwarder_command
+from devstack.node_layout import CONTAINERS_DIR
 from testkit.backlog import write_backlog
 from testkit.forwarder import free_port
 from testkit.prices import FIREHOSE_USD_PER_GB
@@ -118,12 +120,11 @@ def run_forwarder(root: Path, url: str, extra: list[str]) -> tuple[float, float,
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    cmd = [
-        sys.executable, "-m", "forwarder", "--path", str(root / "var/log/containers/*.log"),
-        "--delivery-stream", "bench", "--endpoint-url", url, "--db",
-        str(root / f"offsets-{time.monotonic_ns()}.db"), "--exit-on-eof", "--http-port", "0",
-        "--log-level", "WARNING", *extra,
-    ]  # fmt: skip
+    db = root / f"offsets-{time.monotonic_ns()}.db"
+    cmd = forwarder_command(
+        str(root / CONTAINERS_DIR / "*.log"), "bench", url, db, "--exit-on-eof",
+        "--http-port", "0", "--log-level", "WARNING", *extra,
+    )  # fmt: skip
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)

@@ -71,7 +71,8 @@ from pathlib import Path
 
 from bench import plotting
 from bench.forwarder import REPO, RESULTS, stats
-from devstack.node_layout import add_container
+from devstack.forwarder_process import forwarder_command
+from devstack.node_layout import CONTAINERS_DIR, add_container
 from testkit.forwarder import free_port
 
 MIB = 1024 * 1024
@@ -542,11 +543,11 @@ class Step:
 
 def forwarder_cmd(root: Path, url: str, extra: list[str]) -> list[str]:
     """The forwarder as the DaemonSet runs it (defaults), against the local endpoint."""
-    return [
-        sys.executable, "-m", "forwarder", "--path", str(root / "var/log/containers/*.log"),
-        "--delivery-stream", "bench", "--endpoint-url", url, "--db", str(root / "offsets.db"),
-        "--http-port", "0", "--log-level", "WARNING", *extra,
-    ]  # fmt: skip
+    glob = str(root / CONTAINERS_DIR / "*.log")
+    return forwarder_command(
+        glob, "bench", url, root / "offsets.db", "--http-port", "0", "--log-level", "WARNING",
+        *extra,
+    )  # fmt: skip
 
 
 def start_endpoint(sink: str) -> tuple[subprocess.Popen[bytes], str]:

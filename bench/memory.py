@@ -46,6 +46,8 @@ from pathlib import Path
 
 from bench import plotting
 from bench.forwarder import start_endpoint, stats
+from devstack.forwarder_process import forwarder_command
+from devstack.node_layout import CONTAINERS_DIR
 from testkit import shapes
 from testkit.churn import Churn, peak_rss_mb, rss_mb, slope_per_min
 from testkit.forwarder import Node
@@ -222,11 +224,11 @@ def measure(
     endpoint, url = start_endpoint()
     db = root / "state" / f"offsets-{scenario}-{setting}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        opts.python, "-m", "forwarder", "--path", str(root / "node/var/log/containers/*.log"),
-        "--delivery-stream", "bench", "--endpoint-url", url, "--db", str(db),
-        "--http-port", "0", "--log-level", "WARNING", *args,
-    ]  # fmt: skip
+    glob = str(root / "node" / CONTAINERS_DIR / "*.log")
+    cmd = forwarder_command(
+        glob, "bench", url, db, "--http-port", "0", "--log-level", "WARNING", *args,
+        python=opts.python,
+    )  # fmt: skip
     run = Run(scenario, setting, opts.version, botocore_data=opts.data[setting])
     proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
     sampler = Sampler(proc.pid, every)

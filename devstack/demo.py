@@ -31,9 +31,10 @@ from types import FrameType
 
 from devstack import stack_config
 from devstack.firehose_endpoint import LARGE_REGION_QUOTA, SMALL_REGION_QUOTA, Quota
+from devstack.forwarder_process import ForwarderProcess
 from devstack.kube_api import FakeKubeApi
 from devstack.node import Workload, canonical
-from devstack.pipeline import ForwarderProcess, LocalPipeline
+from devstack.pipeline import LocalPipeline
 from devstack.polling import wait_for
 from devstack.stack_config import StackConfig
 

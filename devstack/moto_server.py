@@ -22,12 +22,9 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from devstack.stack_config import REGION, StackConfig
+from devstack.stack_config import LOCAL_CREDENTIALS, REGION, StackConfig
 
 log = logging.getLogger(__name__)
-
-#: Dummy credentials for every local client (moto accepts anything).
-LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
 def local_client(service: str, endpoint_url: str) -> Any:

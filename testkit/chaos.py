@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
+from devstack.forwarder_process import FileKey
 from testkit.chaos_accountant import Accountant
 from testkit.chaos_lines import Piece, Writer, incompressible_line, progress_texts
 from testkit.forwarder import Container, ForwarderProc, Node, create_reusing
-
-FileKey = tuple[int, int]
 
 ROTATIONS = ("docker-rename", "kubelet-rename", "copytruncate", "none")
 RENAMES = ("docker-rename", "kubelet-rename")
@@ -256,16 +255,7 @@ class Chaos:
 
     def open_keys(self) -> set[FileKey]:
         """(dev, inode) of every file the running forwarder holds open (/proc/PID/fd)."""
-        if self.proc is None or self.proc.proc is None:
-            return set()
-        fds = Path(f"/proc/{self.proc.proc.pid}/fd")
-        opened = set()
-        with contextlib.suppress(OSError):  # the process may be gone
-            for fd in fds.iterdir():
-                with contextlib.suppress(OSError):
-                    st = fd.stat()
-                    opened.add((st.st_dev, st.st_ino))
-        return opened
+        return set() if self.proc is None else self.proc.held()
 
     # ----- containers
     def all_writers(self) -> list[Writer]:

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -17,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.forwarder_process import FileKey, forwarder_command, held_files
 from devstack.node_layout import CONTAINERS_DIR, add_container
 from devstack.polling import wait_for as poll
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
-
-FileKey = tuple[int, int]
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"
@@ -150,12 +148,10 @@ class ForwarderProc:
         self.port = free_port()
         db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
         self.log_path = db.parent.parent / f"forwarder.{self.port}.log"
-        self.args = [
-            sys.executable, "-m", "forwarder", "--path", node.glob, "--delivery-stream", STREAM,
-            "--endpoint-url", url, "--db", str(db), "--http-host", "127.0.0.1",
-            "--http-port", str(self.port), "--scan-interval", "0.2", "--flush-interval", "0.2",
-            *extra,
-        ]  # fmt: skip
+        self.args = forwarder_command(
+            node.glob, STREAM, url, db, "--http-host", "127.0.0.1", "--http-port", str(self.port),
+            "--scan-interval", "0.2", "--flush-interval", "0.2", *extra,
+        )  # fmt: skip
         self.env = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": "test",
@@ -206,15 +202,7 @@ class ForwarderProc:
 
     def held(self) -> set[FileKey]:
         """(dev, inode) of every file the process holds open (/proc/PID/fd); empty once gone."""
-        if self.proc is None:
-            return set()
-        keys = set()
-        with contextlib.suppress(OSError):  # the process may be gone
-            for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    st = fd.stat()
-                    keys.add((st.st_dev, st.st_ino))
-        return keys
+        return set() if self.proc is None else held_files(self.proc.pid)
 
     def __enter__(self) -> ForwarderProc:
         return self.start()

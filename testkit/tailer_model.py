@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import random
 import shutil
 import signal
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.firehose_endpoint import FOREVER, FirehoseEndpoint
+from devstack.forwarder_process import held_files
 from testkit.forwarder import ForwarderProc, Node
 from testkit.lines import cri_line, docker_line
 from transform_lambda.transform import decode_payload
@@ -355,17 +355,6 @@ class Model:
 # ----- the forwarder's view
 
 
-def held_keys(pid: int) -> set[tuple[int, int]]:
-    """(dev, inode) of every file a process holds open (/proc/PID/fd)."""
-    keys = set()
-    with contextlib.suppress(OSError):  # the process may be gone
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                st = os.stat(f"/proc/{pid}/fd/{name}")
-                keys.add((st.st_dev, st.st_ino))
-    return keys
-
-
 def noise(seed: int, size: int) -> bytes:
     """`size` incompressible printable bytes that need no JSON escaping."""
     return random.Random(seed).randbytes(size).translate(NOISE_TABLE)
@@ -540,7 +529,7 @@ class Runner:
             self.died.append(f"after step {len(self.steps)} with code {code}")
             self.proc = None
             return
-        for key in held_keys(self.proc.proc.pid):
+        for key in held_files(self.proc.proc.pid):
             f = self.model.files.get(key)
             if f is not None:
                 f.seen_by.add(self.generation)

@@ -20,9 +20,10 @@ import psutil
 import pytest
 
 from devstack import demo
+from devstack.forwarder_process import ForwarderProcess
 from devstack.moto_server import local_client
 from devstack.node import Workload, canonical
-from devstack.pipeline import ForwarderProcess, LocalPipeline
+from devstack.pipeline import LocalPipeline
 from devstack.polling import wait_for
 from devstack.stack_config import StackConfig
 

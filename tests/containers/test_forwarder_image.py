@@ -25,11 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.moto_server import LOCAL_CREDENTIALS
 from devstack.node import canonical, expected_output, runtime_lines
 from devstack.pipeline import LocalPipeline
 from devstack.polling import wait_for
-from devstack.stack_config import REGION, StackConfig
+from devstack.stack_config import LOCAL_CREDENTIALS, REGION, StackConfig
 from testkit.forwarder import free_port, healthy, http_get, metric
 from tests.containers.daemonset_run import DaemonSetRun
 from tests.containers.engine import DockerEngine
