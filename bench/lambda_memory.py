@@ -34,8 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import plotting
-from bench.transform import RESULTS, event
+from bench.transform import RESULTS
 from testkit import shapes
+from testkit.events import firehose_event
 from testkit.prices import GB_SECOND_USD, REQUEST_USD
 
 #: Raw bytes of lines that fill the template's default 0.25 MB processor buffer and
@@ -120,7 +121,7 @@ def worker(tasks: Path, raw_bytes: int, repeat: int) -> None:
     from transform_lambda.settings import TransformSettings
 
     raw = shapes.lines("fluentbit_mix", raw_bytes)
-    evt = KinesisFirehoseEvent(event(shapes.records(raw, "zstd")))
+    evt = KinesisFirehoseEvent(firehose_event(shapes.records(raw, "zstd")))
     settings, no_limit = TransformSettings(), 2**40
     durations = []
     with contextlib.redirect_stdout(io.StringIO()):

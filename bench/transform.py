@@ -22,6 +22,8 @@ from typing import Any
 
 from bench import baseline_blueprint
 from devstack.lambda_context import LambdaContext
+from testkit.events import firehose_event
+from testkit.lines import cri_line, docker_line
 from transform_lambda.app import lambda_handler
 
 TIME = "2019-12-28T08:19:53.704659587Z"
@@ -54,18 +56,17 @@ def app_lines(rng: random.Random, count: int, text_share: float) -> list[str]:
     return lines
 
 
-def docker_line(content: str) -> bytes:
-    entry = {"log": content + "\n", "stream": "stdout", "time": TIME}
-    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+def docker_entry(content: str) -> bytes:
+    return docker_line(content + "\n", when=TIME)
 
 
-def cri_line(content: str) -> bytes:
-    return f"{TIME} stdout F {content}\n".encode()
+def cri_entry(content: str) -> bytes:
+    return cri_line(content, when=TIME)
 
 
 def make_lines(fmt: str, total_bytes: int, text_share: float, seed: int = 7) -> list[bytes]:
     rng = random.Random(seed)
-    encode = docker_line if fmt == "docker" else cri_line
+    encode = docker_entry if fmt == "docker" else cri_entry
     lines: list[bytes] = []
     size = 0
     while size < total_bytes:
@@ -91,22 +92,6 @@ def pack(lines: list[bytes], packed: bool) -> list[bytes]:
     if current:
         records.append(b"".join(current))
     return records
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def event(records: list[bytes]) -> dict[str, Any]:
-    return {
-        "invocationId": "bench",
-        "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose",
-        "region": "us-east-1",
-        "records": [
-            {"recordId": str(i), "approximateArrivalTimestamp": 0, "data": b64(r)}
-            for i, r in enumerate(records)
-        ],
-    }
 
 
 def outputs(response: dict[str, Any]) -> list[Any]:
@@ -153,7 +138,7 @@ def run_scenario(scenario: Scenario, repeat: int) -> Row:
     name = scenario.name
     lines = make_lines(scenario.fmt, int(scenario.mb * 1_000_000), scenario.text_share)
     records = pack(lines, scenario.packed)
-    evt = event(records)
+    evt = firehose_event(records)
     with contextlib.redirect_stdout(io.StringIO()):
         ours = lambda_handler(evt, LambdaContext())
         theirs = baseline_blueprint.lambda_handler(evt, None)

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import baseline_blueprint, plotting
-from bench.transform import RESULTS, Handler, event, outputs
+from bench.transform import RESULTS, Handler, outputs
 from devstack.lambda_context import LambdaContext
 from testkit import shapes
+from testkit.events import firehose_event
 from transform_lambda.app import lambda_handler
 
 EVENT_RAW_BYTES = 3_000_000
@@ -60,13 +61,13 @@ def run_shape(shape: str, repeat: int) -> ShapeRow:
     """Time podhose and the baseline on one shape, interleaved; best of `repeat`."""
     raw_lines = shapes.lines(shape, EVENT_RAW_BYTES)
     records = shapes.records(raw_lines)
-    evt = event(records)
+    evt = firehose_event(records)
     with contextlib.redirect_stdout(io.StringIO()):
         ours = outputs(lambda_handler(evt, LambdaContext()))
         theirs = outputs(baseline_blueprint.lambda_handler(evt, None))
     if ours != theirs:
         raise AssertionError(f"{shape}: podhose and the baseline disagree")
-    zstd_evt = event(shapes.records(raw_lines, "zstd"))
+    zstd_evt = firehose_event(shapes.records(raw_lines, "zstd"))
     with contextlib.redirect_stdout(io.StringIO()):
         if outputs(lambda_handler(zstd_evt, LambdaContext())) != ours:
             raise AssertionError(f"{shape}: zstd and gzip records transform differently")
