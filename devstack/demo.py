@@ -272,7 +272,7 @@ def _forwarder(
 ) -> ForwarderProcess:
     """The forwarder for this stack; with the transform's multi-line mode when it has one."""
     mode = config.lambda_env.get("PODHOSE_MULTILINE", "")
-    return ForwarderProcess(
+    return ForwarderProcess.local(
         glob=workload.glob,
         stream=config.stream_name,
         endpoint_url=pipe.endpoint.url,

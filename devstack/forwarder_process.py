@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
 
 from devstack.stack_config import LOCAL_CREDENTIALS, REGION
 
@@ -43,11 +42,41 @@ def held_files(pid: int) -> set[FileKey]:
     return keys
 
 
+def local_environment() -> dict[str, str]:
+    """The demo forwarder's environment: the local stack's credentials and region, and
+    nothing of the Lambda's or the caller's AWS setup."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PODHOSE_", "POWERTOOLS_"))
+    }
+    env.update(
+        AWS_ACCESS_KEY_ID=LOCAL_CREDENTIALS["aws_access_key_id"],
+        AWS_SECRET_ACCESS_KEY=LOCAL_CREDENTIALS["aws_secret_access_key"],
+        AWS_DEFAULT_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 class ForwarderProcess:
-    """The real forwarder as a subprocess (``python -m forwarder``), output to a log file."""
+    """The real forwarder as a subprocess, stdout and stderr appended to a log file.
+
+    ``own_session``: a terminal Ctrl-C reaches only the caller (the demo), which then
+    SIGTERMs this.
+    """
 
     def __init__(
-        self,
+        self, args: list[str], env: dict[str, str], log_path: Path, *, own_session: bool = False
+    ) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.own_session = own_session
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def local(
+        cls,
         *,
         glob: str,
         stream: str,
@@ -55,58 +84,42 @@ class ForwarderProcess:
         db: Path,
         log_path: Path,
         extra_args: list[str] | None = None,
-    ) -> None:
+    ) -> ForwarderProcess:
+        """The demo's forwarder against the local stack (1 s flush and scan intervals)."""
         db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
-        self.args = forwarder_command(
-            glob,
-            stream,
-            endpoint_url,
-            db,
-            "--region",
-            REGION,
-            "--flush-interval",
-            "1.0",
-            "--scan-interval",
-            "1.0",
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
+        args = forwarder_command(
+            glob, stream, endpoint_url, db, "--region", REGION, "--flush-interval", "1.0",
+            "--scan-interval", "1.0", "--http-host", "127.0.0.1", "--http-port", "0",
             *(extra_args or []),
-        )
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        )  # fmt: skip
+        return cls(args, local_environment(), log_path, own_session=True)
 
     def start(self) -> ForwarderProcess:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            # nothing of the Lambda's or the caller's AWS setup leaks into the forwarder
-            if not k.startswith(("AWS_", "PODHOSE_", "POWERTOOLS_"))
-        }
-        env.update(
-            AWS_ACCESS_KEY_ID=LOCAL_CREDENTIALS["aws_access_key_id"],
-            AWS_SECRET_ACCESS_KEY=LOCAL_CREDENTIALS["aws_secret_access_key"],
-            AWS_DEFAULT_REGION=REGION,
-            AWS_EC2_METADATA_DISABLED="true",
-            PYTHONUNBUFFERED="1",
-        )
-        self._log = self.log_path.open("wb")
-        # Own session: a terminal Ctrl-C reaches only the demo, which then SIGTERMs this.
-        self.proc = subprocess.Popen(
-            self.args,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        """Start the process."""
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.own_session,
+            )
         return self
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, timeout: float = 60) -> int:
+        """Wait for exit; return the exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def signal(self, signum: int) -> None:
+        """Send a signal."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
 
     def terminate(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM (the forwarder flushes and exits); SIGKILL after the timeout."""
@@ -119,14 +132,26 @@ class ForwarderProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
         return self.proc.returncode
+
+    def stop(self) -> None:
+        """Kill the process if it still runs (cleanup)."""
+        if self.running():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        """Everything the process printed."""
+        return self.log_path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 30) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            text = self.log()
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def held(self) -> set[FileKey]:
+        """(dev, inode) of every file the process holds open (/proc/PID/fd); empty once gone."""
+        return set() if self.proc is None else held_files(self.proc.pid)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.firehose_endpoint import FirehoseEndpoint
-from devstack.forwarder_process import FileKey, forwarder_command, held_files
+from devstack.forwarder_process import FileKey, ForwarderProcess, forwarder_command
 from devstack.node_layout import CONTAINERS_DIR, add_container
 from devstack.polling import wait_for as poll
 from transform_lambda.transform import decode_payload
@@ -139,20 +137,20 @@ def metric(port: int, name: str) -> float:
     return total
 
 
-class ForwarderProc:
-    """`python -m forwarder` as a subprocess with the test's flags; stdout goes to a file."""
+class ForwarderProc(ForwarderProcess):
+    """`python -m forwarder` with the test's flags (0.2 s intervals, its own HTTP port),
+    in the test's environment plus dummy credentials; output to a file beside the state."""
 
     def __init__(
         self, url: str, node: Node, db: Path, *extra: str, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
         db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
-        self.log_path = db.parent.parent / f"forwarder.{self.port}.log"
-        self.args = forwarder_command(
+        args = forwarder_command(
             node.glob, STREAM, url, db, "--http-host", "127.0.0.1", "--http-port", str(self.port),
             "--scan-interval", "0.2", "--flush-interval", "0.2", *extra,
         )  # fmt: skip
-        self.env = {
+        environment = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
@@ -160,33 +158,11 @@ class ForwarderProc:
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(args, environment, db.parent.parent / f"forwarder.{self.port}.log")
 
     def start(self) -> ForwarderProc:
-        """Start the process."""
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO, stdout=out, stderr=out)
+        super().start()
         return self
-
-    def wait(self, timeout: float = 60) -> int:
-        """Wait for exit; return the exit code."""
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def signal(self, signum: int) -> None:
-        """Send a signal."""
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self) -> None:
-        """Kill the process if it still runs (cleanup)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def log(self) -> str:
-        """Everything the process printed."""
-        return self.log_path.read_text(errors="replace")
 
     def get(self, path: str) -> tuple[int, str]:
         """GET a path of the HTTP server."""
@@ -199,10 +175,6 @@ class ForwarderProc:
     def metric(self, name: str) -> float:
         """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
         return metric(self.port, name)
-
-    def held(self) -> set[FileKey]:
-        """(dev, inode) of every file the process holds open (/proc/PID/fd); empty once gone."""
-        return set() if self.proc is None else held_files(self.proc.pid)
 
     def __enter__(self) -> ForwarderProc:
         return self.start()

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from devstack.firehose_endpoint import FOREVER, FirehoseEndpoint
-from devstack.forwarder_process import held_files
 from testkit.forwarder import ForwarderProc, Node
 from testkit.lines import cri_line, docker_line
 from transform_lambda.transform import decode_payload
@@ -529,7 +528,7 @@ class Runner:
             self.died.append(f"after step {len(self.steps)} with code {code}")
             self.proc = None
             return
-        for key in held_files(self.proc.proc.pid):
+        for key in self.proc.held():
             f = self.model.files.get(key)
             if f is not None:
                 f.seen_by.add(self.generation)

@@ -59,7 +59,7 @@ def stack(request: pytest.FixtureRequest) -> Any:
 def _forwarder(
     pipe: LocalPipeline, workload: Workload, tmp_path: Path, *extra: str
 ) -> ForwarderProcess:
-    return ForwarderProcess(
+    return ForwarderProcess.local(
         glob=workload.glob,
         stream=pipe.config.stream_name,
         endpoint_url=pipe.endpoint.url,
