@@ -27,6 +27,7 @@ from pathlib import Path
 from bench import plotting
 from devstack.forwarder_process import forwarder_command
 from devstack.node_layout import CONTAINERS_DIR
+from devstack.polling import wait_for
 from testkit.backlog import write_backlog
 from testkit.forwarder import free_port
 from testkit.prices import FIREHOSE_USD_PER_GB
@@ -95,15 +96,19 @@ def start_endpoint() -> tuple[subprocess.Popen[bytes], str]:
         [*cmd, "--count-only", "--count-lines"], cwd=REPO, stdout=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            stats(url)
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
+    if wait_for(lambda: answers(url), 20, 0.05):
+        return proc, url
     proc.kill()
     raise RuntimeError("endpoint did not start")
+
+
+def answers(url: str) -> bool:
+    """True when the endpoint's /stats answers."""
+    try:
+        stats(url)
+    except OSError:
+        return False
+    return True
 
 
 def stats(url: str) -> dict[str, int]:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from devstack.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
 from devstack.forwarder_process import FileKey
+from devstack.polling import wait_for
 from testkit.chaos_accountant import Accountant
 from testkit.chaos_lines import Piece, Writer, incompressible_line, progress_texts
 from testkit.forwarder import Container, ForwarderProc, Node, create_reusing
@@ -687,13 +688,8 @@ class Chaos:
 
     @staticmethod
     def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-        """Poll `predicate` until true (True), or `timeout` (False)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        """Poll `predicate` every 0.2 s until true (True), or `timeout` (False)."""
+        return wait_for(predicate, timeout, 0.2)
 
     def result(self) -> ChaosResult:
         """The accountant's findings and the conditions' counts."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from devstack import polling
 from devstack.firehose_endpoint import FirehoseEndpoint
 from devstack.kube_api import FakeKubeApi
 from forwarder.pod_metadata import ApiAccess, PodMetadataWatcher, pod_of
@@ -152,18 +154,16 @@ def test_forwarder_sends_labels_the_transform_adds_and_flows_without_them(
         assert proc.wait(30) == 0
 
 
-def wait_until(predicate, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
-    import time
+def wait_until(predicate: Callable[[], object], timeout: float = 10) -> bool:
+    """Poll `predicate` (a KeyError or AssertionError counts as not yet) until true."""
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def holds() -> bool:
         try:
-            if predicate():
-                return True
+            return bool(predicate())
         except (KeyError, AssertionError):
-            pass
-        time.sleep(0.05)
-    return False
+            return False
+
+    return polling.wait_for(holds, timeout, 0.05)
 
 
 def wait_for_field(watcher: PodMetadataWatcher, namespace: str, pod: str) -> bool:

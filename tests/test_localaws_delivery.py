@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from devstack.delivery import MAX_RESPONSE_BYTES, FirehoseDelivery
+from devstack.polling import wait_for
 from devstack.stack_config import StackConfig
 
 KEY = re.compile(
@@ -227,10 +228,7 @@ def test_buffer_size_and_interval() -> None:
         delivery.sink("podhose", [b"a\n"])
         time.sleep(0.1)
         assert not s3.objects
-        deadline = time.monotonic() + 5
-        while not s3.objects and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert s3.objects
+        assert wait_for(lambda: bool(s3.objects), 5, 0.02)
     finally:
         delivery.stop()
 
