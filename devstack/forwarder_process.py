@@ -14,9 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devstack.stack_config import LOCAL_CREDENTIALS, REGION
-
-REPO = Path(__file__).resolve().parent.parent
+from devstack.stack_config import LOCAL_CREDENTIALS, REGION, REPO_ROOT
 
 FileKey = tuple[int, int]
 
@@ -99,7 +97,7 @@ class ForwarderProcess:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 self.args,
-                cwd=REPO,
+                cwd=REPO_ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

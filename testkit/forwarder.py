@@ -17,10 +17,10 @@ from devstack.firehose_endpoint import FirehoseEndpoint
 from devstack.forwarder_process import FileKey, ForwarderProcess, forwarder_command
 from devstack.node_layout import CONTAINERS_DIR, add_container
 from devstack.polling import wait_for as poll
+from devstack.stack_config import REPO_ROOT as REPO
 from transform_lambda.transform import decode_payload
 from transform_lambda.wire_decoder import split_header
 
-REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"
 
 
