@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m localaws.demo $(DEMO_ARGS)
+	$(PY) -m devstack.demo $(DEMO_ARGS)
 
 # Every Dockerfile in the repository, with hadolint's default rules (exceptions are inline).
 DOCKERFILES := forwarder/Dockerfile k8s/examples/Dockerfile tests/containers/lambda-python/Dockerfile
@@ -109,7 +109,7 @@ container-test: $(STAMP) $(SAM_STAMP) $(K8S_STAMP)
 
 EVENT ?= events/docker_seed.json
 invoke: $(STAMP)
-	$(PY) -m transform_lambda.invoke $(EVENT)
+	$(PY) -m devstack.invoke $(EVENT)
 
 bench: $(STAMP)
 	$(PY) -m bench.transform
@@ -153,7 +153,7 @@ SOAK_MINUTES ?= 30
 MODEL_MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --out bench/results/soak
-	$(PY) -m tests.tailer_model --minutes $(MODEL_MINUTES) --steps 400 --seed 100
+	$(PY) -m testkit.tailer_model --minutes $(MODEL_MINUTES) --steps 400 --seed 100
 
 clean:
 	rm -rf $(VENV) .tools .aws-sam .pytest_cache .ruff_cache

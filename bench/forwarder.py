@@ -15,9 +15,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import random
-import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,12 +25,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import plotting
+from devstack.forwarder_process import forwarder_command
+from devstack.node_layout import CONTAINERS_DIR
+from devstack.polling import wait_for
+from testkit.backlog import write_backlog
+from testkit.forwarder import free_port
+from testkit.prices import FIREHOSE_USD_PER_GB
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-# Prices for $ per GB of logs (us-east-1): Firehose ingestion per billed GB, a node vCPU-hour,
-# and the transform Lambda per GB of logs (bench.lambda_memory: 512 MB arm64, default batch).
-FIREHOSE_USD_PER_GB = 0.029
+# Prices for $ per GB of logs (us-east-1), beside testkit.prices' Firehose price: a node
+# vCPU-hour, and the transform Lambda per GB of logs (bench.lambda_memory: 512 MB arm64,
+# default batch).
 VCPU_USD_PER_HOUR = 0.0385
 LAMBDA_USD_PER_GB = 0.00015
 # Fluent Bit 4.2, simple_aggregation + gzip, on its own 1 GB throughput backlog (figures from
@@ -41,32 +44,6 @@ LAMBDA_USD_PER_GB = 0.00015
 FLUENT_BIT_BILLED, FLUENT_BIT_CPU_S_PER_GB = 0.0754, 54.0
 MB = 1_000_000
 GB = 1_000_000_000
-FILES = 4
-POOL = 20_000
-WORDS = [
-    "request",
-    "handled",
-    "user",
-    "session",
-    "cache",
-    "miss",
-    "upstream",
-    "timeout",
-    "retry",
-    "ok",
-    "failed",
-    "order",
-    "item",
-    "cart",
-    "payment",
-    "token",
-    "refresh",
-    "db",
-    "query",
-    "rows",
-    "returned",
-    "latency",
-]
 MODES = {
     "packed": ["--compression", "none"],
     "zstd columns (default)": [],
@@ -111,88 +88,27 @@ def usd_per_gb(billed_per_raw: float, cpu_s_per_gb: float) -> float:
     return billed_per_raw * FIREHOSE_USD_PER_GB + node + LAMBDA_USD_PER_GB
 
 
-def app_message(rng: random.Random, size: int, seq: int) -> str:
-    """A JSON application log message of about `size` bytes (before Docker's escaping)."""
-    base: dict[str, object] = {"ts": 1714557600000 + seq, "msg": " ".join(rng.sample(WORDS, 2))}
-    base["id"] = secrets.token_hex(2)
-    if size > 80:
-        base["level"] = rng.choice(["info", "info", "info", "warn", "error"])
-        base["req"] = secrets.token_hex(6)
-    text = json.dumps(base, separators=(",", ":"))
-    words: list[str] = []
-    while len(text) + sum(len(w) + 1 for w in words) < size - 12:
-        words.append(rng.choice(WORDS) if rng.random() < 0.95 else str(rng.randrange(100000)))
-    if words:
-        base["detail"] = " ".join(words)
-        text = json.dumps(base, separators=(",", ":"))
-    return text
-
-
-def docker_line(msg: str, seq: int) -> bytes:
-    """A Docker json-file line for `msg`."""
-    when = f"2024-05-01T10:{seq // 60000 % 60:02d}:{seq // 1000 % 60:02d}.{seq % 1000:03d}123456Z"
-    doc = {"log": msg + "\n", "stream": "stdout", "time": when}
-    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-
-
-def write_backlog(root: Path, line_bytes: int | str, total: int) -> tuple[int, int]:
-    """Write `total` bytes over FILES container logs: lines of about `line_bytes` (from a
-    pool of POOL lines), or of a realistic shape of bench/shapes.py (all distinct)."""
-    if isinstance(line_bytes, str):
-        from bench import shapes
-
-        pool = shapes.lines(line_bytes, total // FILES + 1_000_000)
-    else:
-        rng = random.Random(line_bytes)
-        content = max(20, (line_bytes - 66) * 9 // 10 - 8)  # envelope ~66 bytes, escaping
-        pool = [docker_line(app_message(rng, content, i), i) for i in range(POOL)]
-    links = root / "var/log/containers"
-    links.mkdir(parents=True, exist_ok=True)
-    written = lines = 0
-    per_file = total // FILES
-    for n in range(FILES):
-        cid = secrets.token_hex(32)
-        target = root / f"var/lib/docker/containers/{cid}/{cid}-json.log"
-        target.parent.mkdir(parents=True)
-        (links / f"bench-{n}_default_app-{cid}.log").symlink_to(target)
-        size = 0
-        with open(target, "wb", buffering=4 * 1024 * 1024) as f:
-            i = 0
-            while size < per_file:
-                block = pool[i % len(pool) : i % len(pool) + 1000]
-                data = b"".join(block)
-                f.write(data)
-                size += len(data)
-                lines += len(block)
-                i += len(block)
-        written += size
-    return written, lines
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_endpoint() -> tuple[subprocess.Popen[bytes], str]:
     """The local Firehose endpoint in its own process, counting only."""
     port = free_port()
-    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port)]
+    cmd = [sys.executable, "-m", "devstack.firehose_endpoint", "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--count-only", "--count-lines"], cwd=REPO, stdout=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            stats(url)
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
+    if wait_for(lambda: answers(url), 20, 0.05):
+        return proc, url
     proc.kill()
     raise RuntimeError("endpoint did not start")
+
+
+def answers(url: str) -> bool:
+    """True when the endpoint's /stats answers."""
+    try:
+        stats(url)
+    except OSError:
+        return False
+    return True
 
 
 def stats(url: str) -> dict[str, int]:
@@ -209,12 +125,11 @@ def run_forwarder(root: Path, url: str, extra: list[str]) -> tuple[float, float,
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    cmd = [
-        sys.executable, "-m", "forwarder", "--path", str(root / "var/log/containers/*.log"),
-        "--delivery-stream", "bench", "--endpoint-url", url, "--db",
-        str(root / f"offsets-{time.monotonic_ns()}.db"), "--exit-on-eof", "--http-port", "0",
-        "--log-level", "WARNING", *extra,
-    ]  # fmt: skip
+    db = root / f"offsets-{time.monotonic_ns()}.db"
+    cmd = forwarder_command(
+        str(root / CONTAINERS_DIR / "*.log"), "bench", url, db, "--exit-on-eof",
+        "--http-port", "0", "--log-level", "WARNING", *extra,
+    )  # fmt: skip
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     _pid, status, usage = os.wait4(proc.pid, 0)

@@ -21,7 +21,7 @@ Here, on one machine:
   `0.log.<YYYYMMDD-hhmmss>` (the runtime then re-opens). gzip is ISA-L's igzip at level 1
   (kubelet uses Go's default level): the compression is load on the box, and the forwarder
   never reads `.gz`;
-- **Firehose**: localaws.firehose_endpoint in its own process, storing each accepted
+- **Firehose**: devstack.firehose_endpoint in its own process, storing each accepted
   record with its arrival time in a file (no decoding during the run);
 - **the forwarder**: `python -m forwarder` with the DaemonSet's defaults, in a cgroup of
   1 CPU (`cpu.max 100000 100000` / `cpu.cfs_quota_us 100000`) and 1 GiB;
@@ -70,7 +70,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import plotting
-from bench.forwarder import REPO, RESULTS, free_port, stats
+from bench.forwarder import REPO, RESULTS, stats
+from devstack.forwarder_process import forwarder_command
+from devstack.node_layout import CONTAINERS_DIR, add_container
+from testkit.forwarder import free_port
 
 MIB = 1024 * 1024
 MAX_SIZE = 10 * MIB  # kubelet's containerLogMaxSize default
@@ -188,19 +191,15 @@ class Pod:
 def make_pods(root: Path, count: int) -> list[Pod]:
     """`count` pods with kubelet's layout under `root`."""
     rng = random.Random(7)
-    links = root / "var/log/containers"
-    links.mkdir(parents=True)
     pods = []
     for n in range(count):
         name = f"log-generator-6c9f{n:02d}d8b7-{rng.getrandbits(20):05x}"
         uid = f"{rng.getrandbits(32):08x}-{n:04x}-4d1e-9a7b-{rng.getrandbits(48):012x}"
-        folder = root / f"var/log/pods/{NAMESPACE}_{name}_{uid}/{CONTAINER}"
-        folder.mkdir(parents=True)
-        log = folder / "0.log"
-        log.touch()
         cid = f"{rng.getrandbits(256):064x}"
-        (links / f"{name}_{NAMESPACE}_{CONTAINER}-{cid}.log").symlink_to(log)
-        pods.append(Pod(name, str(log)))
+        files = add_container(
+            root, name, namespace=NAMESPACE, name=CONTAINER, container_id=cid, uid=uid
+        )
+        pods.append(Pod(name, str(files.log)))
     return pods
 
 
@@ -366,7 +365,7 @@ def kubelet(logs: list[str], interval: float, stop_at: float, level: int) -> int
 # ---- Firehose -----------------------------------------------------------------------------
 def serve(port: int, out: str) -> None:
     """The endpoint process: accept every call, store each record with its arrival time."""
-    from localaws.firehose_endpoint import FirehoseEndpoint
+    from devstack.firehose_endpoint import FirehoseEndpoint
 
     lock = threading.Lock()
     with open(out, "wb", buffering=MIB) as sink_file:
@@ -544,11 +543,11 @@ class Step:
 
 def forwarder_cmd(root: Path, url: str, extra: list[str]) -> list[str]:
     """The forwarder as the DaemonSet runs it (defaults), against the local endpoint."""
-    return [
-        sys.executable, "-m", "forwarder", "--path", str(root / "var/log/containers/*.log"),
-        "--delivery-stream", "bench", "--endpoint-url", url, "--db", str(root / "offsets.db"),
-        "--http-port", "0", "--log-level", "WARNING", *extra,
-    ]  # fmt: skip
+    glob = str(root / CONTAINERS_DIR / "*.log")
+    return forwarder_command(
+        glob, "bench", url, root / "offsets.db", "--http-port", "0", "--log-level", "WARNING",
+        *extra,
+    )  # fmt: skip
 
 
 def start_endpoint(sink: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -1,7 +1,7 @@
 """The transform at each Lambda memory size's CPU share, measured; priced per GB of logs.
 
 Lambda gives a function memory/1,769 MB of a vCPU, enforced as a CPU quota per scheduling
-period. For each memory size this transforms one event of Fluent Bit's mix (bench/shapes.py,
+period. For each memory size this transforms one event of Fluent Bit's mix (testkit/shapes.py,
 packed as the forwarder packs it by default) with ``app.process_event`` (base64, transform,
 response; no re-ingest: the budget is lifted) in a child process held to that share by the
 cgroup cpu controller (v1 ``cpu.cfs_quota_us`` or v2 ``cpu.max``, the kernel's default
@@ -33,8 +33,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import plotting, shapes
-from bench.transform import RESULTS, event
+from bench import plotting
+from bench.transform import RESULTS
+from testkit import shapes
+from testkit.events import firehose_event
+from testkit.prices import GB_SECOND_USD, REQUEST_USD
 
 #: Raw bytes of lines that fill the template's default 0.25 MB processor buffer and
 #: Firehose's largest, 3 MB, with the forwarder's default records (~10x compression).
@@ -42,9 +45,6 @@ EVENTS = {"0.25 MB buffer": 2_500_000, "3 MB buffer": 30_000_000}
 MEMORY_SIZES_MB = (128, 256, 512, 1024, 1769, 3008)
 FULL_VCPU_MB = 1769
 PERIOD_US = 100_000  # the kernel's default CFS period
-# Lambda arm64 price per GB-second and per request (us-east-1).
-GB_SECOND_USD = 0.0000133334
-REQUEST_USD = 0.20 / 1_000_000
 
 
 @dataclass
@@ -121,7 +121,7 @@ def worker(tasks: Path, raw_bytes: int, repeat: int) -> None:
     from transform_lambda.settings import TransformSettings
 
     raw = shapes.lines("fluentbit_mix", raw_bytes)
-    evt = KinesisFirehoseEvent(event(shapes.records(raw, "zstd")))
+    evt = KinesisFirehoseEvent(firehose_event(shapes.records(raw, "zstd")))
     settings, no_limit = TransformSettings(), 2**40
     durations = []
     with contextlib.redirect_stdout(io.StringIO()):

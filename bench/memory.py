@@ -16,7 +16,7 @@ written must be delivered (the endpoint's line count; the run fails otherwise).
 - backlog: --backlog-mb MB of lines already in one file, read as fast as the endpoint
   takes them: peak RSS.
 - files-10/100/1000: the same backlog spread over 10, 100 and 1,000 files: peak RSS.
-- churn: tests/churn.py's pod churn (5 new pods a second, each logging 3 lines a second,
+- churn: testkit/churn.py's pod churn (5 new pods a second, each logging 3 lines a second,
   deleted after 15 s; Docker and CRI) for --minutes: drift = median RSS of the last minute
   minus that of the first minute after WARM_UP_S, and the least-squares slope after it.
 
@@ -44,10 +44,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import plotting, shapes
+from bench import plotting
 from bench.forwarder import start_endpoint, stats
-from tests.churn import Churn, peak_rss_mb, rss_mb, slope_per_min
-from tests.forwarder_testlib import Node
+from devstack.forwarder_process import forwarder_command
+from devstack.node_layout import CONTAINERS_DIR
+from testkit import shapes
+from testkit.churn import Churn, peak_rss_mb, rss_mb, slope_per_min
+from testkit.forwarder import Node
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -221,11 +224,11 @@ def measure(
     endpoint, url = start_endpoint()
     db = root / "state" / f"offsets-{scenario}-{setting}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        opts.python, "-m", "forwarder", "--path", str(root / "node/var/log/containers/*.log"),
-        "--delivery-stream", "bench", "--endpoint-url", url, "--db", str(db),
-        "--http-port", "0", "--log-level", "WARNING", *args,
-    ]  # fmt: skip
+    glob = str(root / "node" / CONTAINERS_DIR / "*.log")
+    cmd = forwarder_command(
+        glob, "bench", url, db, "--http-port", "0", "--log-level", "WARNING", *args,
+        python=opts.python,
+    )  # fmt: skip
     run = Run(scenario, setting, opts.version, botocore_data=opts.data[setting])
     proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
     sampler = Sampler(proc.pid, every)
@@ -265,7 +268,7 @@ def measure(
 
 
 def line_pool(count: int = 20_000, seed: int = 11) -> list[str]:
-    """Application log lines of Fluent Bit's throughput backlog shape (bench/shapes.py)."""
+    """Application log lines of Fluent Bit's throughput backlog shape (testkit/shapes.py)."""
     return shapes.fluentbit_backlog(random.Random(seed), count)
 
 

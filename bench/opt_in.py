@@ -3,10 +3,10 @@
 ``python -m bench.opt_in`` (in ``make bench``), best of --repeat, records packed as the
 forwarder packs them by default (zstd, envelope in columns):
 
-- multi-line joining: ~3 MB of Docker lines per language (bench/shapes.py's Java text logs
+- multi-line joining: ~3 MB of Docker lines per language (testkit/shapes.py's Java text logs
   with stack traces; Python logs with tracebacks; Go logs with panics), PODHOSE_MULTILINE
   off and with the language's mode;
-- pod metadata: Fluent Bit's mix (bench/shapes.py) with the seed's output, with the file
+- pod metadata: Fluent Bit's mix (testkit/shapes.py) with the seed's output, with the file
   name's ``kubernetes`` fields, and with labels, node and uid in the header as the
   forwarder's ``--kubernetes-metadata`` sends them (three labels).
 
@@ -24,8 +24,8 @@ import random
 import time
 from collections.abc import Callable
 
-from bench import shapes
 from podhose_wire.header import K8S, source_header, with_field
+from testkit import shapes
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_records
 

@@ -1,8 +1,8 @@
-"""Soak: the chaos scenario (tests/chaos.py) for minutes to hours, sampled over time.
+"""Soak: the chaos scenario (testkit/chaos.py) for minutes to hours, sampled over time.
 
 Writes a CSV (elapsed seconds, forwarder RSS, CPU, delivery lag, lines written and
 delivered, delivered lines per second, kills, fault phase), a PNG plot of it and a summary
-(the accountant's counts, and how often each condition of tests/chaos.py happened: reused
+(the accountant's counts, and how often each condition of testkit/chaos.py happened: reused
 inodes, stuck pieces, incompressible pairs, kills with unacknowledged drained files,
 malformed answers); exits non-zero if any line was lost or corrupted.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from bench import plotting
-from tests.chaos import PHASES, Chaos
+from testkit.chaos import PHASES, Chaos
 
 COLUMNS = ("elapsed_s", "rss_mb", "cpu_s", "delivery_lag_s", "lines_written",
            "lines_delivered", "delivered_per_s", "kills", "phase")  # fmt: skip

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import baseline_blueprint
+from devstack.lambda_context import LambdaContext
+from testkit.events import firehose_event
+from testkit.lines import cri_line, docker_line
 from transform_lambda.app import lambda_handler
-from transform_lambda.invoke import LocalContext
 
 TIME = "2019-12-28T08:19:53.704659587Z"
 RESULTS = Path(__file__).parent / "results"
@@ -54,18 +56,17 @@ def app_lines(rng: random.Random, count: int, text_share: float) -> list[str]:
     return lines
 
 
-def docker_line(content: str) -> bytes:
-    entry = {"log": content + "\n", "stream": "stdout", "time": TIME}
-    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+def docker_entry(content: str) -> bytes:
+    return docker_line(content + "\n", when=TIME)
 
 
-def cri_line(content: str) -> bytes:
-    return f"{TIME} stdout F {content}\n".encode()
+def cri_entry(content: str) -> bytes:
+    return cri_line(content, when=TIME)
 
 
 def make_lines(fmt: str, total_bytes: int, text_share: float, seed: int = 7) -> list[bytes]:
     rng = random.Random(seed)
-    encode = docker_line if fmt == "docker" else cri_line
+    encode = docker_entry if fmt == "docker" else cri_entry
     lines: list[bytes] = []
     size = 0
     while size < total_bytes:
@@ -93,22 +94,6 @@ def pack(lines: list[bytes], packed: bool) -> list[bytes]:
     return records
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def event(records: list[bytes]) -> dict[str, Any]:
-    return {
-        "invocationId": "bench",
-        "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose",
-        "region": "us-east-1",
-        "records": [
-            {"recordId": str(i), "approximateArrivalTimestamp": 0, "data": b64(r)}
-            for i, r in enumerate(records)
-        ],
-    }
-
-
 def outputs(response: dict[str, Any]) -> list[Any]:
     return [
         [json.loads(line) for line in base64.b64decode(r["data"]).splitlines()]
@@ -121,7 +106,7 @@ def best_time(handler: Handler, evt: dict[str, Any], repeat: int) -> float:
     for _ in range(repeat):
         with contextlib.redirect_stdout(io.StringIO()):
             start = time.perf_counter()
-            handler(evt, LocalContext())
+            handler(evt, LambdaContext())
             times.append(time.perf_counter() - start)
     return min(times)
 
@@ -153,9 +138,9 @@ def run_scenario(scenario: Scenario, repeat: int) -> Row:
     name = scenario.name
     lines = make_lines(scenario.fmt, int(scenario.mb * 1_000_000), scenario.text_share)
     records = pack(lines, scenario.packed)
-    evt = event(records)
+    evt = firehose_event(records)
     with contextlib.redirect_stdout(io.StringIO()):
-        ours = lambda_handler(evt, LocalContext())
+        ours = lambda_handler(evt, LambdaContext())
         theirs = baseline_blueprint.lambda_handler(evt, None)
     if outputs(ours) != outputs(theirs):
         raise AssertionError(f"{name}: podhose and baseline disagree")

@@ -1,4 +1,4 @@
-"""The transform on realistic log shapes (bench/shapes.py), beside the stdlib baseline.
+"""The transform on realistic log shapes (testkit/shapes.py), beside the stdlib baseline.
 
 Each shape: ~3 MB of runtime lines packed as the forwarder packs them (gzip level 1, 1 MiB
 of lines per record, with the header), one Firehose event, the whole handler timed in CPU
@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import baseline_blueprint, plotting, shapes
-from bench.transform import RESULTS, Handler, event, outputs
+from bench import baseline_blueprint, plotting
+from bench.transform import RESULTS, Handler, outputs
+from devstack.lambda_context import LambdaContext
+from testkit import shapes
+from testkit.events import firehose_event
 from transform_lambda.app import lambda_handler
-from transform_lambda.invoke import LocalContext
 
 EVENT_RAW_BYTES = 3_000_000
 
@@ -51,7 +53,7 @@ def cpu_time(handler: Handler, evt: dict[str, Any]) -> float:
     """CPU seconds of one handler call (its logs discarded)."""
     with contextlib.redirect_stdout(io.StringIO()):
         start = time.process_time()
-        handler(evt, LocalContext())
+        handler(evt, LambdaContext())
         return time.process_time() - start
 
 
@@ -59,15 +61,15 @@ def run_shape(shape: str, repeat: int) -> ShapeRow:
     """Time podhose and the baseline on one shape, interleaved; best of `repeat`."""
     raw_lines = shapes.lines(shape, EVENT_RAW_BYTES)
     records = shapes.records(raw_lines)
-    evt = event(records)
+    evt = firehose_event(records)
     with contextlib.redirect_stdout(io.StringIO()):
-        ours = outputs(lambda_handler(evt, LocalContext()))
+        ours = outputs(lambda_handler(evt, LambdaContext()))
         theirs = outputs(baseline_blueprint.lambda_handler(evt, None))
     if ours != theirs:
         raise AssertionError(f"{shape}: podhose and the baseline disagree")
-    zstd_evt = event(shapes.records(raw_lines, "zstd"))
+    zstd_evt = firehose_event(shapes.records(raw_lines, "zstd"))
     with contextlib.redirect_stdout(io.StringIO()):
-        if outputs(lambda_handler(zstd_evt, LocalContext())) != ours:
+        if outputs(lambda_handler(zstd_evt, LambdaContext())) != ours:
             raise AssertionError(f"{shape}: zstd and gzip records transform differently")
     ours_s, theirs_s, zstd_s = [], [], []
     for _ in range(repeat):

@@ -203,7 +203,7 @@ def zstd_parameters(level: int, record_bytes: int = 1 << 20) -> zstandard.ZstdCo
 
     zstd's own tables take 5 bytes from level 3 on; on log lines 6 finds fewer short,
     costly matches inside numbers and ids. Measured at level 6 on 1 MiB column bodies of the
-    bench/shapes.py shapes: 0-6 % fewer billed bytes (no shape worse) at the same speed.
+    testkit/shapes.py shapes: 0-6 % fewer billed bytes (no shape worse) at the same speed.
 
     The window never exceeds a record (a record is one frame), and the hash and chain
     tables are capped at 2^16 and 2^15 entries (level 6 has 2^19 and 2^18): the context

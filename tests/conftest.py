@@ -1,42 +1,21 @@
-"""Shared fixtures: a Lambda context, and helpers to build Firehose events."""
+"""Shared fixtures: a Lambda context, the local Firehose endpoint, a temp node layout."""
 
 from __future__ import annotations
 
-import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import Node
-from transform_lambda.invoke import LocalContext
-
-STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose"
-
-
-def firehose_event(datas: list[bytes], stream_arn: str = STREAM_ARN) -> dict[str, Any]:
-    """A data-transformation event as Firehose sends it, one record per data blob."""
-    return {
-        "invocationId": "test-invocation",
-        "deliveryStreamArn": stream_arn,
-        "region": "us-east-1",
-        "records": [
-            {
-                "recordId": f"record-{i:05d}",
-                "approximateArrivalTimestamp": 1577521193704,
-                "data": base64.b64encode(data).decode(),
-            }
-            for i, data in enumerate(datas)
-        ],
-    }
+from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.lambda_context import LambdaContext
+from testkit.forwarder import Node
 
 
 @pytest.fixture
-def lambda_context() -> LocalContext:
-    return LocalContext()
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from localaws.stack_config import load_template
+from devstack.stack_config import load_template
 from transform_lambda import settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from devstack.stack_config import load_template
 from forwarder.config import OPTIONS, build_parser
-from localaws.stack_config import load_template
 from transform_lambda.settings import ENV_VARS
 
 ROOT = Path(__file__).resolve().parent.parent

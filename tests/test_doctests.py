@@ -1,4 +1,4 @@
-"""The docstring examples of the product's modules run as doctests."""
+"""The docstring examples of the product's modules (and the local stack's) run as doctests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pkgutil
 
 import pytest
 
+import devstack
 import forwarder
 import podhose_redrive
 import podhose_wire
@@ -15,7 +16,7 @@ import transform_lambda
 
 MODULES = sorted(
     info.name
-    for package in (forwarder, transform_lambda, podhose_redrive, podhose_wire)
+    for package in (forwarder, transform_lambda, podhose_redrive, podhose_wire, devstack)
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
     if not info.name.endswith("__main__")
 )

@@ -1,6 +1,6 @@
 """End to end: simulated containers -> real forwarder -> local Firehose -> real transform -> S3.
 
-The same stack as ``make demo`` (localaws/), shorter: every line the app wrote must be in S3
+The same stack as ``make demo`` (devstack/), shorter: every line the app wrote must be in S3
 exactly once, exactly as the transform emits it, across a log rotation in the middle.
 """
 
@@ -19,11 +19,13 @@ from typing import Any
 import psutil
 import pytest
 
-from localaws import demo
-from localaws.moto_server import local_client
-from localaws.node import Workload, canonical
-from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
-from localaws.stack_config import StackConfig
+from devstack import demo
+from devstack.forwarder_process import ForwarderProcess
+from devstack.moto_server import local_client
+from devstack.node import Workload, canonical
+from devstack.pipeline import LocalPipeline
+from devstack.polling import wait_for
+from devstack.stack_config import StackConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,7 +59,7 @@ def stack(request: pytest.FixtureRequest) -> Any:
 def _forwarder(
     pipe: LocalPipeline, workload: Workload, tmp_path: Path, *extra: str
 ) -> ForwarderProcess:
-    return ForwarderProcess(
+    return ForwarderProcess.local(
         glob=workload.glob,
         stream=pipe.config.stream_name,
         endpoint_url=pipe.endpoint.url,
@@ -209,7 +211,7 @@ def test_overflowing_response_is_reingested_through_the_endpoint() -> None:
 def run_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[Callable[[list[str]], str]]:
-    """`python -m localaws.demo ARGS`: its output, once it exited 0; afterwards nothing it
+    """`python -m devstack.demo ARGS`: its output, once it exited 0; afterwards nothing it
     started or wrote is left behind."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 

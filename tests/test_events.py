@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack import invoke
 from events import generate
-from transform_lambda import invoke
 
 EVENTS = sorted(Path(generate.HERE).glob("*.json"))
 
@@ -61,7 +61,7 @@ def test_make_invoke_on_a_bad_event_says_so_in_one_line(
     if content is not None:
         event.write_bytes(content)
     result = subprocess.run(
-        [sys.executable, "-m", "transform_lambda.invoke", str(event)], capture_output=True,
+        [sys.executable, "-m", "devstack.invoke", str(event)], capture_output=True,
         text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert result.returncode == 2

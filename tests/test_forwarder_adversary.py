@@ -18,24 +18,23 @@ from pathlib import Path
 
 import pytest
 
+from devstack.firehose_endpoint import MALFORMED_SHAPES, FirehoseEndpoint
 from forwarder.config import parse_config
 from forwarder.mainloop import Forwarder
-from localaws.firehose_endpoint import MALFORMED_SHAPES, FirehoseEndpoint
-from tests.forwarder_testlib import (
+from testkit.forwarder import (
     STREAM,
     Container,
     ForwarderProc,
     Node,
     create_reused,
-    cri_line,
     delivered,
-    docker_line,
     fwd,
     got,
     lines_of,
     running,
     wait_for,
 )
+from testkit.lines import cri_line, docker_line
 
 SMALL_BUFFER = ("--max-buffer-bytes", str(256 * 1024), "--max-line-bytes", str(64 * 1024))
 

@@ -15,11 +15,12 @@ import botocore
 import pytest
 from botocore.loaders import Loader
 
+from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder import botocore_data
 from forwarder.config import parse_config
 from forwarder.sender import make_client
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import REPO, STREAM, ForwarderProc, Node, docker_line, got, lines_of
+from testkit.forwarder import REPO, STREAM, ForwarderProc, Node, got, lines_of
+from testkit.lines import docker_line
 
 BUILTIN_ENDPOINTS = str(Path(Loader.BUILTIN_DATA_PATH) / "endpoints.json")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder.catch_up import CatchUp
 from forwarder.config import parse_config
 from forwarder.wire_encoder import RecordEncoder, zstd_parameters
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import ForwarderProc, Node, decode, delivered, running, wait_for
+from testkit.forwarder import ForwarderProc, Node, decode, delivered, running, wait_for
 
 MIB = 1024 * 1024
 

@@ -2,7 +2,7 @@
 Firehose that cycles through outages, throttling, partial failures, dropped connections,
 malformed and slow answers, SIGKILL and restart mid-outage — nothing may be lost.
 
-The run must also produce the conditions of tests/chaos.py (inode reuse while files await
+The run must also produce the conditions of testkit/chaos.py (inode reuse while files await
 acknowledgement, progress bars stuck mid-line while stderr logs on, incompressible pairs of
 lines near the record size, kills while drained files are unacknowledged): each is asserted
 to have happened, so the suite cannot silently stop producing them.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.chaos import BUFFER_BYTES, STUCK_SECONDS, Chaos, filesystem
+from testkit.chaos import BUFFER_BYTES, STUCK_SECONDS, Chaos, filesystem
 
 # A SIGKILL re-sends what was unacknowledged (<= the buffer) plus what was acknowledged after
 # the last offset save (every 0.2 s): a generous bound on that second part.

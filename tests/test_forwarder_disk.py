@@ -8,17 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import (
-    Container,
-    Node,
-    cri_line,
-    delivered_of,
-    fwd,
-    lines_of,
-    running,
-    wait_for,
-)
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import Container, Node, delivered_of, fwd, lines_of, running, wait_for
+from testkit.lines import cri_line
 
 FILE_BYTES = 2_000_000
 SMALL_BUFFER = ("--max-line-bytes", "65536", "--max-buffer-bytes", "262144")
@@ -111,7 +103,7 @@ def test_a_new_file_on_a_given_up_files_inode_is_read_on_its_own(tmp_path: Path)
     its head, and the old records must not move the new file's offset."""
     import secrets
 
-    from tests.forwarder_testlib import create_reused
+    from testkit.forwarder import create_reused
 
     node = Node(tmp_path / "node")
     old = node.add("old", "cri")

@@ -14,21 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import (
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import (
     Container,
     ForwarderProc,
     Node,
     count_lines,
-    cri_line,
     delivered,
-    docker_line,
-    docker_split,
     got,
     lines_of,
     running,
     wait_for,
 )
+from testkit.lines import cri_line, docker_line, docker_split
 
 SEED = '{"name": "fakenerd", "time_ms": 1577521193704}\n'
 
@@ -333,7 +331,7 @@ def _all_there(endpoint: FirehoseEndpoint, want: dict[str, Counter[bytes]]) -> b
 def test_billed_bytes_for_small_json_lines_stay_under_15_percent(
     endpoint: FirehoseEndpoint, tmp_path: Path
 ) -> None:
-    from bench.forwarder import write_backlog
+    from testkit.backlog import write_backlog
 
     root = tmp_path / "bench-node"
     raw, lines = write_backlog(root, 120, 8_000_000)

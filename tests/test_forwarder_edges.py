@@ -16,18 +16,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import (
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import (
     REPO,
     STREAM,
     ForwarderProc,
     Node,
-    cri_line,
     healthy,
     http_get,
     running,
     wait_for,
 )
+from testkit.lines import cri_line
 
 
 def start_up(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

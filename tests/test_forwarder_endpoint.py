@@ -12,8 +12,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import REPO, free_port, wait_for
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import REPO, free_port, wait_for
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_faults(endpoint: FirehoseEndpoint) -> None:
 
 def test_runs_as_a_module() -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port), "--count-only"]
+    cmd = [sys.executable, "-m", "devstack.firehose_endpoint", "--port", str(port), "--count-only"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

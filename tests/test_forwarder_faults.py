@@ -11,17 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import (
-    ForwarderProc,
-    Node,
-    cri_line,
-    delivered,
-    docker_line,
-    lines_of,
-    running,
-    wait_for,
-)
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import ForwarderProc, Node, delivered, lines_of, running, wait_for
+from testkit.lines import cri_line, docker_line
 
 FAULTS: dict[str, Callable[[FirehoseEndpoint], None]] = {
     "throttling": lambda ep: ep.throttle(4),

@@ -10,10 +10,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder.memory import MALLOC_SETTINGS
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.churn import Churn, rss_mb, slope_per_min
-from tests.forwarder_testlib import Node, count_lines, delivered, fwd, running, wait_for
+from testkit.churn import Churn, rss_mb, slope_per_min
+from testkit.forwarder import Node, count_lines, delivered, fwd, running, wait_for
 
 PROBE = "from forwarder.memory import tune_malloc; print(','.join(tune_malloc()))"
 

@@ -1,10 +1,10 @@
 """The tailer model (issue 20): seeded random walks of writes, partial pieces, rotations,
 copytruncate, deletions, new pods reusing freed inodes, SIGKILLs and Firehose faults against
-the real forwarder; every written byte must arrive exactly once (tests/tailer_model.py).
+the real forwarder; every written byte must arrive exactly once (testkit/tailer_model.py).
 
 A failing walk is reduced to a short list of steps, printed as a `replay([...])` call.
 PODHOSE_MODEL_REDUCE_SECONDS sets the reduction budget (0: no reduction). Long runs:
-`python -m tests.tailer_model --minutes 30 --steps 400`.
+`python -m testkit.tailer_model --minutes 30 --steps 400`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tailer_model import check
+from testkit.tailer_model import check
 
 STEPS = 60
 REDUCE_SECONDS = float(os.environ.get("PODHOSE_MODEL_REDUCE_SECONDS", "120"))

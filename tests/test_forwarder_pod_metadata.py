@@ -1,6 +1,6 @@
 """Pod labels and annotations (--kubernetes-metadata) against a local fake API server.
 
-localaws/kube_api.py speaks the API server's list and watch protocol on 127.0.0.1; the
+devstack/kube_api.py speaks the API server's list and watch protocol on 127.0.0.1; the
 watcher is tested on its own (list, watch events, resume, 410 re-list, bounded cache,
 least privilege: one field-selected pods query with the token) and inside the real
 forwarder process, whose records the real transform turns into lines with ``kubernetes``.
@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from devstack import polling
+from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.kube_api import FakeKubeApi
 from forwarder.pod_metadata import ApiAccess, PodMetadataWatcher, pod_of
-from localaws.firehose_endpoint import FirehoseEndpoint
-from localaws.kube_api import FakeKubeApi
-from tests.forwarder_testlib import ForwarderProc, Node, cri_line, running, wait_for
+from testkit.forwarder import ForwarderProc, Node, running, wait_for
+from testkit.lines import cri_line
 from transform_lambda.settings import TransformSettings
 from transform_lambda.transform import transform_record
 
@@ -151,18 +154,16 @@ def test_forwarder_sends_labels_the_transform_adds_and_flows_without_them(
         assert proc.wait(30) == 0
 
 
-def wait_until(predicate, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
-    import time
+def wait_until(predicate: Callable[[], object], timeout: float = 10) -> bool:
+    """Poll `predicate` (a KeyError or AssertionError counts as not yet) until true."""
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def holds() -> bool:
         try:
-            if predicate():
-                return True
+            return bool(predicate())
         except (KeyError, AssertionError):
-            pass
-        time.sleep(0.05)
-    return False
+            return False
+
+    return polling.wait_for(holds, timeout, 0.05)
 
 
 def wait_for_field(watcher: PodMetadataWatcher, namespace: str, pod: str) -> bool:

@@ -23,19 +23,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder import pacing
 from forwarder.pacing import Pacer
-from localaws.firehose_endpoint import FirehoseEndpoint
 from podhose_wire.firehose_limits import SMALL_REGION_QUOTA, Quota
-from tests.forwarder_testlib import (
-    REPO,
-    STREAM,
-    ForwarderProc,
-    Node,
-    cri_line,
-    delivered,
-    free_port,
-)
+from testkit.forwarder import REPO, STREAM, ForwarderProc, Node, delivered, free_port
+from testkit.lines import cri_line
 
 # ----- the endpoint's quotas
 
@@ -101,7 +94,7 @@ def test_records_over_the_bytes_or_records_quota_fail_one_by_one() -> None:
 
 def test_the_cli_takes_default_and_per_stream_quotas() -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "localaws.firehose_endpoint", "--port", str(port),
+    cmd = [sys.executable, "-m", "devstack.firehose_endpoint", "--port", str(port),
            "--quota-calls-per-second", "1", "--stream-quota", "free:calls=1000"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -14,20 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import (
-    REPO,
-    STREAM,
-    Container,
-    Node,
-    cri_line,
-    docker_line,
-    fwd,
-    got,
-    lines_of,
-    running,
-    wait_for,
-)
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import REPO, STREAM, Container, Node, fwd, got, lines_of, running, wait_for
+from testkit.lines import cri_line, docker_line
 
 SMALL = ("--max-buffer-bytes", str(256 * 1024), "--max-line-bytes", str(64 * 1024))
 

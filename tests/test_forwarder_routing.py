@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.forwarder_testlib import (
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.forwarder import (
     STREAM,
     Container,
     Node,
-    cri_line,
     delivered_of,
-    docker_line,
     fwd,
     lines_of,
     running,
     wait_for,
 )
+from testkit.lines import cri_line, docker_line
 
 ROUTES = ("--route", "kube-*=platform", "--route", "team-a=team-a,team-b=team-b")
 

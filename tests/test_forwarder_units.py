@@ -19,7 +19,8 @@ from forwarder.send_queue import SendQueue
 from forwarder.tail import Chunk
 from podhose_wire import firehose_limits
 from podhose_wire.header import ENC, source_header, with_field
-from tests.forwarder_testlib import cri_line, decode, docker_line, docker_split
+from testkit.forwarder import decode
+from testkit.lines import cri_line, docker_line, docker_split
 from transform_lambda.decompress import decode_payload
 
 

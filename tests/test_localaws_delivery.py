@@ -1,4 +1,4 @@
-"""The local Firehose delivery stand-in (localaws/delivery.py) keeps Firehose's contract.
+"""The local Firehose delivery stand-in (devstack/delivery.py) keeps Firehose's contract.
 
 These use fake handlers and a fake S3 client; the end-to-end test runs the real ones.
 """
@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from localaws.delivery import MAX_RESPONSE_BYTES, FirehoseDelivery
-from localaws.stack_config import StackConfig
+from devstack.delivery import MAX_RESPONSE_BYTES, FirehoseDelivery
+from devstack.polling import wait_for
+from devstack.stack_config import StackConfig
 
 KEY = re.compile(
     r"^(?P<prefix>.*)podhose-1-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-[0-9a-f-]{36}(?P<gz>\.gz)?$"
@@ -227,10 +228,7 @@ def test_buffer_size_and_interval() -> None:
         delivery.sink("podhose", [b"a\n"])
         time.sleep(0.1)
         assert not s3.objects
-        deadline = time.monotonic() + 5
-        while not s3.objects and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert s3.objects
+        assert wait_for(lambda: bool(s3.objects), 5, 0.02)
     finally:
         delivery.stop()
 
@@ -259,7 +257,7 @@ def test_the_demo_refuses_what_the_template_would(args: list[str], said: str) ->
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "localaws.demo", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "devstack.demo", *args], capture_output=True, text=True,
         timeout=60, check=False, cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert result.returncode == 2

@@ -1,4 +1,4 @@
-"""The simulated node (localaws/node.py) writes what dockerd / containerd / kubelet write."""
+"""The simulated node (devstack/node.py) writes what dockerd / containerd / kubelet write."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import re
 from pathlib import Path
 
-from localaws.node import MAX_PIECE, Container, expected_output
-from localaws.pipeline import count_lines
+from devstack.node import MAX_PIECE, Container, expected_output
+from devstack.pipeline import count_lines
 
 
 def test_docker_layout_split_lines_and_rotation(tmp_path: Path) -> None:

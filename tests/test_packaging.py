@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {"forwarder", "transform_lambda", "podhose_redrive", "podhose_wire"}
-NOT_SHIPPED = {"localaws", "bench", "tests", "events"}
+NOT_SHIPPED = {"devstack", "testkit", "bench", "tests", "events"}
 
 
 def test_the_wheel_holds_the_product_only(tmp_path: Path) -> None:

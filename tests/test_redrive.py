@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from localaws.moto_server import MotoS3
-from localaws.stack_config import StackConfig
-from tests.forwarder_testlib import REPO
+from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.moto_server import MotoS3
+from devstack.stack_config import StackConfig
+from testkit.forwarder import REPO
 
 STREAM = "podhose"
 PREFIX = "errors/processing-failed/year=2026/"

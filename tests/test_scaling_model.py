@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import scaling
-from bench.scaling import MIB, QUOTAS, Quota
+from testkit import scaling_model as scaling
+from testkit.scaling_model import MIB, QUOTAS, Quota
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
 BIG = Quota("test", 5 * MIB, 2_000, 500_000)

@@ -126,8 +126,8 @@ def test_compression_bombs_are_refused_within_the_lambda_memory(memory_mb: str, 
     import subprocess
     import sys
 
-    from tests.conftest import firehose_event
-    from tests.forwarder_testlib import REPO
+    from testkit.events import firehose_event
+    from testkit.forwarder import REPO
 
     zstd_bomb, gzip_bomb = _bombs()
     assert len(zstd_bomb) < 4096

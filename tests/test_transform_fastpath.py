@@ -8,7 +8,7 @@ import random
 import pytest
 
 from forwarder.wire_encoder import RecordEncoder
-from tests.forwarder_testlib import cri_line, docker_line
+from testkit.lines import cri_line, docker_line
 from transform_lambda import bulk
 from transform_lambda.path_choice import bulk_output
 from transform_lambda.render import render_lines

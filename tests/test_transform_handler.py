@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.conftest import firehose_event
+from testkit.events import firehose_event
 from tests.oracle import strict_json
 from transform_lambda import transform
 from transform_lambda.app import lambda_handler

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import firehose_event
+from testkit.events import firehose_event
 from tests.oracle import OWN_CASES, SHARED_CASES, case_input, load_cases, output_matches
 from transform_lambda.app import lambda_handler
 from transform_lambda.decompress import decode_payload

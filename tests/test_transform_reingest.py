@@ -1,7 +1,7 @@
 """The 6 MB response limit: highly compressible records at the largest processor buffer.
 
 Re-ingesting goes over real HTTP with real boto3 to podhose's local Firehose endpoint
-(localaws/firehose_endpoint.py) on 127.0.0.1; nothing in boto3 is patched.
+(devstack/firehose_endpoint.py) on 127.0.0.1; nothing in boto3 is patched.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
-from tests.conftest import STREAM_ARN, firehose_event
+from devstack.firehose_endpoint import FirehoseEndpoint
+from testkit.events import STREAM_ARN, firehose_event
 from transform_lambda import app
 from transform_lambda.settings import TransformSettings
 from transform_lambda.wire_decoder import split_header

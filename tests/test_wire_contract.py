@@ -15,9 +15,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from devstack.firehose_endpoint import FirehoseEndpoint
 from forwarder.pod_metadata import pod_of
 from forwarder.routing import namespace_of
-from localaws.firehose_endpoint import FirehoseEndpoint
 from podhose_redrive.redriver import Redriver
 from podhose_wire import firehose_limits
 from podhose_wire.firehose_limits import MAX_CALL_BYTES, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL

@@ -8,13 +8,13 @@ import random
 import pytest
 import zstandard
 
-from bench import shapes
 from forwarder.config import parse_config
 from forwarder.wire_encoder import RecordEncoder, columns
 from podhose_wire import columns as wire_columns
 from podhose_wire.firehose_limits import billed_bytes
-from tests.conftest import firehose_event
-from tests.forwarder_testlib import cri_line, docker_line
+from testkit import shapes
+from testkit.events import firehose_event
+from testkit.lines import cri_line, docker_line
 from transform_lambda.app import lambda_handler
 from transform_lambda.decompress import decode_payload
 from transform_lambda.result import RecordUnreadableError
@@ -180,7 +180,7 @@ def test_a_columns_record_of_full_cri_lines_skips_the_envelopes() -> None:
 
 def test_default_records_bill_under_the_cost_bar_on_fluent_bits_backlog() -> None:
     """The cost issue's bar: <= 0.070x the raw bytes billed (5 KB rounding) with the
-    default settings, where gzip level 1 bills ~0.110x (bench/shapes.py calibrates it)."""
+    default settings, where gzip level 1 bills ~0.110x (testkit/shapes.py calibrates it)."""
     lines = shapes.lines("fluentbit_backlog", 8 * 1024 * 1024)
     cfg = parse_config(["--delivery-stream", "s"], {})
     billed = {}

@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 import yaml
 
-from localaws.moto_server import LOCAL_CREDENTIALS
-from localaws.node import canonical, expected_output, runtime_lines
-from localaws.pipeline import LocalPipeline, wait_for
-from localaws.stack_config import REGION, StackConfig
+from devstack.node import canonical, expected_output, runtime_lines
+from devstack.pipeline import LocalPipeline
+from devstack.polling import wait_for
+from devstack.stack_config import LOCAL_CREDENTIALS, REGION, StackConfig
+from testkit.forwarder import free_port, healthy, http_get, metric
 from tests.containers.daemonset_run import DaemonSetRun
 from tests.containers.engine import DockerEngine
-from tests.forwarder_testlib import free_port, healthy, http_get, metric
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".tools" / "k8s" / "bin" / "kubectl"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.invoke import describe
 from tests.containers.engine import DockerEngine
 from tests.containers.images import ensure_lambda_base_image
-from transform_lambda.invoke import describe
 
 REPO = Path(__file__).resolve().parents[2]
 SAM = REPO / ".tools" / "sam" / "bin" / "sam"

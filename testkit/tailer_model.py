@@ -23,8 +23,8 @@ shipped it, and what a SIGKILL left undelivered in deleted files, is excused (it
 A failing walk is reduced (prefix bisection, then delta debugging of the recorded steps) and
 printed as a `replay([...])` call.
 
-    python -m tests.tailer_model --seed 1 --steps 2000            # one long walk
-    python -m tests.tailer_model --minutes 30 --steps 400         # walks until time is up
+    python -m testkit.tailer_model --seed 1 --steps 2000            # one long walk
+    python -m testkit.tailer_model --minutes 30 --steps 400         # walks until time is up
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import random
 import shutil
 import signal
@@ -46,8 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localaws.firehose_endpoint import FOREVER, FirehoseEndpoint
-from tests.forwarder_testlib import ForwarderProc, Node, cri_line, docker_line
+from devstack.firehose_endpoint import FOREVER, FirehoseEndpoint
+from testkit.forwarder import ForwarderProc, Node
+from testkit.lines import cri_line, docker_line
 from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
@@ -354,17 +354,6 @@ class Model:
 # ----- the forwarder's view
 
 
-def held_keys(pid: int) -> set[tuple[int, int]]:
-    """(dev, inode) of every file a process holds open (/proc/PID/fd)."""
-    keys = set()
-    with contextlib.suppress(OSError):  # the process may be gone
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                st = os.stat(f"/proc/{pid}/fd/{name}")
-                keys.add((st.st_dev, st.st_ino))
-    return keys
-
-
 def noise(seed: int, size: int) -> bytes:
     """`size` incompressible printable bytes that need no JSON escaping."""
     return random.Random(seed).randbytes(size).translate(NOISE_TABLE)
@@ -539,7 +528,7 @@ class Runner:
             self.died.append(f"after step {len(self.steps)} with code {code}")
             self.proc = None
             return
-        for key in held_keys(self.proc.proc.pid):
+        for key in self.proc.held():
             f = self.model.files.get(key)
             if f is not None:
                 f.seen_by.add(self.generation)
@@ -1071,7 +1060,7 @@ def replay_code(steps: list[Step], profile: str) -> str:
     """Python that replays `steps`."""
     body = ",\n    ".join(repr(s) for s in steps)
     return (
-        "from tests.tailer_model import replay, step\n"
+        "from testkit.tailer_model import replay, step\n"
         f"replay([\n    {body},\n], profile={profile!r})"
     )
 

@@ -1,4 +1,4 @@
-"""What the chaos harness (tests/chaos.py) writes, and what it accepts back for it.
+"""What the chaos harness (testkit/chaos.py) writes, and what it accepts back for it.
 
 Every line written is unique. A line written as one physical line must arrive byte for byte.
 A line written in pieces (Docker entries without `\\n` in "log", CRI `P` lines) is a
@@ -19,7 +19,8 @@ import random
 import string
 from dataclasses import dataclass, field
 
-from tests.forwarder_testlib import Container, cri_line, docker_line
+from testkit.forwarder import Container
+from testkit.lines import cri_line, docker_line
 
 LONG_LINE = 4096  # longer lines are remembered by digest
 ENTRY_BYTES = 16 * 1024  # dockerd and containerd split a long line into 16 KiB pieces

@@ -22,6 +22,8 @@ import yaml
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
+#: Dummy credentials for every local client (moto accepts anything).
+LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 DEFAULT_STREAM = "podhose"
 DEFAULT_BUCKET = "podhose-logs-local"
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -2,8 +2,8 @@
 
 Local stand-in only: it gives boto3 a real HTTP S3 endpoint without an AWS account.
 moto's own Firehose would write every PutRecordBatch straight to S3 (no processor, no
-buffering, no limits), so podhose's forwarder talks to ``localaws.firehose_endpoint`` and
-``localaws.delivery`` writes to this S3; the moto stream only mirrors the template's
+buffering, no limits), so podhose's forwarder talks to ``devstack.firehose_endpoint`` and
+``devstack.delivery`` writes to this S3; the moto stream only mirrors the template's
 names so ``aws firehose describe-delivery-stream --endpoint-url ...`` shows them.
 
 Example:
@@ -22,12 +22,9 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from localaws.stack_config import REGION, StackConfig
+from devstack.stack_config import LOCAL_CREDENTIALS, REGION, StackConfig
 
 log = logging.getLogger(__name__)
-
-#: Dummy credentials for every local client (moto accepts anything).
-LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
 def local_client(service: str, endpoint_url: str) -> Any:

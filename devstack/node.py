@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devstack.node_layout import CONTAINERS_DIR, add_container
+
 #: dockerd's and containerd's maximum log line piece (bytes).
 MAX_PIECE = 16 * 1024
 #: With traces on, one line in this many is a multi-line Java stack trace instead.
@@ -114,30 +116,17 @@ class Container:
     """One simulated container: the app thread plus its runtime's log file."""
 
     def __init__(self, root: Path, runtime: str, index: int) -> None:
-        if runtime not in ("docker", "cri"):
-            raise ValueError(runtime)
         self.runtime = runtime
         self.namespace = "default" if index % 2 == 0 else "shop"
         self.pod = f"fakenerd-{secrets.token_hex(5)[:10]}-{secrets.token_hex(3)[:5]}"
         self.name = "app"
         self.uid = str(uuid.uuid4())
         self.container_id = secrets.token_hex(32)
-        pod_dir = root / "var/log/pods" / f"{self.namespace}_{self.pod}_{self.uid}" / self.name
-        pod_dir.mkdir(parents=True)
-        pod_log = pod_dir / "0.log"
-        if runtime == "docker":
-            docker_dir = root / "var/lib/docker/containers" / self.container_id
-            docker_dir.mkdir(parents=True)
-            self.log_path = docker_dir / f"{self.container_id}-json.log"
-            self.log_path.touch()
-            pod_log.symlink_to(self.log_path)
-        else:
-            self.log_path = pod_log
-            self.log_path.touch()
-        containers = root / "var/log/containers"
-        containers.mkdir(parents=True, exist_ok=True)
-        self.link = containers / f"{self.pod}_{self.namespace}_{self.name}-{self.container_id}.log"
-        self.link.symlink_to(pod_log)
+        files = add_container(
+            root, self.pod, namespace=self.namespace, name=self.name, runtime=runtime,
+            container_id=self.container_id, uid=self.uid, pod_log_link=True,
+        )  # fmt: skip
+        self.log_path, self.link = files.log, files.link
         self.written = 0
         self.expected: list[str] = []
         self.rotated_to: list[Path] = []
@@ -204,7 +193,7 @@ class Workload:
         if seed_app and SEED_APP.exists():
             self.seed_container = Container(root, "cri", containers)
             self.containers.append(self.seed_container)
-        self.glob = str(root / "var/log/containers/*.log")
+        self.glob = str(root / CONTAINERS_DIR / "*.log")
         self._stop = threading.Event()
         self._rotate_at: float | None = None
         self._threads: list[threading.Thread] = []

@@ -1,5 +1,5 @@
 """The chaos harness's loss accountant: every line the endpoint accepted, against every line
-the writers wrote (tests/chaos_lines.py says what is accepted for each).
+the writers wrote (testkit/chaos_lines.py says what is accepted for each).
 
 lost: a whole line never arrived, or a physical piece of a line in pieces is in no line that
 arrived. corrupt: a line arrived that was never written (a half, a garbled or an extra line),
@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tests.chaos_lines import LONG_LINE, Piece, Writer, key
-from tests.forwarder_testlib import decode
+from testkit.chaos_lines import LONG_LINE, Piece, Writer, key
+from testkit.forwarder import decode
 
 SAMPLES = 10
 

@@ -15,8 +15,8 @@ bytes or records quota fail one by one inside a 200 answer (FailedPutCount, per-
 ServiceUnavailableException "Slow down."), all of them when none fit. Throttled calls and
 records are counted in the stats.
 
-    python -m localaws.firehose_endpoint --port 4573
-    python -m localaws.firehose_endpoint --quota-bytes-per-second 1048576 \
+    python -m devstack.firehose_endpoint --port 4573
+    python -m devstack.firehose_endpoint --quota-bytes-per-second 1048576 \
         --stream-quota 'busy:bytes=5242880,records=500000,calls=2000'
 """
 

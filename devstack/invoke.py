@@ -1,6 +1,6 @@
 """Run the handler on one sample event locally (no Docker, no AWS): ``make invoke``.
 
-Usage: ``python -m transform_lambda.invoke events/docker_seed.json``. Prints, per record,
+Usage: ``python -m devstack.invoke events/docker_seed.json``. Prints, per record,
 its result and the decoded output lines (or the decoded original data when it failed).
 """
 
@@ -8,28 +8,10 @@ from __future__ import annotations
 
 import base64
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.lambda_context import LambdaContext
 from transform_lambda import jsoncodec
-
-
-@dataclass(frozen=True)
-class LocalContext:
-    """The LambdaContext attributes Powertools reads."""
-
-    function_name: str = "podhose-transform-local"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = (
-        "arn:aws:lambda:us-east-1:123456789012:function:podhose-transform-local"
-    )
-    memory_limit_in_mb: int = 1024
-    aws_request_id: str = "local-invoke"
-    log_group_name: str = "/aws/lambda/podhose-transform-local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
 
 
 def describe(response: dict) -> str:
@@ -70,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the rendering; 2 with one line when the event cannot be used."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m transform_lambda.invoke EVENT.json", file=sys.stderr)
+        print("usage: python -m devstack.invoke EVENT.json", file=sys.stderr)
         return 2
     path = Path(args[0])
     try:
@@ -85,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transform_lambda.app import lambda_handler
 
-    response = lambda_handler(event, LocalContext())
+    response = lambda_handler(event, LambdaContext())
     print(describe(response))
     return 0
 

@@ -1,18 +1,11 @@
-"""Helpers for the forwarder tests: a temp node layout, the forwarder subprocess, decoding."""
+"""The forwarder under test: a temp node layout, the forwarder subprocess, decoding."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import secrets
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,35 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from localaws.firehose_endpoint import FirehoseEndpoint
+from devstack.firehose_endpoint import FirehoseEndpoint
+from devstack.forwarder_process import FileKey, ForwarderProcess, forwarder_command
+from devstack.node_layout import CONTAINERS_DIR, add_container
+from devstack.polling import wait_for as poll
+from devstack.stack_config import REPO_ROOT as REPO
 from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
-FileKey = tuple[int, int]
-
-REPO = Path(__file__).resolve().parent.parent
 STREAM = "podhose-test"
-T0 = "2024-05-01T10:00:00.000000001Z"
-
-
-def docker_line(text: str, stream: str = "stdout", when: str = T0) -> bytes:
-    """One Docker json-file line (the whole text is one entry)."""
-    doc = {"log": text, "stream": stream, "time": when}
-    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-
-
-def docker_split(text: str, stream: str = "stdout", piece: int = 16384) -> tuple[bytes, bytes]:
-    """What dockerd writes for a long line: 16 KB pieces; and the line the forwarder ships."""
-    pieces = [text[i : i + piece] for i in range(0, len(text), piece)]
-    pieces[-1] += "\n"
-    times = [f"2024-05-01T10:00:00.{i:09d}Z" for i in range(len(pieces))]
-    written = b"".join(docker_line(p, stream, t) for p, t in zip(pieces, times, strict=True))
-    return written, docker_line(text + "\n", stream, times[0])
-
-
-def cri_line(text: str, stream: str = "stdout", tag: str = "F", when: str = T0) -> bytes:
-    """One CRI log line."""
-    return f"{when} {stream} {tag} {text}\n".encode()
 
 
 @dataclass
@@ -83,7 +56,7 @@ class Node:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.containers_dir = root / "var/log/containers"
+        self.containers_dir = root / CONTAINERS_DIR
         self.containers_dir.mkdir(parents=True)
 
     @property
@@ -95,16 +68,8 @@ class Node:
         self, pod: str, runtime: str = "cri", ns: str = "default", name: str = "app"
     ) -> Container:
         """Create a container log file and its kubelet symlink."""
-        cid = secrets.token_hex(32)
-        if runtime == "docker":
-            target = self.root / f"var/lib/docker/containers/{cid}/{cid}-json.log"
-        else:
-            target = self.root / f"var/log/pods/{ns}_{pod}_{uuid.uuid4()}/{name}/0.log"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch()
-        link = self.containers_dir / f"{pod}_{ns}_{name}-{cid}.log"
-        link.symlink_to(target)
-        return Container(link, target, runtime)
+        files = add_container(self.root, pod, namespace=ns, name=name, runtime=runtime)
+        return Container(files.link, files.log, runtime)
 
 
 def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
@@ -129,7 +94,7 @@ def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
 def create_reused(path: Path, want: FileKey) -> None:
     """create_reusing, required: on ext4 (which reuses a freed inode at once) a file that did
     not get `want` fails the test; elsewhere (tmpfs, for one) the test cannot run there."""
-    from tests.chaos import filesystem
+    from testkit.chaos import filesystem
 
     if create_reusing(path, want):
         return
@@ -172,22 +137,20 @@ def metric(port: int, name: str) -> float:
     return total
 
 
-class ForwarderProc:
-    """`python -m forwarder` as a subprocess with the test's flags; stdout goes to a file."""
+class ForwarderProc(ForwarderProcess):
+    """`python -m forwarder` with the test's flags (0.2 s intervals, its own HTTP port),
+    in the test's environment plus dummy credentials; output to a file beside the state."""
 
     def __init__(
         self, url: str, node: Node, db: Path, *extra: str, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
         db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
-        self.log_path = db.parent.parent / f"forwarder.{self.port}.log"
-        self.args = [
-            sys.executable, "-m", "forwarder", "--path", node.glob, "--delivery-stream", STREAM,
-            "--endpoint-url", url, "--db", str(db), "--http-host", "127.0.0.1",
-            "--http-port", str(self.port), "--scan-interval", "0.2", "--flush-interval", "0.2",
-            *extra,
-        ]  # fmt: skip
-        self.env = {
+        args = forwarder_command(
+            node.glob, STREAM, url, db, "--http-host", "127.0.0.1", "--http-port", str(self.port),
+            "--scan-interval", "0.2", "--flush-interval", "0.2", *extra,
+        )  # fmt: skip
+        environment = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
@@ -195,33 +158,11 @@ class ForwarderProc:
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(args, environment, db.parent.parent / f"forwarder.{self.port}.log")
 
     def start(self) -> ForwarderProc:
-        """Start the process."""
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO, stdout=out, stderr=out)
+        super().start()
         return self
-
-    def wait(self, timeout: float = 60) -> int:
-        """Wait for exit; return the exit code."""
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def signal(self, signum: int) -> None:
-        """Send a signal."""
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self) -> None:
-        """Kill the process if it still runs (cleanup)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def log(self) -> str:
-        """Everything the process printed."""
-        return self.log_path.read_text(errors="replace")
 
     def get(self, path: str) -> tuple[int, str]:
         """GET a path of the HTTP server."""
@@ -234,18 +175,6 @@ class ForwarderProc:
     def metric(self, name: str) -> float:
         """Sum of a metric's samples (all labels) from /metrics; 0 when absent."""
         return metric(self.port, name)
-
-    def held(self) -> set[FileKey]:
-        """(dev, inode) of every file the process holds open (/proc/PID/fd); empty once gone."""
-        if self.proc is None:
-            return set()
-        keys = set()
-        with contextlib.suppress(OSError):  # the process may be gone
-            for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    st = fd.stat()
-                    keys.add((st.st_dev, st.st_ino))
-        return keys
 
     def __enter__(self) -> ForwarderProc:
         return self.start()
@@ -295,13 +224,9 @@ def lines_of(data: bytes) -> Counter[bytes]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    """Poll `predicate` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    """Poll `predicate` until true; fail after `timeout` seconds (devstack's poll, asserted)."""
+    if not poll(predicate, timeout, 0.05):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def count_lines(records: Iterable[bytes]) -> int:

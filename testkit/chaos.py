@@ -20,8 +20,8 @@ produces these conditions, and counts them in the result so a test can check the
   (`kills_with_unacked_drained_files`);
 - a phase of malformed 200 answers (every shape).
 
-Every line written is unique; tests/chaos_lines.py says what is accepted for it and
-tests/chaos_accountant.py counts lost, corrupt and duplicated lines.
+Every line written is unique; testkit/chaos_lines.py says what is accepted for it and
+testkit/chaos_accountant.py counts lost, corrupt and duplicated lines.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localaws.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
-from tests.chaos_accountant import Accountant
-from tests.chaos_lines import Piece, Writer, incompressible_line, progress_texts
-from tests.forwarder_testlib import Container, ForwarderProc, Node, create_reusing
-
-FileKey = tuple[int, int]
+from devstack.firehose_endpoint import FOREVER, MALFORMED_SHAPES, FirehoseEndpoint
+from devstack.forwarder_process import FileKey
+from devstack.polling import wait_for
+from testkit.chaos_accountant import Accountant
+from testkit.chaos_lines import Piece, Writer, incompressible_line, progress_texts
+from testkit.forwarder import Container, ForwarderProc, Node, create_reusing
 
 ROTATIONS = ("docker-rename", "kubelet-rename", "copytruncate", "none")
 RENAMES = ("docker-rename", "kubelet-rename")
@@ -256,16 +256,7 @@ class Chaos:
 
     def open_keys(self) -> set[FileKey]:
         """(dev, inode) of every file the running forwarder holds open (/proc/PID/fd)."""
-        if self.proc is None or self.proc.proc is None:
-            return set()
-        fds = Path(f"/proc/{self.proc.proc.pid}/fd")
-        opened = set()
-        with contextlib.suppress(OSError):  # the process may be gone
-            for fd in fds.iterdir():
-                with contextlib.suppress(OSError):
-                    st = fd.stat()
-                    opened.add((st.st_dev, st.st_ino))
-        return opened
+        return set() if self.proc is None else self.proc.held()
 
     # ----- containers
     def all_writers(self) -> list[Writer]:
@@ -697,13 +688,8 @@ class Chaos:
 
     @staticmethod
     def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-        """Poll `predicate` until true (True), or `timeout` (False)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        """Poll `predicate` every 0.2 s until true (True), or `timeout` (False)."""
+        return wait_for(predicate, timeout, 0.2)
 
     def result(self) -> ChaosResult:
         """The accountant's findings and the conditions' counts."""

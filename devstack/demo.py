@@ -1,6 +1,6 @@
 """``make demo``: the whole podhose pipeline on one machine, no AWS account needed.
 
-    python -m localaws.demo [--duration 20] [--containers 3] [--rate 5]
+    python -m devstack.demo [--duration 20] [--containers 3] [--rate 5]
 
 Simulated containers of the seed app write Docker json-file and CRI logs under a temporary
 node root (with a log rotation half-way), the real forwarder tails them and sends records
@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from localaws import stack_config
-from localaws.kube_api import FakeKubeApi
-from localaws.node import Workload, canonical
-from localaws.pipeline import ForwarderProcess, LocalPipeline, wait_for
-from localaws.stack_config import StackConfig
+from devstack import stack_config
+from devstack.forwarder_process import ForwarderProcess
+from devstack.kube_api import FakeKubeApi
+from devstack.node import Workload, canonical
+from devstack.pipeline import LocalPipeline
+from devstack.polling import wait_for
+from devstack.stack_config import StackConfig
 from podhose_wire.firehose_limits import LARGE_REGION_QUOTA, SMALL_REGION_QUOTA, Quota
 
 MIB = 1024 * 1024
@@ -50,7 +52,7 @@ def _quota(text: str) -> Quota:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m localaws.demo", description=__doc__.split("\n")[0].replace("``", "")
+        prog="python -m devstack.demo", description=__doc__.split("\n")[0].replace("``", "")
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of logging (20)")
     parser.add_argument("--containers", type=int, default=3, help="simulated containers (3)")
@@ -270,7 +272,7 @@ def _forwarder(
 ) -> ForwarderProcess:
     """The forwarder for this stack; with the transform's multi-line mode when it has one."""
     mode = config.lambda_env.get("PODHOSE_MULTILINE", "")
-    return ForwarderProcess(
+    return ForwarderProcess.local(
         glob=workload.glob,
         stream=config.stream_name,
         endpoint_url=pipe.endpoint.url,

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from tests.forwarder_testlib import Container, Node
+from testkit.forwarder import Container, Node
 
 WORDS = ("request", "handled", "user", "session", "cache", "miss", "upstream", "timeout",
          "retry", "ok", "order", "item", "payment", "token", "db", "query", "rows",

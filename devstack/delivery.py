@@ -51,7 +51,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from localaws.stack_config import REGION, StackConfig
+from devstack.lambda_context import LambdaContext
+from devstack.stack_config import REGION, StackConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +85,6 @@ class DeliveryStats:
     violations: list[str] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass
-class FakeLambdaContext:
-    """The attributes of a Lambda context object that handlers and Powertools read."""
-
-    function_name: str
-    invoked_function_arn: str
-    aws_request_id: str
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/podhose-local"
-    log_stream_name: str = "local"
-    deadline_ms: int = 0
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, self.deadline_ms - int(time.time() * 1000))
-
-
 def default_handler() -> Handler:
     """The real transform Lambda's handler (imported late: env must be set first)."""
     from transform_lambda.app import lambda_handler
@@ -111,7 +95,7 @@ def default_handler() -> Handler:
 class FirehoseDelivery:
     """Buffers records for one delivery stream, invokes the processor, writes S3 objects.
 
-    ``sink`` is the callback for ``localaws.firehose_endpoint``; it is thread-safe and only
+    ``sink`` is the callback for ``devstack.firehose_endpoint``; it is thread-safe and only
     queues. A worker thread does the rest. ``drain()`` flushes everything, including records
     the Lambda re-ingests while it is being drained.
     """
@@ -271,10 +255,12 @@ class FirehoseDelivery:
         message = ""
         for _attempt in range(1 + self.config.lambda_retries):
             self.stats.invocations += 1
-            context = FakeLambdaContext(
+            context = LambdaContext(
                 function_name=self.config.lambda_arn.rsplit(":", 1)[-1],
                 invoked_function_arn=self.config.lambda_arn,
                 aws_request_id=str(uuid.uuid4()),
+                memory_limit_in_mb=512,
+                log_group_name="/aws/lambda/podhose-local",
                 deadline_ms=int((time.time() + self.lambda_timeout_s) * 1000),
             )
             try:

@@ -1,36 +1,31 @@
 """The whole local stack in one object: moto S3, Firehose endpoint, delivery, forwarder.
 
-Used by ``python -m localaws.demo`` and by tests/test_e2e_pipeline.py, so the demo and the
+Used by ``python -m devstack.demo`` and by tests/test_e2e_pipeline.py, so the demo and the
 end-to-end test run the very same pieces:
 
     forwarder (subprocess, real boto3 over HTTP)
-      -> localaws.firehose_endpoint (Firehose JSON API on 127.0.0.1, API limits enforced)
-      -> localaws.delivery (processor buffer -> transform_lambda.app.lambda_handler)
+      -> devstack.firehose_endpoint (Firehose JSON API on 127.0.0.1, API limits enforced)
+      -> devstack.delivery (processor buffer -> transform_lambda.app.lambda_handler)
       -> moto S3 (in-process ThreadedMotoServer on 127.0.0.1)
 
-Local stand-in only; see localaws/delivery.py for how it differs from the real service.
+Local stand-in only; see devstack/delivery.py for how it differs from the real service.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-from localaws.delivery import FirehoseDelivery
-from localaws.moto_server import LOCAL_CREDENTIALS, MotoS3
-from localaws.node import canonical
-from localaws.stack_config import REGION, StackConfig
+from devstack.delivery import FirehoseDelivery
+from devstack.moto_server import MotoS3
+from devstack.node import canonical
+from devstack.stack_config import LOCAL_CREDENTIALS, REGION, StackConfig
 from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
 
@@ -100,7 +95,7 @@ class LocalPipeline:
         return self
 
     def _start(self) -> None:
-        from localaws.firehose_endpoint import FirehoseEndpoint
+        from devstack.firehose_endpoint import FirehoseEndpoint
 
         self.moto.start()
         self._stack.callback(self.moto.stop)
@@ -253,111 +248,3 @@ def _refresh_transform_module() -> Callable[[], None]:
     app.SETTINGS = TransformSettings.from_env()
     clear_client()
     return undo
-
-
-class ForwarderProcess:
-    """The real forwarder as a subprocess (``python -m forwarder``), output to a log file."""
-
-    def __init__(
-        self,
-        *,
-        glob: str,
-        stream: str,
-        endpoint_url: str,
-        db: Path,
-        log_path: Path,
-        extra_args: list[str] | None = None,
-    ) -> None:
-        db.parent.mkdir(parents=True, exist_ok=True)  # the forwarder does not create it
-        self.args = [
-            sys.executable,
-            "-m",
-            "forwarder",
-            "--path",
-            glob,
-            "--delivery-stream",
-            stream,
-            "--endpoint-url",
-            endpoint_url,
-            "--region",
-            REGION,
-            "--db",
-            str(db),
-            "--flush-interval",
-            "1.0",
-            "--scan-interval",
-            "1.0",
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            *(extra_args or []),
-        ]
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> ForwarderProcess:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            # nothing of the Lambda's or the caller's AWS setup leaks into the forwarder
-            if not k.startswith(("AWS_", "PODHOSE_", "POWERTOOLS_"))
-        }
-        env.update(
-            AWS_ACCESS_KEY_ID=LOCAL_CREDENTIALS["aws_access_key_id"],
-            AWS_SECRET_ACCESS_KEY=LOCAL_CREDENTIALS["aws_secret_access_key"],
-            AWS_DEFAULT_REGION=REGION,
-            AWS_EC2_METADATA_DISABLED="true",
-            PYTHONUNBUFFERED="1",
-        )
-        self._log = self.log_path.open("wb")
-        repo_root = Path(__file__).resolve().parent.parent
-        # Own session: a terminal Ctrl-C reaches only the demo, which then SIGTERMs this.
-        self.proc = subprocess.Popen(
-            self.args,
-            cwd=repo_root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def terminate(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM (the forwarder flushes and exits); SIGKILL after the timeout."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
-    """Poll ``predicate`` until it is true or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)

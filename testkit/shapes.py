@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from forwarder.wire_encoder import RecordEncoder
+from testkit.lines import cri_line, docker_line
 
 START_NANOS = 1714557600 * 10**9  # 2024-05-01T10:00:00Z
 SOURCE = "app-7d4b9c8f6-x2x9q_default_app-" + "ab" * 32 + ".log"
@@ -166,10 +167,10 @@ def wrap(content: str, runtime: str, nanos: int) -> bytes:
     seconds, fraction = divmod(nanos, 10**9)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     if runtime == "cri":
-        when = stamp + (f".{fraction:09d}".rstrip("0") if fraction else "") + "Z"
-        return f"{when} stdout F {content}\n".encode()
-    entry = {"log": content + "\n", "stream": "stdout", "time": f"{stamp}.{fraction:09d}Z"}
-    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+        return cri_line(
+            content, when=stamp + (f".{fraction:09d}".rstrip("0") if fraction else "") + "Z"
+        )
+    return docker_line(content + "\n", when=f"{stamp}.{fraction:09d}Z")
 
 
 def lines(shape: str, total_bytes: int, seed: int = 11) -> list[bytes]:
