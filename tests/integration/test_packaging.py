@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {"forwarder", "transform_lambda", "podhose_redrive"}
 NOT_SHIPPED = {"localaws", "bench", "tests", "events"}
 
