@@ -1,4 +1,5 @@
-"""Shared fixtures: a Lambda context, and helpers to build Firehose events."""
+"""Shared fixtures (a Lambda context, helpers to build Firehose events) and the kind marks:
+each test is marked with the name of its folder (tests/unit -> ``unit``, ...)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ from tests.forwarder_testlib import Node
 from transform_lambda.invoke import LocalContext
 
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/podhose"
+TESTS = Path(__file__).resolve().parent
+KINDS = ("unit", "integration", "e2e", "chaos", "deploy", "containers")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its kind, the folder it is in; a test outside them is an error."""
+    for item in items:
+        kind = item.path.resolve().relative_to(TESTS).parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in tests/<kind>/, {KINDS}")
+        item.add_marker(kind)
 
 
 def firehose_event(datas: list[bytes], stream_arn: str = STREAM_ARN) -> dict[str, Any]:
