@@ -2,7 +2,7 @@
 5 KB billing floor, and the transform Lambda's concurrency and cost (docs/scaling.md).
 
 `python -m bench.scaling [--plot docs/images/scaling.png]` prints the tables docs/scaling.md
-shows (tests/test_scaling_model.py checks the page against them). `--measure` runs the real
+shows (tests/unit/test_scaling_model.py checks the page against them). `--measure` runs the real
 forwarder against the local endpoint for ~3 minutes and prints the calls and records per
 second one node sends, the figures MEASURED_NODE_RATES below come from.
 
