@@ -37,17 +37,34 @@ RENDERED      := $(TOOLS)/rendered
 # checkov's kustomize framework runs `kubectl kustomize`: make it the pinned one.
 CHECKOV       := PATH="$(CURDIR)/$(K8S_VENV)/bin:$$PATH" $(CHECKOV_VENV)/bin/checkov --skip-download --compact --quiet
 
-.PHONY: help demo test test-checks test-containers lint unit invoke bench soak clean image container-test sbom-image
+.PHONY: help demo test test-checks test-containers lint unit integration e2e chaos deploy-test invoke bench soak clean image container-test sbom-image
 
 help:
-	@echo "make demo    run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
-	@echo "make test    lint + every test (what CI runs)"
-	@echo "make container-test   the forwarder image and sam local invoke in real containers (in make test)"
+	@echo "make help            this list, a line for every target"
+	@echo "make demo            run the whole pipeline locally (forwarder -> Firehose -> transform -> S3)"
+	@echo "make test            lint + every test + deploy-check (what CI runs): test-checks | test-containers"
+	@echo "make test-checks     lint, deploy-tools, then unit, the other kinds (xdist), deploy-check (one lane of make test)"
+	@echo "make test-containers container-test, niced (the other lane of make test)"
+	@echo "make lint            ruff, hadolint on every Dockerfile, actionlint on the workflows"
+	@echo "make unit            tests/unit: in-process, no subprocess, server or sleep (seconds)"
+	@echo "make integration     tests/integration: one component as a process or against loopback endpoints"
+	@echo "make e2e             tests/e2e: forwarder -> local Firehose -> transform -> S3 (moto)"
+	@echo "make chaos           tests/chaos: chaos suite, tailer model walks, memory under churn"
+	@echo "make deploy-test     tests/deploy: template, k8s/, chart, monitoring, SBOM (builds helm and kubectl)"
+	@echo "make container-test  tests/containers: the forwarder image and sam local invoke in real containers"
 	@echo "make invoke EVENT=events/<file>.json   run the transform Lambda on one sample event"
-	@echo "make bench   benchmarks (transform and forwarder, each beside its baseline; forwarder memory)"
-	@echo "make image  the forwarder image (ARCH=amd64|arm64 IMAGE=<name:tag>; wheels fetched on the host)"
-	@echo "make soak    the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/; then tailer-model walks for MODEL_MINUTES (10)"
-	@echo "make deploy-check   validate template.yaml and k8s/ (sam, cfn-lint, checkov, kubectl, kubernetes-validate)"
+	@echo "make bench           benchmarks (transform and forwarder, each beside its baseline; forwarder memory)"
+	@echo "make soak            the forwarder chaos scenario for SOAK_MINUTES (30): CSV + PNG in bench/results/; then tailer-model walks for MODEL_MINUTES (10)"
+	@echo "make image           the forwarder image (ARCH=amd64|arm64 IMAGE=<name:tag>; wheels fetched on the host)"
+	@echo "make sbom-image      the image's CycloneDX SBOM, checked against its lock file (IMAGE, ARCH)"
+	@echo "make clean           remove .venv, .tools, .aws-sam and the caches"
+	@echo "make deploy-tools    sam + cfn-lint, checkov, kubectl + kubernetes-validate, helm under .tools/"
+	@echo "make deploy-check    template-check, k8s-check and chart-check"
+	@echo "make template-check  template.yaml: sam validate --lint, cfn-lint, checkov, sam build and its SBOM"
+	@echo "make k8s-check       k8s/: kubectl kustomize, kubernetes-validate --strict, checkov"
+	@echo "make chart-check     charts/podhose: helm lint --strict, kubernetes-validate, checkov, the values table"
+	@echo "make chart-docs      regenerate the chart's values schema and docs/helm.md's values table"
+	@echo "make chart-package   build/chart/podhose-CHART_VERSION.tgz (CHART_IMAGE: the image repository)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,24 +94,45 @@ lint: $(STAMP) $(ACTIONLINT_STAMP)
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 	$(ACTIONLINT_DIR)/actionlint -no-color -shellcheck $(VENV)/bin/shellcheck
 
-# Test files run in TEST_WORKERS processes (pytest-xdist, a whole file per worker): most
-# tests wait on real processes and timers, so two workers halve the wall time on 2 cores
-# (measured: 752 s -> 388 s). TEST_WORKERS=0 runs them in this process.
+# The tests, a folder per kind (tests/<kind>/, marked `-m <kind>` by tests/conftest.py).
+# unit runs in this process. The slower kinds run their files in TEST_WORKERS processes
+# (pytest-xdist, a whole file per worker): most of their tests wait on real processes and
+# timers, so two workers halve the wall time on 2 cores (measured: 752 s -> 388 s for all
+# of them). TEST_WORKERS=0 runs them in this process. PYTEST_ARGS: e.g. -k transform.
 TEST_WORKERS ?= 2
+XDIST        := -n $(TEST_WORKERS) --dist loadfile
+SLOW_KINDS   := tests/integration tests/e2e tests/chaos tests/deploy
+
 unit: $(STAMP)
-	$(PY) -m pytest --ignore=tests/containers -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(PY) -m pytest tests/integration $(XDIST) $(PYTEST_ARGS)
+
+e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e $(XDIST) $(PYTEST_ARGS)
+
+chaos: $(STAMP)
+	$(PY) -m pytest tests/chaos $(XDIST) $(PYTEST_ARGS)
+
+# The deployment tests render k8s/ and the chart with the pinned kubectl and helm.
+deploy-test: $(STAMP) $(K8S_STAMP) $(HELM_STAMP)
+	$(PY) -m pytest tests/deploy $(XDIST) $(PYTEST_ARGS)
 
 # make test runs two lanes at once on the machine's 2 cores (--output-sync: each lane's
-# output appears whole when it ends): lint, the deploy tools (helm is built from Go),
-# the unit tests and deploy-check in one; the container tests (amd64 and arm64 images, the
-# arm64 one under qemu) in the other, niced so the timing-sensitive unit tests keep the CPU
-# they need. One after the other they took ~28 min; `make lint unit deploy-check
-# container-test` still runs them in sequence.
+# output appears whole when it ends): lint, the deploy tools (helm is built from Go), every
+# test but the container tests and deploy-check in one; the container tests (amd64 and arm64
+# images, the arm64 one under qemu) in the other, niced so the timing-sensitive tests keep
+# the CPU they need. One after the other they took ~28 min; `make lint unit integration e2e
+# chaos deploy-test deploy-check container-test` still runs them in sequence.
 test:
 	$(MAKE) --no-print-directory -j3 --output-sync=recurse test-checks test-containers
 
+# The slow kinds share one xdist run, as all tests did before they had folders: the chaos
+# and model files run beside other files, not beside each other on a machine of their own.
 test-checks: lint deploy-tools
 	$(MAKE) --no-print-directory unit
+	$(PY) -m pytest $(SLOW_KINDS) $(XDIST) $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory deploy-check
 
 test-containers: $(STAMP) $(SAM_STAMP) $(K8S_STAMP)
@@ -227,7 +265,7 @@ k8s-check: $(K8S_STAMP) $(CHECKOV_STAMP)
 
 # charts/podhose: helm lint --strict and the rendered chart (default values, and every
 # optional part on) through kubernetes-validate --strict and checkov, as k8s/ is; the values
-# table in docs/helm.md is current. tests/test_deploy_chart.py compares it with k8s/.
+# table in docs/helm.md is current. tests/deploy/test_deploy_chart.py compares it with k8s/.
 chart-check: $(STAMP) $(HELM_STAMP) $(K8S_STAMP) $(CHECKOV_STAMP)
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) --values $(CHART)/ci/all-on-values.yaml
@@ -257,5 +295,5 @@ chart-docs: $(STAMP)
 	$(PY) -m forwarder.config_schema --write
 	$(PY) deploy/chart_docs.py
 
-# The deployment tests (tests/test_deploy_*.py) run in `make unit`, after deploy-tools.
+# The deployment tests (tests/deploy/) run in `make deploy-test` and `make test`.
 deploy-check: template-check k8s-check chart-check

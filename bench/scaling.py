@@ -1,7 +1,7 @@
 """The scaling model's tables, plot and measurement (the model: testkit/scaling_model.py).
 
 `python -m bench.scaling [--plot docs/images/scaling.png]` prints the tables docs/scaling.md
-shows (tests/test_scaling_model.py checks the page against them). `--measure` runs the real
+shows (tests/unit/test_scaling_model.py checks the page against them). `--measure` runs the real
 forwarder against the local endpoint for ~3 minutes and prints the calls and records per
 second one node sends, the figures MEASURED_NODE_RATES come from.
 """

@@ -6,7 +6,7 @@ its default as values.yaml sets it. `--check` fails (exit 1) when docs/helm.md's
 not the one values.yaml gives, or a value has no description.
 
     python deploy/chart_docs.py          # rewrite the table in docs/helm.md
-    python deploy/chart_docs.py --check  # what `make test` runs (tests/test_deploy_chart.py)
+    python deploy/chart_docs.py --check  # what `make test` runs (tests/deploy/test_deploy_chart.py)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The whole local stack in one object: moto S3, Firehose endpoint, delivery, forwarder.
 
-Used by ``python -m devstack.demo`` and by tests/test_e2e_pipeline.py, so the demo and the
+Used by ``python -m devstack.demo`` and by tests/e2e/test_e2e_pipeline.py, so the demo and the
 end-to-end test run the very same pieces:
 
     forwarder (subprocess, real boto3 over HTTP)

@@ -1,7 +1,7 @@
 """Chaos harness: containers writing at mixed rates with every rotation style, a Firehose
 stand-in that cycles through faults, SIGKILLs mid-outage, and a loss accountant.
 
-Used by tests/test_forwarder_chaos.py (about a minute, in `make test`) and by bench/soak.py
+Used by tests/chaos/test_forwarder_chaos.py (about a minute, in `make test`) and by bench/soak.py
 (`make soak`: minutes to hours, with RSS, delivery lag and throughput sampled to CSV).
 
 Besides the background load (app containers, short jobs deleted once finished), every run

@@ -7,7 +7,7 @@ and its /var/log/containers symlink; a deleted pod loses its symlink and its dir
 Pods alternate between Docker and CRI. Every line is unique (pod name and sequence number),
 so what was delivered can be checked line by line.
 
-Used by tests/test_forwarder_memory.py and bench/memory.py (RSS over time and drift).
+Used by tests/chaos/test_forwarder_memory.py and bench/memory.py (RSS over time and drift).
 """
 
 from __future__ import annotations

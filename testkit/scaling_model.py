@@ -1,7 +1,7 @@
 """How far one Firehose stream goes: nodes per stream, calls and records per second, the
 5 KB billing floor, and the transform Lambda's concurrency and cost (docs/scaling.md).
 
-`python -m bench.scaling` prints the tables docs/scaling.md shows (tests/test_scaling_model.py
+`python -m bench.scaling` prints the tables docs/scaling.md shows (tests/unit/test_scaling_model.py
 checks the page against them); `--measure` there gives the figures of MEASURED_NODE_RATES.
 
 Every function is pure: rates in bytes per second, ratios as billed (or sent) bytes per raw byte.

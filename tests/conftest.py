@@ -1,4 +1,5 @@
-"""Shared fixtures: a Lambda context, the local Firehose endpoint, a temp node layout."""
+"""Shared fixtures (a Lambda context, the local Firehose endpoint, a temp node layout) and
+the kind marks: each test is marked with the name of its folder (tests/unit -> ``unit``, ...)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ import pytest
 from devstack.firehose_endpoint import FirehoseEndpoint
 from devstack.lambda_context import LambdaContext
 from testkit.forwarder import Node
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its kind, the folder it is in: the kinds are the markers of
+    pyproject.toml, so (strict markers) a test outside their folders fails collection."""
+    for item in items:
+        kind = item.path.resolve().relative_to(TESTS).parts[0]
+        try:
+            item.add_marker(kind)
+        except pytest.fail.Exception:
+            raise pytest.UsageError(f"{item.nodeid}: not in a folder of its kind") from None
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ redrive tool, not the local AWS stand-ins, benchmarks or tests (which run from t
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {"forwarder", "transform_lambda", "podhose_redrive", "podhose_wire"}
 NOT_SHIPPED = {"devstack", "testkit", "bench", "tests", "events"}
 
@@ -36,27 +35,3 @@ def test_the_wheel_holds_the_product_only(tmp_path: Path) -> None:
     )
     assert b"podhose-forwarder = forwarder.__main__:main" in entry_points
     assert b"podhose-redrive = podhose_redrive.cli:main" in entry_points
-
-
-def test_make_lint_runs_hadolint_on_every_dockerfile() -> None:
-    makefile = (ROOT / "Makefile").read_text()
-    listed = set(re.search(r"^DOCKERFILES := (.*)$", makefile, re.M).group(1).split())  # type: ignore[union-attr]
-    found = {
-        str(p.relative_to(ROOT))
-        for p in ROOT.rglob("Dockerfile*")
-        if not {".venv", ".tools", "build", ".aws-sam"} & set(p.relative_to(ROOT).parts)
-    }
-    assert found == listed
-
-
-def test_every_deployed_dependency_is_pinned_with_hashes() -> None:
-    """The Lambda's and the image's wheels install with --require-hashes: each pin carries
-    the sha256 of its wheels (pip refuses a file that does not match, or a missing hash)."""
-    for name in ("lambda", "forwarder"):
-        text = (ROOT / "deploy" / name / "requirements.txt").read_text()
-        entries = re.split(r"\n(?=[A-Za-z])", re.sub(r"^#.*\n", "", text, flags=re.MULTILINE))
-        for entry in filter(str.strip, entries):
-            assert re.match(r"[A-Za-z0-9_.-]+==\S+ \\", entry), entry
-            assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), entry
-    makefile = (ROOT / "deploy" / "lambda" / "Makefile").read_text()
-    assert "--require-hashes" in makefile

@@ -11,7 +11,7 @@ import pytest
 from testkit import scaling_model as scaling
 from testkit.scaling_model import MIB, QUOTAS, Quota
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
 BIG = Quota("test", 5 * MIB, 2_000, 500_000)
 
 

@@ -1,39 +1,15 @@
-"""Memory: glibc malloc settings the forwarder applies at start-up (forwarder/memory.py),
-and RSS under pod churn."""
+"""Memory: the forwarder's RSS under pod churn (its malloc settings:
+tests/integration/test_forwarder_malloc.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from devstack.firehose_endpoint import FirehoseEndpoint
-from forwarder.memory import MALLOC_SETTINGS
 from testkit.churn import Churn, rss_mb, slope_per_min
 from testkit.forwarder import Node, count_lines, delivered, fwd, running, wait_for
-
-PROBE = "from forwarder.memory import tune_malloc; print(','.join(tune_malloc()))"
-
-
-def applied(env: dict[str, str]) -> list[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**base, **env},
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    return [name for name in out.stdout.strip().split(",") if name]
-
-
-def test_every_setting_is_applied_on_glibc() -> None:
-    assert applied({}) == [name for _, name, _ in MALLOC_SETTINGS]
-
-
-def test_a_setting_given_in_the_environment_is_left_alone() -> None:
-    names = applied({"MALLOC_ARENA_MAX": "4"})
-    assert "MALLOC_ARENA_MAX" not in names
-    assert "MALLOC_MMAP_THRESHOLD_" in names
-
 
 # ----- pod churn: RSS must not climb with the number of pods that came and went
 

@@ -21,7 +21,7 @@ import yaml
 from forwarder import config as fconfig
 from forwarder import config_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "helm" / "helm"
 KUBECTL = ROOT / ".tools" / "k8s" / "bin" / "kubectl"
 CHART = ROOT / "charts" / "podhose"

@@ -21,7 +21,7 @@ import yaml
 from devstack.stack_config import load_template
 from transform_lambda import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 REQUIREMENTS = ROOT / "deploy" / "lambda" / "requirements.txt"
 K8S = ROOT / "k8s"

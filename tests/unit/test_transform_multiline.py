@@ -16,7 +16,7 @@ import pytest
 from transform_lambda.settings import SettingsError, TransformSettings
 from transform_lambda.transform import transform_record
 
-CASES = json.loads((Path(__file__).parent / "cases" / "multiline_fluentbit.json").read_text())
+CASES = json.loads((Path(__file__).parents[1] / "cases" / "multiline_fluentbit.json").read_text())
 T = "2026-12-02T10:00:00.000000001Z"
 
 

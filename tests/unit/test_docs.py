@@ -13,7 +13,7 @@ from devstack.stack_config import load_template
 from forwarder.config import OPTIONS, build_parser
 from transform_lambda.settings import ENV_VARS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

@@ -11,7 +11,7 @@ import yaml
 
 from forwarder.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "k8s" / "monitoring"
 KUBECTL = ROOT / ".tools" / "k8s" / "bin" / "kubectl"
 METRIC = re.compile(r"\bpodhose_[a-z_]+")

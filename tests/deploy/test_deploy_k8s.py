@@ -19,7 +19,7 @@ import yaml
 
 from forwarder import config as fconfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "k8s" / "bin" / "kubectl"
 
 # Where kubelet and containerd / CRI-O put the files the forwarder reads ...
