@@ -29,9 +29,10 @@ and partition (Firehose also buffers toward the S3 BufferingHints, so it writes 
 objects), no S3 write retries, no CloudWatch metrics, no record format conversion, no
 Lambda memory/time limits (the handler runs in this process).
 
-Example:
-    >>> delivery = FirehoseDelivery(config, s3_client)        # doctest: +SKIP
-    >>> endpoint = FirehoseEndpoint(sink=delivery.sink)       # doctest: +SKIP
+Usage (needs an S3 client; devstack/pipeline.py wires it up)::
+
+    delivery = FirehoseDelivery(config, s3_client)
+    endpoint = FirehoseEndpoint(sink=delivery.sink)
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ buffering, no limits), so podhose's forwarder talks to ``devstack.firehose_endpo
 ``devstack.delivery`` writes to this S3; the moto stream only mirrors the template's
 names so ``aws firehose describe-delivery-stream --endpoint-url ...`` shows them.
 
-Example:
-    >>> with MotoS3(StackConfig()) as moto:          # doctest: +SKIP
-    ...     moto.s3.list_objects_v2(Bucket=moto.config.bucket_name)
+Usage (starts a moto server on 127.0.0.1)::
+
+    with MotoS3(StackConfig()) as moto:
+        moto.s3.list_objects_v2(Bucket=moto.config.bucket_name)
 """
 
 from __future__ import annotations
