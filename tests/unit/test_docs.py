@@ -90,3 +90,20 @@ def test_every_template_parameter_is_documented() -> None:
     page = text("deploy.md")
     for name in load_template()["Parameters"]:
         assert f"`{name}`" in page, name
+
+
+MODULE_PAGES = [
+    ("forwarder", "forwarder.md"),
+    ("transform_lambda", "transform.md"),
+    ("podhose_wire", "architecture.md"),
+]
+
+
+@pytest.mark.parametrize(("package", "page"), MODULE_PAGES)
+def test_every_module_is_in_its_pages_module_table(package: str, page: str) -> None:
+    """A reader finds where something happens by file name: every module of the package is
+    named (in backticks) on a table row of its page."""
+    rows = "\n".join(line for line in text(page).splitlines() if line.startswith("|"))
+    named = set(re.findall(r"`([\w.]+\.py)`", rows))
+    modules = {path.name for path in (ROOT / package).glob("*.py")}
+    assert modules - named == set(), f"docs/{page} does not name {sorted(modules - named)}"
