@@ -429,7 +429,8 @@ def _outcome(made: botocore.session.Session, case: tuple) -> tuple:
     return (*meta, *calls)
 
 
-def _session(path: str) -> botocore.session.Session:
+def session_on(path: str) -> botocore.session.Session:
+    """A botocore session reading its data from `path` (see treat_as_builtin)."""
     made = botocore.session.Session()
     made.set_config_variable("data_path", path)
     treat_as_builtin(made)
@@ -444,7 +445,7 @@ def check(
     directory = str(Path(directory).absolute())
     if (reason := usable(directory)) is not None:
         return 0, [f"{directory}: {reason}"]
-    full, trimmed = _session(Loader.BUILTIN_DATA_PATH), _session(directory)
+    full, trimmed = session_on(Loader.BUILTIN_DATA_PATH), session_on(directory)
     if trimmed.get_component("data_loader").load_data_with_path("endpoints")[1] != str(
         Path(directory) / "endpoints"
     ):

@@ -130,7 +130,7 @@ class Sender:
         attempt = 0
         while records and not self.hard_stop.is_set():
             ticket = self.pacer.wait(sum(len(r.data) for r in records), len(records))
-            outcome = self._put(records)
+            outcome = self.put_once(records)
             self.pacer.after(ticket, [len(r.data) for r in outcome.failed], outcome.code)
             if outcome.kind is Kind.INVALID:
                 self._isolate(outcome.failed, outcome)
@@ -165,7 +165,7 @@ class Sender:
             record.done = True
         self.tracker.ack(r.mark for r in records)
 
-    def _put(self, records: list[Record]) -> Outcome:
+    def put_once(self, records: list[Record]) -> Outcome:
         """One PutRecordBatch call."""
         answer = put_record_batch(self.client, self.stream, [r.data for r in records])
         error = answer.error

@@ -22,6 +22,8 @@ from __future__ import annotations
 from operator import methodcaller
 
 from podhose_wire.columns import Columns
+from podhose_wire.compression import GZIP_MAGIC
+from podhose_wire.header import MAGIC
 from transform_lambda import bulk
 from transform_lambda.render import render_lines
 from transform_lambda.result import LineCounts, Output, RecordResult
@@ -83,7 +85,7 @@ def one_line_records_output(datas: list[bytes], settings: TransformSettings) -> 
     joined = b"".join(datas)
     if joined.count(b"\n") != len(datas) or not all(map(_ends_with_newline, datas)):
         return None  # some record holds several lines, or none
-    if b"\x1e" in joined or b"\x1f" in joined:
+    if MAGIC[:1] in joined or GZIP_MAGIC[:1] in joined:
         return None  # a header or gzip data could start a record (one-byte searches are fast)
     # Each record is one line already; its trailing LF is what msgspec's decode_lines splits
     # on. A piece alone in its record is a line of its own there: pieces are not joined.

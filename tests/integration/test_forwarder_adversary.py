@@ -360,7 +360,7 @@ def test_a_sender_that_fails_or_dies_loses_no_record(
                         "--region", "us-east-1", "--send-concurrency", "1"], {})  # fmt: skip
     queue, tracker, metrics = SendQueue(0.0), AckTracker(), Metrics()
     sender = Sender(cfg, queue, tracker, metrics, threading.Event())
-    real_put, faults = sender._put, ["raise", "die"]
+    real_put, faults = sender.put_once, ["raise", "die"]
 
     class Die(BaseException):
         pass
@@ -373,7 +373,7 @@ def test_a_sender_that_fails_or_dies_loses_no_record(
             raise Die
         return real_put(records)
 
-    monkeypatch.setattr(sender, "_put", flaky_put)
+    monkeypatch.setattr(sender, "put_once", flaky_put)
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the death is expected
     tracker.start((1, 1), 0)
     mark = tracker.mark((1, 1), 10, 1, 0.0, size=10)

@@ -226,7 +226,7 @@ def test_a_directory_for_another_botocore_version_is_never_used(
     assert record.levelname == "WARNING" and "using the full data" in record.getMessage()
 
     # A session on a stale directory does not take its endpoints as botocore's own.
-    session = botocore_data._session(str(stale))
+    session = botocore_data.session_on(str(stale))
     assert not session._get_internal_component("endpoint_resolver").uses_builtin_data
 
 
