@@ -126,7 +126,7 @@ class LocalPipeline:
         # boto3 honours AWS_ENDPOINT_URL_FIREHOSE, which sends it back to this endpoint.
         self._stack.enter_context(patched_environ({"AWS_ENDPOINT_URL_FIREHOSE": self.endpoint.url}))
         if self._handler is None:
-            self._stack.callback(_refresh_transform_module())
+            self._stack.callback(refresh_transform_module())
         for delivery in self.deliveries.values():
             delivery.start()
             self._stack.callback(delivery.stop)
@@ -224,7 +224,7 @@ def _quiet_transform_handler() -> Callable[[dict[str, Any], Any], Any]:
     return handler
 
 
-def _refresh_transform_module() -> Callable[[], None]:
+def refresh_transform_module() -> Callable[[], None]:
     """Make an already-imported transform see this stack's environment; return the undo.
 
     ``transform_lambda.app`` reads its settings at import (a Lambda cold start) and caches
@@ -235,16 +235,11 @@ def _refresh_transform_module() -> Callable[[], None]:
     from transform_lambda.settings import TransformSettings
 
     saved = app.SETTINGS
-    cached = getattr(app, "_firehose_client", None)
-
-    def clear_client() -> None:
-        if cached is not None and hasattr(cached, "cache_clear"):
-            cached.cache_clear()
 
     def undo() -> None:
         app.SETTINGS = saved
-        clear_client()
+        app.firehose_client.cache_clear()
 
     app.SETTINGS = TransformSettings.from_env()
-    clear_client()
+    app.firehose_client.cache_clear()
     return undo

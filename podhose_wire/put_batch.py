@@ -124,11 +124,13 @@ def put_with_retries(
     wait: Callable[[int], float] = backoff,
     on_answer: Callable[[int, list[bytes], Answer], None] | None = None,
     sleep: Callable[[float], Any] = time.sleep,
+    retry_failed_calls: bool = True,
 ) -> list[bytes]:
     """Send `datas` (one call's worth) until every record is accepted or `attempts` calls
     were made, resending only the failed records, `wait(attempt)` seconds after failed attempt
-    number `attempt`; `on_answer(attempt, sent, answer)` sees every answer. Returns the
-    records still not accepted."""
+    number `attempt`; `on_answer(attempt, sent, answer)` sees every answer. A call that failed
+    as a whole ends the loop unless `retry_failed_calls` (for a client that retries calls
+    itself). Returns the records still not accepted."""
     pending = list(datas)
     for attempt in range(attempts):
         answer = put_record_batch(client, stream, pending)
@@ -136,6 +138,8 @@ def put_with_retries(
             on_answer(attempt, pending, answer)
         pending = answer.failed(pending)
         if not pending or attempt == attempts - 1:
+            break
+        if answer.error is not None and not retry_failed_calls:
             break
         sleep(wait(attempt))
     return pending

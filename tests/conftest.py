@@ -4,6 +4,7 @@ the kind marks: each test is marked with the name of its folder (tests/unit -> `
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(kind)
         except pytest.fail.Exception:
             raise pytest.UsageError(f"{item.nodeid}: not in a folder of its kind") from None
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_left_behind() -> Iterator[None]:
+    """Tests that call ``app.process_event`` (no ``log_metrics`` around it) leave metrics in
+    Powertools' module-level set; clear them so a later handler call in the same worker
+    does not flush them as its own."""
+    yield
+    app = sys.modules.get("transform_lambda.app")
+    if app is not None:
+        app.metrics.clear_metrics()
 
 
 @pytest.fixture

@@ -77,9 +77,10 @@ class _Outcome:
 
 @cache
 def firehose_client(region: str) -> Any:
-    """The Firehose client re-ingest uses, one per region (``cache_clear()`` forgets it),
-    without botocore's own retries: reingest.put_records retries (podhose_wire.put_batch)."""
-    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5)
+    """The Firehose client re-ingest uses, one per region (``cache_clear()`` forgets it).
+    botocore retries a failed call (throttling, 5xx, connection errors; not AccessDenied);
+    reingest.put_records resends the records a 200 answer failed one by one."""
+    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5)
     return boto3.client("firehose", region_name=region, config=config)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from podhose_wire.firehose_limits import calls
-from podhose_wire.put_batch import FirehoseClient, put_with_retries
+from podhose_wire.put_batch import Answer, FirehoseClient, put_with_retries
 from transform_lambda.wire_decoder import RecordHeader
 
 CHUNK_BYTES = 256 * 1024
@@ -51,10 +51,16 @@ def _chunks(body: bytes, chunk_bytes: int) -> Iterator[bytes]:
 
 def put_records(client: FirehoseClient, stream_name: str, records: list[bytes]) -> None:
     """PutRecordBatch every record, resending only failed ones; raise ReingestError."""
+    last: list[Answer] = []
     for call in calls(records):
-        unsent = put_with_retries(client, stream_name, call, attempts=SEND_ATTEMPTS)
+        unsent = put_with_retries(
+            client, stream_name, call, attempts=SEND_ATTEMPTS, retry_failed_calls=False,
+            on_answer=lambda _attempt, _sent, answer: last.append(answer),
+        )  # fmt: skip  # the Lambda's client retries failed calls itself (app.firehose_client)
         if unsent:
-            raise ReingestError(f"{len(unsent)} record(s) not accepted by {stream_name}")
+            error = last[-1].error
+            why = f": {error.code}: {error.message}" if error is not None else ""
+            raise ReingestError(f"{len(unsent)} record(s) not accepted by {stream_name}{why}")
 
 
 def stream_name_from_arn(arn: str) -> str:

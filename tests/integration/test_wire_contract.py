@@ -221,6 +221,38 @@ def test_the_retry_loop_resends_only_failed_records_and_gives_up() -> None:
     assert len(stuck.calls) == 3
 
 
+def test_reingest_leaves_failed_calls_to_its_clients_retries() -> None:
+    """The Lambda's client retries a failed call (botocore); reingest's loop resends only
+    records a 200 answer failed, and a call that failed as a whole ends it at once, its
+    error named."""
+    denied = ClientError(
+        {"Error": {"Code": "AccessDeniedException", "Message": "no"},
+         "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutRecordBatch")  # fmt: skip
+    client = Recorder(denied)
+    with pytest.raises(reingest.ReingestError, match="AccessDeniedException"):
+        reingest.put_records(client, "podhose", [b"x", b"y"])
+    assert len(client.calls) == 1
+    waits: list[float] = []
+    client = Recorder(half_failed, OSError("reset"))
+    left = put_with_retries(client, "s", [b"a", b"b"], attempts=5, sleep=waits.append,
+                            retry_failed_calls=False)  # fmt: skip
+    assert left == [b"b"] and client.calls == [[b"a", b"b"], [b"b"]] and len(waits) == 1
+
+
+def test_the_devstack_gives_each_stack_a_fresh_lambda_client() -> None:
+    """A second local stack in one process must not re-ingest to the first one's endpoint."""
+    from devstack.pipeline import refresh_transform_module
+    from transform_lambda import app
+
+    app.firehose_client("us-east-1")
+    assert app.firehose_client.cache_info().currsize == 1
+    undo = refresh_transform_module()
+    assert app.firehose_client.cache_info().currsize == 0
+    app.firehose_client("us-east-1")
+    undo()
+    assert app.firehose_client.cache_info().currsize == 0
+
+
 def test_reingest_raises_after_its_attempts_through_the_endpoint() -> None:
     with FirehoseEndpoint() as endpoint:
         endpoint.fail_records(every=1)
