@@ -8,7 +8,12 @@ import binascii
 import json
 import zlib
 
-from podhose_wire.compression import GZIP_MAGIC, GZIP_WBITS
+from podhose_wire.compression import (
+    GZIP_MAGIC,
+    GunzipError,
+    GunzipTooLargeError,
+    gunzip_members,
+)
 
 MAX_OBJECT_BYTES = 256 * 1024 * 1024  # an error object, stored or decompressed
 
@@ -37,17 +42,9 @@ def read_error_records(body: bytes) -> tuple[list[bytes], list[str]]:
 
 def gunzip(body: bytes) -> bytes:
     """Every gzip member of `body`, refusing more than MAX_OBJECT_BYTES."""
-    out, left = [], MAX_OBJECT_BYTES
     try:
-        while body:
-            inflater = zlib.decompressobj(wbits=GZIP_WBITS)
-            out.append(inflater.decompress(body, left + 1))
-            left -= len(out[-1])
-            if left < 0 or inflater.unconsumed_tail:
-                raise UnreadableObjectError(f"decompresses to over {MAX_OBJECT_BYTES} bytes")
-            if not inflater.eof:
-                raise UnreadableObjectError("corrupt gzip: truncated")
-            body = inflater.unused_data.lstrip(b"\x00")
-    except zlib.error as error:
+        return gunzip_members(body, MAX_OBJECT_BYTES)
+    except GunzipTooLargeError:
+        raise UnreadableObjectError(f"decompresses to over {MAX_OBJECT_BYTES} bytes") from None
+    except (GunzipError, zlib.error) as error:
         raise UnreadableObjectError(f"corrupt gzip: {error}") from None
-    return b"".join(out)
