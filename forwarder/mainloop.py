@@ -25,7 +25,7 @@ from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rate_limited_log import RateLimitedLog
 from forwarder.rotation import Drain, deleted_to_give_up, recover_at_start, unseen_rotated
 from forwarder.routing import Router
-from forwarder.scan import FileKey, Found, ScanError, any_match, scan
+from forwarder.scan import MISSING_TARGET, FileKey, Found, ScanError, any_match, scan
 from forwarder.tail import Chunk, TailedFile
 
 log = logging.getLogger("forwarder")
@@ -84,6 +84,7 @@ class Forwarder:
         self.forgotten: OrderedDict[FileKey, Stored] = OrderedDict()
         self.given_up = 0  # files given up so far (their records' keys)
         self.unreadable: dict[str, str] = {}  # matched paths that lead to no file, -> reason
+        self.unreadable_warned: set[str] = set()  # of them, logged (at two scans in a row)
         self.unopenable: dict[str, str] = {}  # found files that failed to open, -> reason
         self.said = RateLimitedLog(NOTHING_TO_READ_LOG_INTERVAL)
         self.cursor = 0  # index of the file that reads first in the next pass (round-robin)
@@ -209,13 +210,21 @@ class Forwarder:
 
         Usually a pod's log removed between kubelet's two deletions; on a Docker Engine node
         without /var/lib/docker/containers mounted, every file (docs/deploy.md); a file the
-        forwarder may not read; a FIFO or other non-regular file.
+        forwarder may not read; a FIFO or other non-regular file. A link to no file is
+        warned about only when two scans in a row find it so: kubelet's rotation leaves it
+        dangling until the runtime reopens `0.log`, a moment a scan can fall into.
         """
-        for path in sorted(unreadable.keys() - self.unreadable.keys()):
+        lasting = {
+            path
+            for path, reason in unreadable.items()
+            if reason != MISSING_TARGET or path in self.unreadable
+        }
+        for path in sorted(lasting - self.unreadable_warned):
             log.warning(
                 "matched path leads to no readable file",
                 extra={"path": path, "reason": unreadable[path]},
             )
+        self.unreadable_warned = lasting
         self.unreadable = unreadable
         self.metrics.unreadable_files.set(len(unreadable))
 

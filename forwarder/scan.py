@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import os
 from dataclasses import dataclass
 
 FileKey = tuple[int, int]
+MISSING_TARGET = os.strerror(errno.ENOENT)  # the reason given for a link that leads to no file
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,11 @@ def scan(
                 continue
             try:
                 st = os.stat(path)  # follows /var/log/containers -> /var/log/pods symlinks
-            except OSError as exc:  # dangling symlink: target deleted, or not mounted here
+            except FileNotFoundError:  # dangling symlink: target deleted, or not mounted here
+                if unreadable is not None:
+                    unreadable[path] = MISSING_TARGET
+                continue
+            except OSError as exc:
                 if unreadable is not None:
                     unreadable[path] = exc.strerror or type(exc).__name__
                 continue

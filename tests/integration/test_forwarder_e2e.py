@@ -438,6 +438,7 @@ def test_paths_leading_to_no_file_are_counted_and_logged(
     with running(fwd(endpoint, node, db)) as proc:
         wait_for(lambda: proc.up() and proc.metric("podhose_unreadable_files") == 1, 30, "gauge")
         wait_for(lambda: got(endpoint, c) == lines_of(data), 30, "the readable file's line")
+        wait_for(lambda: "no readable file" in proc.log(), 30, "the warning")
         missing.parent.mkdir(parents=True)
         missing.write_bytes(docker_line(SEED))
         wait_for(lambda: proc.metric("podhose_unreadable_files") == 0, 30, "gauge back to 0")
@@ -445,6 +446,25 @@ def test_paths_leading_to_no_file_are_counted_and_logged(
         assert proc.wait(30) == 0
         warnings = [line for line in proc.log().splitlines() if "no readable file" in line]
     assert len(warnings) == 1 and str(dangling) in warnings[0]
+
+
+def test_a_link_dangling_at_one_scan_only_is_counted_not_logged(
+    endpoint: FirehoseEndpoint, node: Node, db: Path
+) -> None:
+    """kubelet's rotation leaves the /var/log/containers link dangling until the runtime
+    reopens 0.log: a scan that falls into that moment counts the path, and logs nothing."""
+    c = node.add("web-1", "cri")
+    c.write(cri_line(SEED.rstrip("\n")))
+    missing = node.root / "var/log/pods/default_web-2_0123/app/0.log"
+    (node.containers_dir / "web-2_default_app-0123.log").symlink_to(missing)
+    with running(fwd(endpoint, node, db, "--scan-interval", "3")) as proc:
+        wait_for(lambda: proc.up() and proc.metric("podhose_unreadable_files") == 1, 30, "gauge")
+        missing.parent.mkdir(parents=True)
+        missing.write_bytes(cri_line(SEED.rstrip("\n")))
+        wait_for(lambda: proc.metric("podhose_unreadable_files") == 0, 30, "gauge back to 0")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert "no readable file" not in proc.log()
 
 
 def test_quiet_files_share_one_call_per_flush_interval(tmp_path: Path) -> None:
