@@ -25,7 +25,15 @@ from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rate_limited_log import RateLimitedLog
 from forwarder.rotation import Drain, deleted_to_give_up, recover_at_start, unseen_rotated
 from forwarder.routing import Router
-from forwarder.scan import MISSING_TARGET, FileKey, Found, ScanError, any_match, scan
+from forwarder.scan import (
+    MISSING_TARGET,
+    FileKey,
+    Found,
+    ScanError,
+    any_match,
+    dangling_links,
+    scan,
+)
 from forwarder.tail import Chunk, TailedFile
 
 log = logging.getLogger("forwarder")
@@ -153,7 +161,7 @@ class Forwarder:
         self.reconcile(found)
         self.report_unreadable(unreadable | self.unopenable)
         if first:
-            self.recover(found)
+            self.recover(found, dangling_links(unreadable))
         self.scanned = self.scanned_at = started
         self.report_nothing_to_read(found)
         return True
@@ -172,27 +180,31 @@ class Forwarder:
 
     def reconcile(self, found: dict[FileKey, Found]) -> None:
         """Open new files; start draining files whose path no longer leads to them."""
+        opened = []
         for key, item in found.items():
             tailed = self.files.get(key) or self.closed.pop(key, None)
             if tailed is None:
-                self.open_file(item)
+                if (new := self.open_file(item)) is not None:
+                    opened.append(new)
                 continue
             if tailed.draining_since is not None:  # its path leads to it again: tail it on
                 log.info("file found again, tailing on", extra={"path": item.path})
             self.files[key] = tailed
             tailed.found_at(item.path)
         rotated = [t for key, t in self.files.items() if key not in found and t.start_draining()]
-        if rotated and self.scanned_at is not None:
-            self.open_unseen_rotations(rotated, self.scanned_at)
+        if self.scanned_at is not None and (rotated or opened):
+            self.open_unseen_rotations(rotated + opened, self.scanned_at)
         self.metrics.files.set(len(self.files))
 
-    def open_unseen_rotations(self, rotated: list[TailedFile], scanned: float) -> None:
-        """A file just rotated away: a file created after the previous scan and rotated
-        before this one (two rotations between two scans) is read from its head too. A
-        forgotten key may be a new file's (ext4 reuses a freed inode at once): only files
-        held open are surely known."""
+    def open_unseen_rotations(self, changed: list[TailedFile], scanned: float) -> None:
+        """A file just rotated away, or a new file at a path: a file created after the
+        previous scan and rotated before this one is read from its head too (two rotations
+        between two scans; a new pod's first file rotated before any scan saw it; a file
+        created while a scan found its path's link dangling, mid-rotation, and rotated
+        before the next). A forgotten key may be a new file's (ext4 reuses a freed inode at
+        once): only files held open are surely known."""
         known = set(self.files) | set(self.closed)
-        for tailed in rotated:
+        for tailed in changed:
             for unseen in unseen_rotated(
                 tailed.target,
                 tailed.path,
@@ -228,7 +240,7 @@ class Forwarder:
         self.unreadable = unreadable
         self.metrics.unreadable_files.set(len(unreadable))
 
-    def open_file(self, item: Found) -> None:
+    def open_file(self, item: Found) -> TailedFile | None:
         """Start tailing a new file, from its stored offset if that belongs to it."""
         stored = self.stored.get(item.key)
         forgotten = self.forgotten.pop(item.key, None)  # a reused inode, unless it matches
@@ -237,12 +249,13 @@ class Forwarder:
             tailed = TailedFile.open(item.key, item.path, row, self.cfg.max_line_bytes, warn)
         except OSError as exc:
             self.unopenable[item.path] = exc.strerror or type(exc).__name__
-            return
+            return None
         if tailed is None:  # the path leads elsewhere now: a stored row stays for recovery
-            return
+            return None
         # Stored offsets apply once, at start: a later file with a reused inode starts at 0.
         self.stored.pop(item.key, None)
         self.add_file(tailed)
+        return tailed
 
     def add_file(self, tailed: TailedFile) -> None:
         """Track an opened file."""
@@ -252,10 +265,16 @@ class Forwarder:
         log.info("tailing file", extra={"path": tailed.path, "offset": tailed.offset,
                                         "stream": stream})  # fmt: skip
 
-    def recover(self, found: dict[FileKey, Found]) -> None:
-        """At start: drain what was rotated while stopped; forget rows of files that are gone."""
+    def recover(self, found: dict[FileKey, Found], dangling: dict[str, str]) -> None:
+        """At start: drain what was rotated while stopped; forget rows of files that are gone.
+        `dangling`: link target -> path of the matched links that lead to no file now."""
         drained, gone = recover_at_start(
-            found, self.stored, self.files.keys(), self.last_scan, self.cfg.max_line_bytes
+            found,
+            self.stored,
+            self.files.keys(),
+            self.last_scan,
+            self.cfg.max_line_bytes,
+            dangling=dangling,
         )
         for tailed in drained:
             self.add_file(tailed)

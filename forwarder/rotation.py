@@ -72,19 +72,23 @@ def recover_at_start(
     opened: Collection[FileKey],
     last_scan: float | None,
     max_line: int,
+    *,
+    dangling: Mapping[str, str],
 ) -> tuple[list[TailedFile], list[FileKey]]:
     """Files rotated while the forwarder was down, opened for draining; and the stored rows of
     files that are gone.
 
-    `stored` holds the rows no live file claimed. Two kinds of file are recovered:
+    `stored` holds the rows no live file claimed; `dangling` maps the targets of matched
+    links that lead to no file now (kubelet renamed `0.log`, the runtime has not reopened
+    it yet) to their paths. Two kinds of file are recovered:
     - a stored (dev, inode) found again next to where it was (`0.log.<ts>`, `-json.log.1`):
       drained from its stored offset;
-    - a rotated sibling no open file is, modified after the last completed scan (less
-      MTIME_SLACK): it was created after that scan and rotated before the forwarder came
-      back (a crash right after a new pod started, two rotations while down), so it is read
-      from its head. Older siblings were shipped already, or are history from before the
-      forwarder ever ran. The key of a row whose file is gone is no proof: its inode was
-      free, and may be this new file's.
+    - a rotated sibling of a found file, a stored row or a dangling link that no open file
+      is, modified after the last completed scan (less MTIME_SLACK): it was created after
+      that scan and rotated before the forwarder came back (a crash right after a new pod
+      started, two rotations while down), so it is read from its head. Older siblings were
+      shipped already, or are history from before the forwarder ever ran. The key of a row
+      whose file is gone is no proof: its inode was free, and may be this new file's.
     """
     drained: list[TailedFile] = []
     missing = dict(stored)
@@ -98,6 +102,7 @@ def recover_at_start(
         known = set(opened) | {tailed.key for tailed in drained}
         live = {os.path.realpath(item.path): item.path for item in found.values()}
         live |= {row.target: row.path for row in stored.values()}
+        live |= {target: path for target, path in dangling.items() if target not in live}
         for target, path in live.items():
             drained += unseen_rotated(target, path, last_scan, known, max_line)
     return drained, list(missing)

@@ -70,6 +70,19 @@ def scan(
     return found
 
 
+def dangling_links(unreadable: dict[str, str]) -> dict[str, str]:
+    """Link target -> path of the matched links that lead to no file (`scan`'s `unreadable`).
+
+    >>> dangling_links({"/c/a.log": MISSING_TARGET, "/c/fifo.log": "not a regular file"})
+    {'/c/a.log': '/c/a.log'}
+    """
+    return {
+        os.path.realpath(path): path
+        for path, reason in unreadable.items()
+        if reason == MISSING_TARGET
+    }
+
+
 class ScanError(OSError):
     """A folder of the globs cannot be listed (out of descriptors, permissions): the scan saw
     nothing, which must not be taken for every file being gone."""

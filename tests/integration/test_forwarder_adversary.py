@@ -728,3 +728,69 @@ def test_a_file_rotated_while_stopped_on_the_inode_of_a_deleted_file_is_read(
     with running(fwd(endpoint, node, tmp_path)):
         want = lines_of(first + between + last)
         wait_for(lambda: got(endpoint, c) == want, 30, "the file in between")
+
+
+@pytest.mark.parametrize("runtime", ["cri", "docker"])
+def test_a_new_pods_first_file_rotated_before_any_scan_saw_it_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path, runtime: str
+) -> None:
+    """A new container whose start-up output passes the runtime's size limit at once: its
+    first file is rotated before a scan found its path. Only rotations of files already
+    tracked looked for unseen siblings, so the whole first file was lost, silently."""
+    with running(fwd(endpoint, node, tmp_path, "--scan-interval", "3")) as proc:
+        wait_for(proc.up, 30, "up")
+        node.add("probe", runtime)  # a new file, to see a scan come
+        wait_for(lambda: proc.metric("podhose_files_tracked") == 1, 30, "a scan")
+        c = node.add("fresh", runtime)
+        first = b"".join(cri_line(f"first {i}") for i in range(5))
+        c.write(first)
+        c.rotate()
+        live = b"".join(cri_line(f"live {i}") for i in range(5))
+        c.write(live)
+        wait_for(lambda: got(endpoint, c) == lines_of(first + live), 30, "the unseen first file")
+
+
+def test_a_file_created_while_its_link_dangled_and_rotated_before_the_next_scan_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """kubelet renames 0.log and the runtime reopens it late: a scan finds the link leading
+    nowhere. The next 0.log is written and rotated before the following scan: the file
+    being drained had already looked for unseen siblings, the new one never did."""
+    c = node.add("gap", "cri")
+    before = b"".join(cri_line(f"before {i}") for i in range(5))
+    c.write(before)
+    with running(fwd(endpoint, node, tmp_path, "--scan-interval", "2")) as proc:
+        wait_for(lambda: got(endpoint, c) == lines_of(before), 30, "the first file")
+        os.rename(c.target, c.target.with_name("0.log.20240501-100000"))
+        wait_for(lambda: proc.metric("podhose_unreadable_files") == 1, 30, "the dangling link")
+        between = b"".join(cri_line(f"between {i}") for i in range(5))
+        c.target.write_bytes(between)
+        os.rename(c.target, c.target.with_name("0.log.20240501-100001"))
+        after = b"".join(cri_line(f"after {i}") for i in range(5))
+        c.target.write_bytes(after)
+        want = lines_of(before + between + after)
+        wait_for(lambda: got(endpoint, c) == want, 30, "the file created mid-rotation")
+
+
+def test_a_new_pods_file_rotated_while_stopped_with_its_link_dangling_at_start_is_read(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """While the forwarder was down, a new pod logged and kubelet rotated its 0.log; the
+    runtime had not reopened 0.log when the forwarder came back. Start-up recovery looked
+    only at found files and stored rows, and the rotated file was never read."""
+    old = node.add("old", "cri")
+    old.write(cri_line("old"))
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, old) == lines_of(cri_line("old")), 30, "a first line")
+        time.sleep(0.5)  # an offset save, with the time of the last scan
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    c = node.add("fresh", "cri")
+    first = b"".join(cri_line(f"first {i}") for i in range(10))
+    c.write(first)
+    os.rename(c.target, c.target.with_name("0.log.20240501-100000"))
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: proc.up() and proc.metric("podhose_unreadable_files") == 1, 30, "up")
+        live = cri_line("live")
+        c.target.write_bytes(live)
+        wait_for(lambda: got(endpoint, c) == lines_of(first + live), 30, "the rotated file")

@@ -537,7 +537,7 @@ def test_a_file_renamed_while_recovery_reads_its_folder_is_still_drained(
 
     monkeypatch.setattr(rotation.os, "stat", stat_racing_a_rename)
     stored = {key: Stored(str(live), str(live), 22)}
-    drained, gone = rotation.recover_at_start({}, stored, (), None, 65536)
+    drained, gone = rotation.recover_at_start({}, stored, (), None, 65536, dangling={})
     assert missed and not gone
     assert [t.key for t in drained] == [key] and drained[0].offset == 22
     for tailed in drained:
