@@ -325,7 +325,9 @@ class Forwarder:
     def give_up(self, tailed: TailedFile, now: float) -> None:
         """Stop reading a deleted file: ship what was read, count the unread rest, close it
         now (its disk space is freed; what was read is delivered from memory)."""
-        self.ship_pieces(tailed, float("inf"), now, "before giving up its deleted file")
+        self.ship_pieces(
+            tailed, tailed.flush_stale(float("inf")), now, "before giving up its deleted file"
+        )
         self.batcher.flush_file(tailed.key)
         lost = max(0, os.fstat(tailed.fd).st_size - tailed.offset)
         self.metrics.deleted_given_up.inc()
@@ -392,10 +394,13 @@ class Forwarder:
     def flush_stale_partials(self, now: float) -> None:
         """Ship unfinished partial lines that waited longer than --partial-flush-timeout as
         they are, so one stream stopped mid-line never holds its file's offset (or memory)."""
-        older_than = now - self.cfg.partial_flush_timeout
+        timeout = self.cfg.partial_flush_timeout
         for tailed in self.files.values():
-            if tailed.size <= tailed.offset:  # unread bytes may hold the line's end
-                self.ship_pieces(tailed, older_than, now, "after waiting")
+            if tailed.size <= tailed.offset:
+                self.ship_pieces(tailed, tailed.flush_stale(now - timeout), now, "after waiting")
+            else:  # behind: unread bytes may hold the line's end, unless later lines were read
+                chunk = tailed.flush_overtaken(timeout)
+                self.ship_pieces(tailed, chunk, now, "overtaken by later lines")
         self.update_buffered()
         for lane in self.lanes.values():
             if lane.has_room(self.cfg.read_size) or self.tracker.unacked(lane.stream):
@@ -407,11 +412,11 @@ class Forwarder:
                 continue
             for tailed in self.files.values():
                 if self.lane_of(tailed) is lane:
-                    self.ship_pieces(tailed, float("inf"), now, "to free the buffer")
+                    chunk = tailed.flush_stale(float("inf"))
+                    self.ship_pieces(tailed, chunk, now, "to free the buffer")
 
-    def ship_pieces(self, tailed: TailedFile, older_than: float, now: float, why: str) -> None:
-        """Ship the file's unfinished partial lines read before `older_than` as they are."""
-        chunk = tailed.flush_stale(older_than)
+    def ship_pieces(self, tailed: TailedFile, chunk: Chunk | None, now: float, why: str) -> None:
+        """Ship a chunk of the file's unfinished partial lines, as they are (counted, logged)."""
         if chunk is not None:
             self.metrics.stale_partials.inc(chunk.stale)
             log.warning(
@@ -653,7 +658,8 @@ class Forwarder:
             # Lines after an unfinished piece were shipped: keeping the piece for the next run
             # would keep the offset before them, and the next run would send them again.
             if tailed.joiner.shipped_past_pending():
-                self.ship_pieces(tailed, float("inf"), time.monotonic(), "at shutdown")
+                chunk = tailed.flush_stale(float("inf"))
+                self.ship_pieces(tailed, chunk, time.monotonic(), "at shutdown")
         self.batcher.flush_all()
         self.flush_queues()
         delivered = self.wait_delivered(deadline)

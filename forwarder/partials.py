@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 DOCKER_PREFIX = b'{"log":"'
 DOCKER_STREAM = b'","stream":"'
@@ -20,6 +21,7 @@ CRI_PARTIAL = re.compile(rb"^[^ \n]+ [^ \n]+ P(?: |$)", re.MULTILINE)
 BACKSLASH = 0x5C
 STREAMS = (b"stdout", b"stderr")  # pieces are joined (and held) per stream: only these two
 HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")  # first half of a \\u pair
+DOCKER_TIME = b'"time":"'
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Pending:
     size: int = 0
     oversize: bool = False
     since: float = field(default_factory=time.monotonic)  # when the first piece was read
+    written: float | None = None  # the runtime's time of the first piece, if it reads as one
 
 
 @dataclass
@@ -64,6 +67,7 @@ class PartialJoiner:
         self.pending: dict[bytes, Pending] = {}
         self._out: list[bytes] = []
         self._shipped_past = False  # a line after an unfinished piece was emitted
+        self.newest: float | None = None  # runtime time of the last line read past a piece
 
     def reset(self) -> None:
         """Forget all pieces (after a truncation)."""
@@ -93,6 +97,8 @@ class PartialJoiner:
                 oversize += self._cri_line(line, pos)
             self._shipped_past = bool(self.pending) and (self._shipped_past or len(out) > emitted)
             pos += len(line) + 1
+        if self.pending and chunk:
+            self.newest = runtime_time(chunk[chunk.rfind(b"\n", 0, -1) + 1 :], self.docker)
         data = b"\n".join(out) + b"\n" if out else b""
         return Joined(data, False, oversize)
 
@@ -100,6 +106,35 @@ class PartialJoiner:
         """Emit unfinished logical lines as they are so far: all of them (end of a drained or
         final file), or those whose first piece was read before the monotonic `older_than`."""
         streams = [s for s, p in self.pending.items() if older_than is None or p.since < older_than]
+        return self._flush(streams)
+
+    def flush_overtaken(self, timeout: float) -> bytes:
+        r"""Emit the unfinished logical lines whose first piece the runtime wrote more than
+        `timeout` seconds before the last line read (by the times the runtime wrote on
+        them): any continuation written within `timeout` would have been read before that
+        line. The test of a reader behind its file, where waiting `timeout` on the wall
+        clock proves nothing (the continuation may be unread) and the file is never read
+        to its end.
+
+        >>> j = PartialJoiner(1024)
+        >>> j.process(b"2024-05-01T10:00:00Z stdout P 50%\n", 0).data
+        b''
+        >>> j.process(b"2024-05-01T10:00:03Z stderr F x\n", 33).data
+        b'2024-05-01T10:00:03Z stderr F x\n'
+        >>> j.flush_overtaken(4.0)
+        b''
+        >>> _ = j.process(b"2024-05-01T10:00:05Z stderr F y\n", 64)
+        >>> j.flush_overtaken(4.0)
+        b'2024-05-01T10:00:00Z stdout F 50%\n'
+        """
+        if self.newest is None:
+            return b""
+        cutoff = self.newest - timeout
+        return self._flush(
+            [s for s, p in self.pending.items() if p.written is not None and p.written < cutoff]
+        )
+
+    def _flush(self, streams: list[bytes]) -> bytes:
         out = []
         for stream in streams:
             pend = self.pending.pop(stream)
@@ -164,7 +199,9 @@ class PartialJoiner:
             if last:
                 out.append(self._wrap(head, [text]))
                 return 0
-            pend = self.pending[stream] = Pending(pos, head)
+            pend = self.pending[stream] = Pending(
+                pos, head, written=runtime_time(head, self.docker)
+            )
         oversize = 0
         if pend.parts and pend.size + len(text) + len(head) + len(DOCKER_PREFIX) > self.max_line:
             # Over the limit: ship what we have as its own line, keep joining the rest.
@@ -172,7 +209,7 @@ class PartialJoiner:
             if not pend.oversize:
                 oversize = 1
             pend.parts, pend.size, pend.oversize, pend.offset = [], 0, True, pos
-            pend.since = time.monotonic()
+            pend.since, pend.written = time.monotonic(), runtime_time(head, self.docker)
         pend.parts.append(text)
         pend.size += len(text)
         if last:
@@ -184,6 +221,31 @@ class PartialJoiner:
         if self.docker:
             return DOCKER_PREFIX + b"".join(parts) + head
         return head + b"".join(parts)
+
+
+def runtime_time(line: bytes, docker: bool | None) -> float | None:
+    """Seconds since the epoch of the time the runtime wrote on a line (Docker: its `time`
+    field; CRI: its first field, RFC 3339 with `Z` or an offset), or of a piece's head; None
+    when there is none that reads as one.
+
+    >>> runtime_time(b"2024-05-01T10:00:00.5Z stdout F hi", False)
+    1714557600.5
+    >>> runtime_time(b'{"log":"hi\\n","stream":"stdout","time":"2024-05-01T12:00:00+02:00"}', True)
+    1714557600.0
+    >>> runtime_time(b"garbage", False) is None
+    True
+    """
+    if docker:
+        at = line.rfind(DOCKER_TIME)
+        stamp = (
+            line[at + len(DOCKER_TIME) : line.find(b'"', at + len(DOCKER_TIME))] if at >= 0 else b""
+        )
+    else:
+        stamp = line[: line.find(b" ")]
+    try:
+        return datetime.fromisoformat(stamp.decode("ascii")).timestamp()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def cut_line(line: bytes) -> tuple[bytes, bytes]:

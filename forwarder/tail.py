@@ -241,7 +241,16 @@ class TailedFile:
         `older_than`, shipped as they are so far (their continuation comes as its own line)."""
         if not self.joiner.pending:
             return None
-        data = self.joiner.flush(older_than)
+        return self._pieces(self.joiner.flush(older_than))
+
+    def flush_overtaken(self, timeout: float) -> Chunk | None:
+        """Unfinished partial lines the runtime wrote more than `timeout` seconds before the
+        last line read (`PartialJoiner.flush_overtaken`), shipped as they are so far."""
+        if not self.joiner.pending:
+            return None
+        return self._pieces(self.joiner.flush_overtaken(timeout))
+
+    def _pieces(self, data: bytes) -> Chunk | None:
         if not data:
             return None
         return Chunk(data, None, self.joiner.safe_offset(self.offset), 0, 0, data.count(b"\n"))

@@ -794,3 +794,28 @@ def test_a_new_pods_file_rotated_while_stopped_with_its_link_dangling_at_start_i
         live = cri_line("live")
         c.target.write_bytes(live)
         wait_for(lambda: got(endpoint, c) == lines_of(first + live), 30, "the rotated file")
+
+
+def test_a_piece_overtaken_by_later_lines_is_shipped_while_the_forwarder_is_behind(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """A stdout piece waits for its end while stderr logs and the forwarder is behind
+    (slow acknowledgements, a small buffer): the file always had unread bytes, so the piece
+    was never shipped, and the offset saved stayed before it for as long as that lasted
+    (51,000 lines sent twice after one SIGKILL). Lines the runtime wrote more than
+    --partial-flush-timeout after the piece, once read, prove no continuation is unread."""
+    c = node.add("bar", "cri")
+    piece = cri_line("downloading 50%", tag="P", when="2024-05-01T10:00:00Z")
+    stderr = b"".join(
+        cri_line(f"err {i:06d} {'e' * 150}", "stderr", when=f"2024-05-01T10:{i // 1000:02d}:00Z")
+        for i in range(20_000)
+    )  # ~3.6 MB, a minute of runtime time per 1,000 lines
+    with running(fwd(endpoint, node, tmp_path, *SMALL_BUFFER, "--send-concurrency", "1")) as proc:
+        wait_for(proc.up, 30, "up")
+        endpoint.delay(0.3)
+        c.write(piece + stderr)
+        wait_for(lambda: proc.metric("podhose_partial_lines_flushed_total") == 1, 60, "the piece")
+        assert sum(got(endpoint, c).values()) < len(lines_of(stderr)) / 2  # still far behind
+        endpoint.delay(0)
+        shipped = piece.replace(b" P ", b" F ", 1)
+        wait_for(lambda: got(endpoint, c) == lines_of(shipped + stderr), 60, "every line once")
