@@ -100,6 +100,7 @@ class PartialJoiner:
         if self.pending and chunk:
             self.newest = runtime_time(chunk[chunk.rfind(b"\n", 0, -1) + 1 :], self.docker)
         data = b"\n".join(out) + b"\n" if out else b""
+        self._out = []  # the lines are in `data`: held on, they would outlive their read
         return Joined(data, False, oversize)
 
     def flush(self, older_than: float | None = None) -> bytes:
