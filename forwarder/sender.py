@@ -44,7 +44,20 @@ def make_client(cfg: Config, streams: int = 1) -> Any:  # botocore generates cli
         max_pool_connections=cfg.send_concurrency * streams + 1,
         tcp_keepalive=True,
     )
-    botocore_session = botocore_data.session(cfg.full_botocore_data, cfg.region)
+    try:
+        return _client(cfg, boto_cfg, cfg.full_botocore_data)
+    except Exception as exc:  # a damaged copy (truncated file, edited by hand): the full data
+        if cfg.full_botocore_data:
+            raise
+        log.warning(
+            "botocore data: the Firehose-only copy cannot make a client, using the full data",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+        )
+        return _client(cfg, boto_cfg, True)
+
+
+def _client(cfg: Config, boto_cfg: BotoConfig, full_data: bool) -> Any:
+    botocore_session = botocore_data.session(full_data, cfg.region)
     session = boto3.session.Session(botocore_session=botocore_session)
     return session.client(
         "firehose", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=boto_cfg

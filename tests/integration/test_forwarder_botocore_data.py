@@ -266,3 +266,33 @@ def test_the_forwarders_own_start_checks_its_region_only(tmp_path: Path) -> None
     assert path is not None
     marker = json.loads((Path(path) / botocore_data.MARKER).read_text())
     assert marker["checked_resolutions"] == len(botocore_data.SERVICES) * 4
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["endpoints.json", "service-2.json"],
+)
+def test_a_damaged_copy_falls_back_to_the_full_data_and_delivers(
+    data: Path, tmp_path: Path, node: Node, damage: str
+) -> None:
+    """A copy whose marker is right but whose files are damaged (truncated, edited): the
+    client could not be made and the forwarder exited with a traceback at every start."""
+    broken = tmp_path / "xdg"
+    target = botocore_data.cache_dir({"XDG_CACHE_HOME": str(broken)})
+    shutil.copytree(data, target)
+    [damaged] = target.rglob(damage)
+    damaged.write_text(damaged.read_text()[:1000])
+    c = node.add("web-1", "docker")
+    written = b"".join(docker_line(f"line {i}\n") for i in range(10))
+    c.write(written)
+    with FirehoseEndpoint() as endpoint:
+        proc = ForwarderProc(endpoint.url, node, tmp_path / "state" / "offsets.db",
+                             "--exit-on-eof", env={"XDG_CACHE_HOME": str(broken)})  # fmt: skip
+        proc.env = {k: v for k, v in proc.env.items() if k != "AWS_DATA_PATH"}
+        with proc:
+            assert proc.wait(60) == 0, proc.log()
+        assert got(endpoint, c) == lines_of(written)
+    log = proc.log()
+    assert "Traceback" not in log
+    [warning] = [json.loads(x) for x in log.splitlines() if "cannot make a client" in x]
+    assert warning["level"] == "WARNING" and "Error" in warning["error"]
