@@ -56,7 +56,6 @@ class Forwarder:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.metrics.deleted_limit.set(cfg.max_deleted_bytes)
         self.trim_heap = HeapTrimmer(cfg.malloc_trim_interval)
         self.health = Health(self.metrics, max(30.0, 10 * cfg.scan_interval), cfg.max_delivery_lag)
         self.db = OffsetsDB(cfg.db)
@@ -71,6 +70,9 @@ class Forwarder:
         self.lanes = make_lanes(
             cfg, self.router.streams, self.tracker, self.metrics, self.hard_stop
         )
+        for stream in self.lanes:
+            self.metrics.deleted_held.labels(stream).set(0)
+            self.metrics.deleted_limit.labels(stream).set(self.deleted_share()[0])
         self.pods = self._pod_metadata(cfg)
         self.batcher = Batcher(
             cfg, self.tracker, {s: lane.queue for s, lane in self.lanes.items()}, self.pods,
@@ -312,15 +314,20 @@ class Forwarder:
                 reading.append((tailed, size))
             else:
                 awaiting.append(size)
-        max_bytes = self.cfg.max_deleted_bytes // len(self.lanes)
-        max_files = max(1, self.cfg.max_deleted_files // len(self.lanes))
-        total = 0
-        for reading, awaiting in held.values():
-            total += sum(size for _, size in reading) + sum(awaiting)
+        max_bytes, max_files = self.deleted_share()
+        for stream, (reading, awaiting) in held.items():
+            self.metrics.deleted_held.labels(stream).set(
+                sum(size for _, size in reading) + sum(awaiting)
+            )
             limits_ = (sum(awaiting), max_bytes, max_files - len(awaiting))
             for tailed in deleted_to_give_up(reading, *limits_):
                 self.give_up(tailed, now)
-        self.metrics.deleted_held.set(total)
+
+    def deleted_share(self) -> tuple[int, int]:
+        """Each stream's share of --max-deleted-bytes and --max-deleted-files (bytes, files):
+        even, so a stream far behind cannot take the others' disk."""
+        streams = len(self.lanes)
+        return self.cfg.max_deleted_bytes // streams, max(1, self.cfg.max_deleted_files // streams)
 
     def give_up(self, tailed: TailedFile, now: float) -> None:
         """Stop reading a deleted file: ship what was read, count the unread rest, close it
@@ -330,14 +337,15 @@ class Forwarder:
         )
         self.batcher.flush_file(tailed.key)
         lost = max(0, os.fstat(tailed.fd).st_size - tailed.offset)
-        self.metrics.deleted_given_up.inc()
-        self.metrics.deleted_bytes_given_up.inc(lost)
+        stream = self.batcher.streams[tailed.key]
+        self.metrics.deleted_given_up.labels(stream).inc()
+        self.metrics.deleted_bytes_given_up.labels(stream).inc(lost)
         log.error(
             "gave up a deleted file not read to its end, to free the node's disk: its unread "
             "lines are lost (raise --max-deleted-bytes/--max-deleted-files, or make delivery "
             "keep up)",
-            extra={"path": tailed.path, "lost_bytes": lost,
-                   "max_deleted_bytes": self.cfg.max_deleted_bytes},
+            extra={"path": tailed.path, "stream": stream, "lost_bytes": lost,
+                   "stream_max_deleted_bytes": self.deleted_share()[0]},
         )  # fmt: skip
         tailed.close()
         # Its key (dev, inode) is free for a new file now: its records in flight wait under
@@ -664,7 +672,11 @@ class Forwarder:
         self.flush_queues()
         delivered = self.wait_delivered(deadline)
         if not delivered:
-            log.warning("shutdown timeout: unacknowledged lines will be re-sent on restart")
+            log.warning(
+                "shutdown timeout: unacknowledged lines of files still on disk will be re-sent "
+                "on restart"
+            )
+        self.report_deleted_left()
         self.hard_stop.set()
         for lane in self.lanes.values():
             lane.queue.close()
@@ -690,6 +702,25 @@ class Forwarder:
             return 0
         log.error("exit 1: not everything could be read", extra={"reason": why})
         return 1
+
+    def report_deleted_left(self) -> None:
+        """At exit, lines of deleted files not acknowledged yet (a stream down or slow past
+        --shutdown-timeout) are lost: no restart can read a deleted file. Each is counted as
+        given up and said in an ERROR (its metrics may not be scraped before the exit)."""
+        for key, tailed in [*self.files.items(), *self.closed.items()]:
+            size = tailed.deleted_size() if key[0] != GIVEN_UP_DEV else -1
+            lost = size - self.tracker.committed(key)
+            if size < 0 or lost <= 0:
+                continue
+            stream = self.batcher.streams[key]
+            self.metrics.deleted_given_up.labels(stream).inc()
+            self.metrics.deleted_bytes_given_up.labels(stream).inc(lost)
+            log.error(
+                "stopped before a deleted file's lines were delivered: they are lost (no "
+                "restart can read a deleted file; give the stream time, or raise "
+                "--shutdown-timeout and the pod's terminationGracePeriodSeconds)",
+                extra={"path": tailed.path, "stream": stream, "lost_bytes": lost},
+            )
 
     def report_unshipped(self, tailed: TailedFile) -> None:
         """Say how many bytes after the last complete line stay for the next run."""

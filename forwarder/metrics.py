@@ -89,21 +89,31 @@ class Metrics:
         self.deleted_given_up = Counter(
             "podhose_deleted_files_given_up",
             "Deleted files closed before they were read to their end, because the deleted "
-            "files held open exceeded --max-deleted-bytes or --max-deleted-files",
+            "files held open exceeded the stream's share of --max-deleted-bytes or "
+            "--max-deleted-files, or when the forwarder stopped before their lines were "
+            "delivered",
+            ["stream"],
             registry=r,
         )
         self.deleted_bytes_given_up = Counter(
             "podhose_deleted_bytes_given_up",
-            "Unread bytes of those files: lines lost to free the node's disk",
+            "Unread or unacknowledged bytes of those files: lines lost",
+            ["stream"],
             registry=r,
         )
         self.deleted_held = Gauge(
             "podhose_deleted_bytes_held",
             "Disk held by deleted files the forwarder keeps open (being read, or awaiting "
-            "acknowledgements)",
+            "acknowledgements), per stream",
+            ["stream"],
             registry=r,
         )
-        self.deleted_limit = Gauge("podhose_deleted_bytes_limit", "--max-deleted-bytes", registry=r)
+        self.deleted_limit = Gauge(
+            "podhose_deleted_bytes_limit",
+            "The stream's share of --max-deleted-bytes (divided evenly among the streams)",
+            ["stream"],
+            registry=r,
+        )
         self.scan_errors = Counter(
             "podhose_scan_errors",
             "Scans that could not list a folder (out of descriptors, permissions): nothing "
