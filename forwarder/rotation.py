@@ -143,15 +143,21 @@ def unseen_rotated(
 def _drain_rotated(
     rows: dict[FileKey, Stored], drained: list[TailedFile], max_line: int
 ) -> dict[FileKey, Stored]:
-    """Open each row's file where it went (appended to `drained`); the rows not found."""
+    """Open each row's file where it went (appended to `drained`); the rows not found. A file
+    on the row's inode whose first bytes are not the row's is another file (ext4 gave the
+    freed inode to it): not the row's, so not labelled with its path; the unseen-sibling
+    look reads it under its own."""
     missing = {}
     for key, row in rows.items():
         rotated = find_rotated(key, row.target)
         try:
             tailed = rotated and _open_rotated(
-                key, rotated, row.path, row.target, row=row, max_line=max_line
+                key, rotated, row.path, row.target, row=row, max_line=max_line, warn=False
             )
         except OSError:  # renamed again between the look and the open
+            tailed = None
+        if tailed and row.offset and tailed.offset != row.offset:
+            tailed.close()
             tailed = None
         if not tailed:
             missing[key] = row

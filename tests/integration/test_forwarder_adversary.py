@@ -819,3 +819,33 @@ def test_a_piece_overtaken_by_later_lines_is_shipped_while_the_forwarder_is_behi
         endpoint.delay(0)
         shipped = piece.replace(b" P ", b" F ", 1)
         wait_for(lambda: got(endpoint, c) == lines_of(shipped + stderr), 60, "every line once")
+
+
+def test_a_file_on_a_stored_files_inode_is_not_sent_under_its_name(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """While the forwarder was down, a container's 0.log (with a stored row) was deleted;
+    its next instance's 1.log got the freed inode and was rotated. Start-up recovery took
+    the rotated file for the row's (same inode, other first bytes) and sent its lines under
+    the dead container's file name."""
+    c0 = node.add("web", "cri")
+    c0.write(cri_lines("first instance", 10))
+    with running(fwd(endpoint, node, tmp_path)) as proc:
+        wait_for(lambda: got(endpoint, c0) == lines_of(cri_lines("first instance", 10)), 30, "0")
+        time.sleep(0.5)  # an offset save
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    st = c0.target.stat()
+    delete(c0)
+    target = c0.target.with_name("1.log")
+    create_reused(target, (st.st_dev, st.st_ino))
+    c1 = Container(c0.link.with_name(c0.link.name.replace("app-", "app-1111")), target, "cri")
+    c1.link.symlink_to(target)
+    rotated = cri_lines("second instance, rotated", 10)
+    c1.write(rotated)
+    os.rename(target, target.with_name("1.log.20240501-100000"))
+    live = cri_lines("second instance, live", 10)
+    c1.target.write_bytes(live)
+    with running(fwd(endpoint, node, tmp_path)):
+        wait_for(lambda: got(endpoint, c1) == lines_of(rotated + live), 30, "under 1.log's name")
+    assert got(endpoint, c0) == lines_of(cri_lines("first instance", 10))
