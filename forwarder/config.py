@@ -31,6 +31,8 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # Firehose's rule for delivery stream names.
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+# A glob of namespaces (lower-case DNS labels) with fnmatch's * ? [ ] and !.
+NAMESPACE_GLOB = re.compile(r"[a-z0-9*?!\[\]-]+")
 # An AWS region name: us-east-1, eu-central-2, us-gov-west-1, cn-northwest-1, ap-southeast-5.
 REGION_NAME = re.compile(r"[a-z]{2,4}(-[a-z0-9]+){1,3}-[0-9]{1,2}")
 
@@ -215,14 +217,28 @@ def url(value: str) -> str:
 _accepts(url, type="string", pattern=r"^\s*https?://")
 
 
+def namespace_glob(value: str) -> str:
+    """A glob of pod namespaces: lower-case letters, digits and '-' (what a namespace may
+    hold), with the glob's * ? [ ] and !; a glob of anything else could never match."""
+    if not NAMESPACE_GLOB.fullmatch(value.strip()):
+        raise ValueError(
+            "must be a namespace glob (a-z, 0-9, '-' and * ? [ ] !: namespaces are "
+            f"lower-case DNS labels), got {value!r}"
+        )
+    return value.strip()
+
+
+_accepts(namespace_glob, type="string", pattern=f"^\\s*{NAMESPACE_GLOB.pattern}\\s*$")
+
+
 def routes(value: str) -> list[Route]:
     """Comma-separated GLOB=STREAM routes: a namespace glob and a delivery stream name."""
     found = []
-    for part in filter(None, (p.strip() for p in value.split(","))):
+    for part in (p.strip() for p in value.split(",")):
         glob, equals, stream = part.partition("=")
         if not equals or not glob.strip():
             raise ValueError(f"must be GLOB=STREAM (a namespace glob), got {part!r}")
-        found.append(Route(glob.strip(), stream_name(stream)))
+        found.append(Route(namespace_glob(glob), stream_name(stream)))
     return found
 
 
@@ -478,6 +494,10 @@ def parse_config(argv: Sequence[str] | None = None, env: dict[str, str] | None =
             f"--max-line-bytes + {overhead}"
             + (" (with --kubernetes-metadata)" if values["kubernetes_metadata"] else "")
         )
+    globs_ = [route.glob for route in values["routes"]]
+    for glob in {g for g in globs_ if globs_.count(g) > 1}:
+        parser.error(f"{sources['routes']}: the namespace glob {glob!r} is routed twice "
+                     "(the first route wins: the others could never match)")  # fmt: skip
     streams = len(Router(values["delivery_stream"], values["routes"]).streams)
     if values["max_buffer_bytes"] < 2 * values["max_line_bytes"] * streams:
         parser.error(

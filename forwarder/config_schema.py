@@ -22,7 +22,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from forwarder.config import FALSE_WORDS, OPTIONS, TRUE_WORDS, Option, stream_name
+from forwarder.config import (
+    FALSE_WORDS,
+    OPTIONS,
+    TRUE_WORDS,
+    Option,
+    namespace_glob,
+    stream_name,
+)
 
 # Set elsewhere in the chart: the port by `metricsPort` (probes, scrape annotations and
 # NetworkPolicy use it too), routes by the `routes` list, pod metadata by `podMetadata`
@@ -83,6 +90,10 @@ def chart_schema_text(current: str) -> str:
     schema["properties"]["config"] = config_schema()
     route = schema["properties"]["routes"]["items"]["properties"]
     route["deliveryStream"] = dict(stream_name.json_schema)  # type: ignore[attr-defined]
+    route["namespaces"] = {
+        **namespace_glob.json_schema,  # type: ignore[attr-defined]
+        "description": "A namespace glob: a-z, 0-9, '-' and the glob's * ? [ ] !.",
+    }
     return json.dumps(schema, indent=2) + "\n"
 
 

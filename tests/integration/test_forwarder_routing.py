@@ -120,7 +120,10 @@ def test_routes_are_validated_like_every_option(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    for bad in ("kube-system", "=s", "kube-*=bad name!"):
+    # Routes that could never do anything were taken in silence: a glob no namespace can
+    # match (upper case, '_'), a glob routed twice (the second is dead), empty parts.
+    for bad in ("kube-system", "=s", "kube-*=bad name!", "Team-A=x", "team_a=x", "a=x,,b=y",
+                ",", "", "a=x,a=y"):  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "forwarder", "--delivery-stream", "s", "--route", bad],
             capture_output=True, text=True, check=False,
@@ -128,6 +131,13 @@ def test_routes_are_validated_like_every_option(tmp_path: Path) -> None:
         )  # fmt: skip
         assert out.returncode == 2, bad
         assert out.stderr.count("\n") == 1 and "--route" in out.stderr, out.stderr
+    duplicate = subprocess.run(
+        [sys.executable, "-m", "forwarder", "--delivery-stream", "s", "--route", "a=x",
+         "--route", "a=y"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+    )  # fmt: skip
+    assert duplicate.returncode == 2 and "routed twice" in duplicate.stderr
     out = subprocess.run(
         [sys.executable, "-m", "forwarder", "--delivery-stream", "s", "--max-buffer-bytes",
          str(2 * 1024 * 1024), "--route", "a=b,c=d"],
