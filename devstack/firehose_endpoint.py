@@ -45,6 +45,7 @@ from podhose_wire.firehose_limits import (
     MAX_RECORDS_PER_CALL,
     Quota,
     billed_bytes,
+    rate,
 )
 from transform_lambda.decompress import decode_payload
 from transform_lambda.wire_decoder import split_header
@@ -575,19 +576,19 @@ def main() -> None:
     parser.add_argument("--count-lines", action="store_true", help="count delivered lines")
     parser.add_argument(
         "--quota-bytes-per-second",
-        type=float,
+        type=rate,
         metavar="N",
         help="every stream's byte quota (default: unlimited)",
     )
     parser.add_argument(
         "--quota-records-per-second",
-        type=float,
+        type=rate,
         metavar="N",
         help="every stream's record quota (default: unlimited)",
     )
     parser.add_argument(
         "--quota-calls-per-second",
-        type=float,
+        type=rate,
         metavar="N",
         help="every stream's PutRecord(Batch) call quota (default: unlimited)",
     )
@@ -598,11 +599,15 @@ def main() -> None:
     default = Quota(
         args.quota_bytes_per_second, args.quota_records_per_second, args.quota_calls_per_second
     )
-    try:
-        streams = {name: Quota.parse(q) for name, _, q in
-                   (item.partition(":") for item in args.stream_quota)}  # fmt: skip
-    except (ValueError, TypeError) as exc:
-        parser.error(f"--stream-quota: {exc}")
+    streams = {}
+    for item in args.stream_quota:
+        name, colon, quota = item.partition(":")
+        try:
+            if not colon or not name.strip():
+                raise ValueError(f"must be NAME:QUOTA, got {item!r}")
+            streams[name.strip()] = Quota.parse(quota)
+        except ValueError as exc:
+            parser.error(f"--stream-quota: {exc}")
     endpoint = FirehoseEndpoint(
         args.port, args.host, store=not args.count_only, count_lines=args.count_lines,
         quota=default, stream_quotas=streams,

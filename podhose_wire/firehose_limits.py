@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -60,18 +61,37 @@ class Quota:
 
     @classmethod
     def parse(cls, text: str) -> Quota:
-        """`bytes=N,records=N,calls=N` (any of them).
+        """`bytes=N,records=N,calls=N` (at least one of them; each N a number above 0).
 
         >>> Quota.parse("bytes=1048576,calls=1000")
         Quota(bytes_per_second=1048576.0, records_per_second=None, calls_per_second=1000.0)
+        >>> Quota.parse("bytes=nan")
+        Traceback (most recent call last):
+        ...
+        ValueError: a quota is a number of units per second above 0, got 'nan'
         """
         values: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
+        for part in (p.strip() for p in text.split(",")):
             key, _, value = part.partition("=")
             if key.strip() not in ("bytes", "records", "calls") or not value:
                 raise ValueError(f"quota part must be bytes=, records= or calls=, got {part!r}")
-            values[f"{key.strip()}_per_second"] = float(value)
+            values[f"{key.strip()}_per_second"] = rate(value)
         return cls(**values)
+
+
+def rate(text: str) -> float:
+    """A quota's units per second: a finite number above 0.
+
+    >>> rate("1e6")
+    1000000.0
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise ValueError(f"a quota is a number of units per second above 0, got {text!r}")
+    return value
 
 
 LARGE_REGION_QUOTA = Quota(5 * 1024 * 1024, 500_000, 2_000)

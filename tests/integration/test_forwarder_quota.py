@@ -109,9 +109,14 @@ def test_the_cli_takes_default_and_per_stream_quotas() -> None:
     finally:
         proc.kill()
         proc.wait(10)
-    bad = subprocess.run([*cmd[:3], "--stream-quota", "s:bytez=1"], cwd=REPO,
+    # A typo ('=' for ':'), nan, 0 and negatives meant no quota or a blocked stream.
+    for quota in ("s:bytez=1", "logs=bytes=100", "s:bytes=nan", "s:calls=0", "s:", "s:records=-5"):
+        bad = subprocess.run([*cmd[:3], "--stream-quota", quota], cwd=REPO,
+                             capture_output=True, check=False)  # fmt: skip
+        assert bad.returncode == 2 and bad.stderr.count(b"--stream-quota: ") == 1, quota
+    bad = subprocess.run([*cmd[:3], "--quota-bytes-per-second", "0"], cwd=REPO,
                          capture_output=True, check=False)  # fmt: skip
-    assert bad.returncode == 2 and b"--stream-quota" in bad.stderr
+    assert bad.returncode == 2 and b"--quota-bytes-per-second" in bad.stderr
 
 
 # ----- the pacer, on a fake clock
