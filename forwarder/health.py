@@ -7,8 +7,9 @@ for /healthz, /readyz and /metrics.
 - `/readyz` (readiness): 200 unless records have waited longer than `max_lag` seconds for an
   acknowledgement *and* no acknowledgement at all came for as long (Firehose down, the stream
   missing, access denied), or the buffer has been full with nothing in flight for longer
-  than `max_lag`, or no path matches the globs, or every matched path is unreadable; 503
-  with the reason otherwise.
+  than `max_lag`, or scans have failed for longer than `max_lag` (new files and rotations
+  go unseen), or no path matches the globs, or every matched path is unreadable; 503 with
+  the reason otherwise.
 
 The server answers GET only, at most MAX_CONNECTIONS connections at once, each allowed
 MAX_REQUEST_BYTES and REQUEST_SECONDS for its request: whatever clients send, its threads and
@@ -44,6 +45,7 @@ class Health:
         self.stuck_stream = ""  # ... of this delivery stream
         self.waiting_stream = ""  # the delivery stream of waiting_since and last_ack
         self.nothing_to_read: str | None = None  # why no file can be read, if none can
+        self.scans_failing: tuple[float, str] | None = None  # (since, why) while scans fail
         self.senders_alive: Callable[[], bool] = lambda: True
         # Computed when scraped, so the value is as of the scrape, not of the last loop.
         metrics.delivery_lag.set_function(self.delivery_lag)
@@ -87,6 +89,9 @@ class Health:
         if self.nothing_to_read is not None:
             return False, "nothing to read: " + self.nothing_to_read
         now = time.monotonic()
+        if self.scans_failing is not None and now - self.scans_failing[0] > self.max_lag:
+            since, why = self.scans_failing
+            return False, f"scans failing for {now - since:.0f} s ({why}): new files go unseen"
         stuck = self.stuck_since
         if stuck is not None and now - stuck > self.max_lag:
             return False, (

@@ -156,9 +156,12 @@ class Forwarder:
             found = scan(self.cfg.paths, self.cfg.excludes, self.cfg.self_prefix, unreadable)
         except ScanError as exc:  # nothing seen is not everything gone: change nothing
             self.metrics.scan_errors.inc()
+            if self.health.scans_failing is None:
+                self.health.scans_failing = (time.monotonic(), str(exc))
             if self.said.due("scan error") is not None:
                 log.error("scan failed, files kept as they are", extra={"error": str(exc)})
             return False
+        self.health.scans_failing = None
         self.unopenable.clear()
         self.reconcile(found)
         self.report_unreadable(unreadable | self.unopenable)

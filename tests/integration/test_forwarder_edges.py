@@ -195,3 +195,26 @@ def test_a_file_the_forwarder_may_not_read_is_counted_once_and_fails_exit_on_eof
     assert log.count("Permission denied") == 2, log  # the warning, and the exit's reason
     assert secret.src in log
     assert len(endpoint.received()) == 1
+
+
+def test_scans_that_keep_failing_fail_readiness_until_they_work_again(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """A folder of the globs the forwarder can no longer list (permissions changed, out of
+    descriptors): every scan fails, so new files and rotations go unseen, and /readyz said
+    200. Root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH stands in for a non-root user."""
+    c = node.add("fine", "cri")
+    c.write(cri_line("readable"))
+    proc = ForwarderProc(endpoint.url, node, tmp_path / "s" / "o.db", "--max-delivery-lag", "2")
+    proc.args = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                 "--inh-caps=-dac_override,-dac_read_search", *proc.args]  # fmt: skip
+    with running(proc):
+        wait_for(lambda: proc.up() and proc.get("/readyz")[0] == 200, 30, "ready")
+        node.containers_dir.chmod(0)
+        try:
+            wait_for(lambda: proc.get("/readyz")[0] == 503, 30, "not ready")
+            assert "scans failing" in proc.get("/readyz")[1]
+            assert proc.get("/healthz")[0] == 200
+        finally:
+            node.containers_dir.chmod(0o755)
+        wait_for(lambda: proc.get("/readyz")[0] == 200, 30, "ready again")
