@@ -23,7 +23,13 @@ from forwarder.metrics import Metrics
 from forwarder.offsets import OffsetsDB, Stored
 from forwarder.pod_metadata import ApiAccess, PodLookup, PodMetadataWatcher
 from forwarder.rate_limited_log import RateLimitedLog
-from forwarder.rotation import Drain, deleted_to_give_up, recover_at_start, unseen_rotated
+from forwarder.rotation import (
+    Drain,
+    Folders,
+    deleted_to_give_up,
+    recover_at_start,
+    unseen_rotated,
+)
 from forwarder.routing import Router
 from forwarder.scan import (
     MISSING_TARGET,
@@ -209,6 +215,7 @@ class Forwarder:
         before the next). A forgotten key may be a new file's (ext4 reuses a freed inode at
         once): only files held open are surely known."""
         known = set(self.files) | set(self.closed)
+        folders = Folders()
         for tailed in changed:
             for unseen in unseen_rotated(
                 tailed.target,
@@ -217,6 +224,7 @@ class Forwarder:
                 known,
                 self.cfg.max_line_bytes,
                 remembered=self.forgotten,
+                folders=folders,
             ):
                 self.forgotten.pop(unseen.key, None)
                 self.add_file(unseen)
@@ -622,7 +630,11 @@ class Forwarder:
         the monotonic `deadline`: no restart can find a deleted file again. A renamed
         file's unterminated last line stays for the restart, which finds it by its inode.
         Files take turns, and a file whose lane is full waits while the others are read
-        (a stream that is down holds back only its own files)."""
+        (a stream that is down holds back only its own files). A file deleted since the last
+        scan is one of them: its nlink says so."""
+        for tailed in self.files.values():
+            if tailed.draining_since is None and tailed.deleted():
+                tailed.start_draining()
         draining = [t for t in self.files.values() if t.draining_since is not None]
         self.flush_queues()  # from now on every record goes out at once
         for group in (
@@ -711,7 +723,8 @@ class Forwarder:
         --shutdown-timeout) are lost: no restart can read a deleted file. Each is counted as
         given up and said in an ERROR (its metrics may not be scraped before the exit)."""
         for key, tailed in [*self.files.items(), *self.closed.items()]:
-            size = tailed.deleted_size() if key[0] != GIVEN_UP_DEV else -1
+            # A given-up file is closed: what was read of it is all that is left to lose.
+            size = tailed.offset if key[0] == GIVEN_UP_DEV else tailed.deleted_size()
             lost = size - self.tracker.committed(key)
             if size < 0 or lost <= 0:
                 continue

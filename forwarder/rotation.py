@@ -103,8 +103,9 @@ def recover_at_start(
         live = {os.path.realpath(item.path): item.path for item in found.values()}
         live |= {row.target: row.path for row in stored.values()}
         live |= {target: path for target, path in dangling.items() if target not in live}
+        folders = Folders()
         for target, path in live.items():
-            drained += unseen_rotated(target, path, last_scan, known, max_line)
+            drained += unseen_rotated(target, path, last_scan, known, max_line, folders=folders)
     return drained, list(missing)
 
 
@@ -116,6 +117,7 @@ def unseen_rotated(
     max_line: int,
     *,
     remembered: Mapping[FileKey, Stored] | None = None,
+    folders: Folders | None = None,
 ) -> list[TailedFile]:
     """Rotated siblings of `target` that no scan saw (modified after the scan that began at
     wall time `scanned`, less MTIME_SLACK, and not in `known`), opened from their head to be
@@ -123,9 +125,11 @@ def unseen_rotated(
     rotations in a row, a new pod's first rotation). Their keys are added to `known`.
 
     `remembered`: rows of closed files. Their inodes are free, so a sibling with one of their
-    keys resumes at the row's offset only if the row's fingerprint says it is that file."""
+    keys resumes at the row's offset only if the row's fingerprint says it is that file.
+    `folders`: the folder listings of one look at many files (each folder listed once)."""
     opened = []
-    for rotated, key in rotated_siblings(target, newer_than=scanned - MTIME_SLACK):
+    folders = folders or Folders()
+    for rotated, key in folders.rotated_siblings(target, newer_than=scanned - MTIME_SLACK):
         if key in known:
             continue
         row = (remembered or {}).get(key)
@@ -186,45 +190,65 @@ def _open_rotated(
     return tailed
 
 
-def rotated_siblings(target: str, newer_than: float) -> list[tuple[str, FileKey]]:
-    """Rotated copies of `target` (0.log.<ts>, -json.log.<n>) modified after `newer_than`.
+class Folders:
+    """Folder listings for one look at the rotated siblings of many files: each folder is
+    listed once and its names indexed by every prefix before a '.', so a look costs the
+    file's own siblings, not the folder (thousands of new files in one flat folder)."""
 
-    Oldest first. Compressed ones (.gz, and kubelet's .tmp while it compresses) are skipped:
-    runtimes compress only files they rotated long before.
-    """
-    directory, name = os.path.split(target)
-    for look in range(RECOVERY_LOOKS):
-        if look:  # a name vanished between the listing and its stat: renamed, look again
-            time.sleep(RECOVERY_PAUSE)
-        siblings, complete = _siblings(directory, name, newer_than)
-        if complete:
-            break
-    return [(path, key) for _, path, key in sorted(siblings)]
+    def __init__(self) -> None:
+        self._index: dict[str, dict[str, list[str]]] = {}
 
+    def rotated_siblings(self, target: str, newer_than: float) -> list[tuple[str, FileKey]]:
+        """Rotated copies of `target` (0.log.<ts>, -json.log.<n>) modified after
+        `newer_than`.
 
-def _siblings(
-    directory: str, name: str, newer_than: float
-) -> tuple[list[tuple[float, str, FileKey]], bool]:
-    """(the siblings, True unless a listed name had vanished by its stat)."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return [], True
-    siblings, complete = [], True
-    for sibling in names:
-        if not sibling.startswith(name + ".") or sibling.endswith(NOT_LOGS):
-            continue
-        path = os.path.join(directory, sibling)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            complete = False
-            continue
-        except OSError:
-            continue
-        if is_regular(st.st_mode) and st.st_mtime > newer_than:
-            siblings.append((st.st_mtime, path, (st.st_dev, st.st_ino)))
-    return siblings, complete
+        Oldest first. Compressed ones (.gz, and kubelet's .tmp while it compresses) are
+        skipped: runtimes compress only files they rotated long before.
+        """
+        directory, name = os.path.split(target)
+        for look in range(RECOVERY_LOOKS):
+            if look:  # a name vanished between the listing and its stat: renamed, look again
+                time.sleep(RECOVERY_PAUSE)
+                self._index.pop(directory, None)
+            siblings, complete = self._siblings(directory, name, newer_than)
+            if complete:
+                break
+        return [(path, key) for _, path, key in sorted(siblings)]
+
+    def _names(self, directory: str, name: str) -> list[str]:
+        index = self._index.get(directory)
+        if index is None:
+            index = self._index[directory] = {}
+            try:
+                listed = os.listdir(directory)
+            except OSError:
+                listed = []
+            for entry in listed:
+                dot = entry.find(".")
+                while dot > 0:
+                    index.setdefault(entry[:dot], []).append(entry)
+                    dot = entry.find(".", dot + 1)
+        return index.get(name, [])
+
+    def _siblings(
+        self, directory: str, name: str, newer_than: float
+    ) -> tuple[list[tuple[float, str, FileKey]], bool]:
+        """(the siblings, True unless a listed name had vanished by its stat)."""
+        siblings, complete = [], True
+        for sibling in self._names(directory, name):
+            if sibling.endswith(NOT_LOGS):
+                continue
+            path = os.path.join(directory, sibling)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                complete = False
+                continue
+            except OSError:
+                continue
+            if is_regular(st.st_mode) and st.st_mtime > newer_than:
+                siblings.append((st.st_mtime, path, (st.st_dev, st.st_ino)))
+        return siblings, complete
 
 
 def find_rotated(key: FileKey, target: str) -> str | None:

@@ -849,3 +849,26 @@ def test_a_file_on_a_stored_files_inode_is_not_sent_under_its_name(
     with running(fwd(endpoint, node, tmp_path)):
         wait_for(lambda: got(endpoint, c1) == lines_of(rotated + live), 30, "under 1.log's name")
     assert got(endpoint, c0) == lines_of(cri_lines("first instance", 10))
+
+
+def test_a_file_deleted_just_before_sigterm_is_read_to_its_end_first(
+    endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
+) -> None:
+    """Deleted after the last scan and SIGTERM at once, while the forwarder was behind: only
+    files a scan had seen go were read to their end, and 300,000 of 400,000 lines were
+    lost (the exit's ERROR even blamed the stream). Its last line, unterminated, too."""
+    c = node.add("gone", "docker")
+    data = b"".join(docker_line(f"gone {i:06d} {'g' * 100}\n") for i in range(20_000))
+    tail = docker_line("the last, unterminated").rstrip(b"\n")
+    c.write(data + tail)
+    endpoint.throttle()
+    args = (*SMALL_BUFFER, "--scan-interval", "30", "--shutdown-timeout", "60")
+    with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+        wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 150_000, 30, "full")
+        delete(c)
+        proc.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        endpoint.clear_faults()
+        assert proc.wait(90) == 0, proc.log()
+    assert got(endpoint, c) == lines_of(data + tail + b"\n")
+    assert "stopped before a deleted file" not in proc.log()

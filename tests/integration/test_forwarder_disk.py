@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 from devstack.firehose_endpoint import FirehoseEndpoint
@@ -215,3 +216,27 @@ def test_a_deleted_file_left_undelivered_at_shutdown_is_counted_lost_in_an_error
     assert re_sent == [
         "shutdown timeout: unacknowledged lines of files still on disk will be re-sent on restart"
     ]
+
+
+def test_a_given_up_files_read_lines_left_undelivered_at_shutdown_are_counted_too(
+    tmp_path: Path,
+) -> None:
+    """A deleted file given up (over --max-deleted-bytes) while its stream is down: the
+    give-up counted its unread bytes; what had been read of it and never acknowledged was
+    lost at the exit without a word. Together they are the whole file."""
+    node = Node(tmp_path / "node")
+    c = node.add("web", "cri")
+    written = backlog(c)
+    with FirehoseEndpoint() as endpoint:
+        endpoint.throttle()  # the stream never takes anything
+        args = (*SMALL_BUFFER, "--max-deleted-bytes", "100000", "--shutdown-timeout", "2")
+        with running(fwd(endpoint, node, tmp_path, *args)) as proc:
+            wait_for(lambda: proc.up() and proc.metric("podhose_buffered_bytes") > 0, 30, "read")
+            delete(c)
+            given_up = partial(proc.metric, "podhose_deleted_files_given_up_total")
+            wait_for(lambda: given_up() == 1, 20, "given up")
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        assert not endpoint.received()
+    errors = [json.loads(x) for x in proc.log().splitlines() if '"level":"ERROR"' in x]
+    assert len(errors) == 2 and sum(e["lost_bytes"] for e in errors) == len(written), errors
