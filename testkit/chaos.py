@@ -407,10 +407,12 @@ class Chaos:
 
     def copytruncate(self, w: Writer) -> None:
         """copy, then truncate in place — only once everything written was delivered (see
-        rotate), since lines between the copy and the truncation are lost to every tailer."""
+        rotate), since lines between the copy and the truncation are lost to every tailer.
+        The copy is not named as a rotated file (`<name>.<suffix>`): one made just before a
+        kill would be read again by the restart, as docs/forwarder.md says."""
         w.truncated_at = len(w.expected)
         target = w.container.target
-        shutil.copy(target, target.with_name(f"{target.name}.copy-{time.time_ns()}"))
+        shutil.copy(target, target.with_name(f"copy-{time.time_ns()}-{target.name}"))
         with open(target, "r+b") as f:
             f.truncate(0)
 
