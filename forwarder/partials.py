@@ -113,27 +113,30 @@ class PartialJoiner:
         r"""Emit the unfinished logical lines whose first piece the runtime wrote more than
         `timeout` seconds before the last line read (by the times the runtime wrote on
         them): any continuation written within `timeout` would have been read before that
-        line. The test of a reader behind its file, where waiting `timeout` on the wall
-        clock proves nothing (the continuation may be unread) and the file is never read
-        to its end.
+        line — and that waited `timeout` here too (a clock step forward between two lines
+        must not cut a line whose end comes right after). The test of a reader behind its
+        file, where waiting `timeout` on the wall clock alone proves nothing (the
+        continuation may be unread) and the file is never read to its end.
 
+        >>> import time
         >>> j = PartialJoiner(1024)
         >>> j.process(b"2024-05-01T10:00:00Z stdout P 50%\n", 0).data
         b''
-        >>> j.process(b"2024-05-01T10:00:03Z stderr F x\n", 33).data
-        b'2024-05-01T10:00:03Z stderr F x\n'
-        >>> j.flush_overtaken(4.0)
+        >>> _ = j.process(b"2024-05-01T10:00:03Z stderr F x\n", 33)
+        >>> time.sleep(0.2)
+        >>> j.flush_overtaken(4.0)  # written 3 s after the piece: no proof
         b''
         >>> _ = j.process(b"2024-05-01T10:00:05Z stderr F y\n", 64)
-        >>> j.flush_overtaken(4.0)
+        >>> j.flush_overtaken(0.1)  # 5 s after, and it waited here 0.2 s
         b'2024-05-01T10:00:00Z stdout F 50%\n'
         """
         if self.newest is None:
             return b""
-        cutoff = self.newest - timeout
-        return self._flush(
-            [s for s, p in self.pending.items() if p.written is not None and p.written < cutoff]
-        )
+        cutoff, waited = self.newest - timeout, time.monotonic() - timeout
+        return self._flush([
+            s for s, p in self.pending.items()
+            if p.written is not None and p.written < cutoff and p.since < waited
+        ])  # fmt: skip
 
     def _flush(self, streams: list[bytes]) -> bytes:
         out = []

@@ -803,7 +803,8 @@ def test_a_piece_overtaken_by_later_lines_is_shipped_while_the_forwarder_is_behi
     (slow acknowledgements, a small buffer): the file always had unread bytes, so the piece
     was never shipped, and the offset saved stayed before it for as long as that lasted
     (51,000 lines sent twice after one SIGKILL). Lines the runtime wrote more than
-    --partial-flush-timeout after the piece, once read, prove no continuation is unread."""
+    --partial-flush-timeout after the piece, once read, prove no continuation is unread
+    (and the piece waits that long here too)."""
     c = node.add("bar", "cri")
     piece = cri_line("downloading 50%", tag="P", when="2024-05-01T10:00:00Z")
     stderr = b"".join(
@@ -812,7 +813,7 @@ def test_a_piece_overtaken_by_later_lines_is_shipped_while_the_forwarder_is_behi
     )  # ~3.6 MB, a minute of runtime time per 1,000 lines
     with running(fwd(endpoint, node, tmp_path, *SMALL_BUFFER, "--send-concurrency", "1")) as proc:
         wait_for(proc.up, 30, "up")
-        endpoint.delay(0.3)
+        endpoint.delay(1.0)
         c.write(piece + stderr)
         wait_for(lambda: proc.metric("podhose_partial_lines_flushed_total") == 1, 60, "the piece")
         assert sum(got(endpoint, c).values()) < len(lines_of(stderr)) / 2  # still far behind
