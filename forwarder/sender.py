@@ -142,18 +142,21 @@ class Sender:
         """Send `records` until each is acknowledged or skipped (or a hard stop abandons them)."""
         attempt = 0
         while records and not self.hard_stop.is_set():
-            ticket = self.pacer.wait(sum(len(r.data) for r in records), len(records))
-            outcome = self.put_once(records)
+            n = self.pacer.portion([len(r.data) for r in records])  # paced: a smaller call
+            call, rest = records[:n], records[n:]
+            ticket = self.pacer.wait(sum(len(r.data) for r in call), len(call))
+            outcome = self.put_once(call)
             self.pacer.after(ticket, [len(r.data) for r in outcome.failed], outcome.code)
             if outcome.kind is Kind.INVALID:
                 self._isolate(outcome.failed, outcome)
-                return
+                records = rest
+                continue
             if outcome.failed:
                 self.metrics.retries.labels(self.stream).inc(len(outcome.failed))
                 assert outcome.kind is not None
                 self.hard_stop.wait(retry_after(outcome.kind, attempt))
                 attempt += 1
-            records = outcome.failed
+            records = outcome.failed + rest
 
     def _isolate(self, records: list[Record], outcome: Outcome) -> None:
         """Firehose refused the call as invalid: split it; skip a single refused record."""

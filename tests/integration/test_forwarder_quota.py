@@ -9,6 +9,7 @@ fleet without pacing (its throttled-share assertion then fails: that is the poin
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -139,6 +140,7 @@ def test_an_unthrottled_pacer_never_waits() -> None:
     clock = Clock()
     pacer = Pacer(sleep=clock.sleep, clock=clock)
     for _ in range(1000):
+        assert pacer.portion([100_000] * 5) == 5  # unpaced calls are as the queue made them
         ticket = pacer.wait(500_000, 10)
         clock.now += 0.01
         pacer.after(ticket, [], "")
@@ -146,12 +148,24 @@ def test_an_unthrottled_pacer_never_waits() -> None:
     assert clock.slept == [] and not pacer.paced
 
 
-def test_a_throttle_cuts_to_the_accepted_rate_then_it_grows_and_is_released() -> None:
+def test_a_first_throttle_with_nothing_accepted_paces_at_a_guess() -> None:
+    """Nothing accepted yet (a fleet starting on a backlog): the refused call's cost per BLIND
+    seconds, cut, and a jittered hold before the next call."""
     clock = Clock()
     rates: list[float] = []
     pacer = Pacer(on_rate=rates.append, sleep=clock.sleep, clock=clock)
     pacer.after(pacer.wait(100_000, 10), [10_000] * 10, "ServiceUnavailableException")
-    assert not pacer.paced  # nothing accepted yet: nothing to pace at (the retry backs off)
+    refused = pacing.cost(100_000, 10)
+    assert pacer.paced and rates == [pytest.approx(pacing.DECREASE * refused / pacing.BLIND)]
+    pacer.wait(100_000, 10)
+    hold = refused / rates[0]
+    assert pacing.JITTER[0] * hold <= clock.slept[0] <= pacing.JITTER[1] * hold
+
+
+def test_a_throttle_cuts_to_the_accepted_rate_then_it_grows_per_call_and_is_released() -> None:
+    clock = Clock()
+    rates: list[float] = []
+    pacer = Pacer(on_rate=rates.append, sleep=clock.sleep, clock=clock)
     for _ in range(20):  # 100 KB accepted every 0.1 s: 1 MB/s
         ticket = pacer.wait(100_000, 10)
         clock.now += 0.1
@@ -161,17 +175,74 @@ def test_a_throttle_cuts_to_the_accepted_rate_then_it_grows_and_is_released() ->
     pacer.after(ticket, [10_000] * 10, "ServiceUnavailableException")
     pacer.after(in_flight, [10_000] * 10, "ServiceUnavailableException")
     accepted = 20 * pacing.cost(100_000, 10) / 2.0  # per second, over the 2 s measured
-    assert rates == [pytest.approx(pacing.DECREASE * accepted)]
+    cut = pacing.DECREASE * accepted
+    assert rates == [pytest.approx(cut)]
     before = clock.now
     pacer.wait(100_000, 10)  # held back while a jittered share of the refused part is paid
     hold = clock.now - before
-    refused = pacing.cost(100_000, 10) / rates[0]
+    refused = pacing.cost(100_000, 10) / cut
     assert pacing.JITTER[0] * refused * 0.9 <= hold <= pacing.JITTER[1] * refused
-    clock.now += pacing.DOUBLING  # no throttle for a while: the rate doubled
-    assert pacer.rate() == pytest.approx(rates[0] * 2 ** ((clock.now - before) / pacing.DOUBLING))
+    # Calls of 3 s at the cut rate, accepted whole: the rate grows per call, at most 1 + k * STEP
+    # times the last (k: calls accepted since the cut, at least 1), and doubles per DOUBLING s
+    # at most: not 2.8x per call as time alone would let it.
+    big = int(3 * cut)
+    starts = []
+    for _ in range(4):
+        ticket = pacer.wait(big, 1)
+        starts.append(ticket.at)
+        pacer.after(ticket, [], "")
+    paced = [pacing.cost(big, 1) / (b - a) for a, b in itertools.pairwise(starts)]
+    expected, last = [], cut
+    for k, at in enumerate(starts[:-1]):
+        grown = cut * 2 ** ((at - before) / pacing.DOUBLING)
+        last = min(grown, (1 + pacing.STEP * max(1, k)) * last)
+        expected.append(last)
+    assert paced == pytest.approx(expected)
+    assert paced[-1] < cut * 2 ** ((starts[-2] - before) / pacing.DOUBLING)  # the step binds
+    assert paced[-1] / paced[-2] == pytest.approx(1 + 2 * pacing.STEP)
     clock.now += pacing.RELEASE
     pacer.wait(100_000, 10)
     assert not pacer.paced and rates[-1] == 0.0
+
+
+def test_paced_calls_hold_what_the_rate_pays_for_in_call_seconds() -> None:
+    clock = Clock()
+    pacer = Pacer(sleep=clock.sleep, clock=clock)
+    pacer.after(pacer.wait(400_000, 4), [100_000] * 4, "ServiceUnavailableException")
+    rate = pacer.rate()
+    assert rate is not None
+    fit = int((rate * pacing.CALL_SECONDS - pacing.CALL_COST) // (10_000 + pacing.RECORD_COST))
+    assert 1 < fit < 100
+    assert pacer.portion([10_000] * 100) == fit  # records stay as large: the call is smaller
+    assert pacer.portion([10**6, 10]) == 1  # one record at least, however large
+
+
+def test_an_outage_probes_like_retries_and_its_end_stops_pacing() -> None:
+    """A stream that accepted traffic, then nothing (down, or a quota of nothing): cuts take
+    the rate to the floor, but calls still go every few seconds, and the first one accepted
+    whole stops pacing, so the backlog goes at once."""
+    clock = Clock()
+    rates: list[float] = []
+    pacer = Pacer(on_rate=rates.append, sleep=clock.sleep, clock=clock)
+    for _ in range(10):
+        ticket = pacer.wait(50_000, 1)
+        clock.now += 0.1
+        pacer.after(ticket, [], "")
+    gaps = []
+    for _ in range(30):  # 30 throttled calls of 300 KB
+        ticket = pacer.wait(300_000, 1)
+        gaps.append(ticket.at)
+        clock.now += 0.05
+        pacer.after(ticket, [300_000], "ServiceUnavailableException")
+    assert rates[-1] < 2 * pacing.FLOOR  # cut after cut
+    late = [b - a for a, b in itertools.pairwise(gaps)][-10:]  # quiet for > QUIET s
+    assert max(late) <= pacing.PROBE + 0.05  # not 300 KB / 2 KiB/s = 146 s
+    ticket = pacer.wait(300_000, 1)  # the stream is back
+    pacer.after(ticket, [], "")
+    assert not pacer.paced and rates[-1] == 0.0
+    start = clock.now
+    pacer.wait(300_000, 1)
+    assert clock.now == start
 
 
 def test_tiny_calls_are_paced_by_their_number() -> None:
@@ -201,11 +272,13 @@ def test_a_disabled_pacer_never_paces() -> None:
 
 # ----- a fleet of forwarders at a quota well below its offered rate
 
-FLEET = 4
+FLEET = 8
 FLEET_QUOTA = SMALL_REGION_QUOTA  # the byte quota binds: Firehose's 1 MiB/s outside the big regions
 QUOTA_BYTES = FLEET_QUOTA.bytes_per_second
-BACKLOG_LINES = 30_000  # per forwarder, 2 files: ~3 MiB compressed each, ~12 s ideal drain
-RECORD_BYTES = 128 * 1024  # raw; ~50 KiB compressed, 10 to a call
+BACKLOG_LINES = 16_000  # per forwarder, 2 files: ~1.6 MiB compressed each, ~13 s ideal drain
+# Default record sizes: hex lines compress ~2.5:1, so a record of 1 MiB of lines is ~400 KiB
+# and a call holds one; each forwarder's share of the quota (128 KiB/s) pays for one call
+# every ~3 s. The old pacer (doubling every 2 s between calls) threw 74-84 % of its calls.
 
 
 def backlog(node: Node, name: str, lines: int) -> bytes:
@@ -231,15 +304,8 @@ def test_a_fleet_drains_a_backlog_at_the_quota_with_few_throttled_calls(tmp_path
         accepted_at.append(time.monotonic())
 
     with FirehoseEndpoint(sink=sink, stream_quotas={STREAM: FLEET_QUOTA}) as endpoint:
-        extra = (
-            "--exit-on-eof",
-            "--max-record-bytes",
-            str(RECORD_BYTES),
-            "--max-line-bytes",
-            "65536",
-        )
         procs = [
-            ForwarderProc(endpoint.url, node, tmp_path / f"state{n}" / "db", *extra)
+            ForwarderProc(endpoint.url, node, tmp_path / f"state{n}" / "db", "--exit-on-eof")
             for n, node in enumerate(nodes)
         ]
         try:
