@@ -160,7 +160,7 @@ class Pacer:
             rate = self.rate(start)
             assert rate is not None
             self._last = rate
-            self._next = start + price / rate
+            self._next = start + min(price / rate, PROBE)  # one huge record: no longer
         if start > now:
             if self._on_wait is not None:
                 self._on_wait(start - now)
@@ -198,7 +198,7 @@ class Pacer:
         self._cut = self._last = max(FLOOR, DECREASE * base)
         self._cut_at = now
         self._streak = 0
-        hold = random.uniform(*JITTER) * refused / self._cut
+        hold = random.uniform(*JITTER) * min(refused / self._cut, PROBE / JITTER[1])
         self._next = max(self._next, now + hold)
         return self._cut
 

@@ -158,8 +158,26 @@ def test_a_first_throttle_with_nothing_accepted_paces_at_a_guess() -> None:
     refused = pacing.cost(100_000, 10)
     assert pacer.paced and rates == [pytest.approx(pacing.DECREASE * refused / pacing.BLIND)]
     pacer.wait(100_000, 10)
-    hold = refused / rates[0]
+    hold = min(refused / rates[0], pacing.PROBE / pacing.JITTER[1])  # at most ~PROBE
     assert pacing.JITTER[0] * hold <= clock.slept[0] <= pacing.JITTER[1] * hold
+
+
+def test_no_call_waits_longer_than_a_retry_would() -> None:
+    """A record near 1 MB refused, then sent, at a rate far below it: the hold after the cut
+    and the wait for the next call were the record's cost at that rate (minutes at the floor:
+    a sender asleep while pacing was released; a fleet idle after an outage while the quota
+    refilled unused). Each is at most ~PROBE seconds now, as the retry backoff's cap."""
+    clock = Clock()
+    pacer = Pacer(sleep=clock.sleep, clock=clock)
+    for _ in range(5):  # 1 KB accepted every second: 1 KB/s
+        ticket = pacer.wait(1_000, 1)
+        clock.now += 1.0
+        pacer.after(ticket, [], "")
+    pacer.after(pacer.wait(1_000_000, 1), [1_000_000], "ServiceUnavailableException")
+    for _ in range(3):
+        ticket = pacer.wait(1_000_000, 1)
+        pacer.after(ticket, [], "")
+    assert clock.slept and max(clock.slept) <= pacing.PROBE
 
 
 def test_a_throttle_cuts_to_the_accepted_rate_then_it_grows_per_call_and_is_released() -> None:
