@@ -347,17 +347,15 @@ class Forwarder:
             tailed, tailed.flush_stale(float("inf")), now, "before giving up its deleted file"
         )
         self.batcher.flush_file(tailed.key)
-        lost = max(0, os.fstat(tailed.fd).st_size - tailed.offset)
-        stream = self.batcher.streams[tailed.key]
-        self.metrics.deleted_given_up.labels(stream).inc()
-        self.metrics.deleted_bytes_given_up.labels(stream).inc(lost)
-        log.error(
+        self.count_lost(
+            tailed.key,
+            tailed.path,
+            max(0, os.fstat(tailed.fd).st_size - tailed.offset),
             "gave up a deleted file not read to its end, to free the node's disk: its unread "
             "lines are lost (raise --max-deleted-bytes/--max-deleted-files, or make delivery "
             "keep up)",
-            extra={"path": tailed.path, "stream": stream, "lost_bytes": lost,
-                   "stream_max_deleted_bytes": self.deleted_share()[0]},
-        )  # fmt: skip
+            stream_max_deleted_bytes=self.deleted_share()[0],
+        )
         tailed.close()
         # Its key (dev, inode) is free for a new file now: its records in flight wait under
         # a key of their own, and its row goes.
@@ -728,15 +726,22 @@ class Forwarder:
             lost = size - self.tracker.committed(key)
             if size < 0 or lost <= 0:
                 continue
-            stream = self.batcher.streams[key]
-            self.metrics.deleted_given_up.labels(stream).inc()
-            self.metrics.deleted_bytes_given_up.labels(stream).inc(lost)
-            log.error(
+            self.count_lost(
+                key,
+                tailed.path,
+                lost,
                 "stopped before a deleted file's lines were delivered: they are lost (no "
                 "restart can read a deleted file; give the stream time, or raise "
                 "--shutdown-timeout and the pod's terminationGracePeriodSeconds)",
-                extra={"path": tailed.path, "stream": stream, "lost_bytes": lost},
             )
+
+    def count_lost(self, key: FileKey, path: str, lost: int, why: str, **extra: int) -> None:
+        """Count the deleted file `key` (as the batcher knows it) given up with `lost` bytes,
+        by its stream, and say `why` in an ERROR naming `path`."""
+        stream = self.batcher.streams[key]
+        self.metrics.deleted_given_up.labels(stream).inc()
+        self.metrics.deleted_bytes_given_up.labels(stream).inc(lost)
+        log.error(why, extra={"path": path, "stream": stream, "lost_bytes": lost, **extra})
 
     def report_unshipped(self, tailed: TailedFile) -> None:
         """Say how many bytes after the last complete line stay for the next run."""
