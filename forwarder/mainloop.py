@@ -347,16 +347,17 @@ class Forwarder:
             tailed, tailed.flush_stale(float("inf")), now, "before giving up its deleted file"
         )
         self.batcher.flush_file(tailed.key)
+        unread = max(0, os.fstat(tailed.fd).st_size - tailed.offset)
+        tailed.close()  # before it is counted: once counted, its disk space is free
         self.count_lost(
             tailed.key,
             tailed.path,
-            max(0, os.fstat(tailed.fd).st_size - tailed.offset),
+            unread,
             "gave up a deleted file not read to its end, to free the node's disk: its unread "
             "lines are lost (raise --max-deleted-bytes/--max-deleted-files, or make delivery "
             "keep up)",
             stream_max_deleted_bytes=self.deleted_share()[0],
         )
-        tailed.close()
         # Its key (dev, inode) is free for a new file now: its records in flight wait under
         # a key of their own, and its row goes.
         real, self.given_up = tailed.key, self.given_up + 1

@@ -22,6 +22,7 @@ from devstack.firehose_endpoint import MALFORMED_SHAPES, FirehoseEndpoint
 from forwarder.config import parse_config
 from forwarder.mainloop import Forwarder
 from testkit.forwarder import (
+    NEEDS_INODE_REUSE,
     STREAM,
     Container,
     ForwarderProc,
@@ -665,6 +666,7 @@ def test_a_file_created_and_rotated_between_two_scans_is_read(
         assert proc.metric("podhose_files_tracked") >= 1
 
 
+@NEEDS_INODE_REUSE
 def test_a_file_rotated_unseen_on_the_inode_of_a_closed_file_is_read(
     endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
 ) -> None:
@@ -699,6 +701,7 @@ def test_a_file_rotated_unseen_on_the_inode_of_a_closed_file_is_read(
         wait_for(lambda: got(endpoint, c) == want, 30, "the file in between")
 
 
+@NEEDS_INODE_REUSE
 def test_a_file_rotated_while_stopped_on_the_inode_of_a_deleted_file_is_read(
     endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
 ) -> None:
@@ -822,6 +825,7 @@ def test_a_piece_overtaken_by_later_lines_is_shipped_while_the_forwarder_is_behi
         wait_for(lambda: got(endpoint, c) == lines_of(shipped + stderr), 60, "every line once")
 
 
+@NEEDS_INODE_REUSE
 def test_a_file_on_a_stored_files_inode_is_not_sent_under_its_name(
     endpoint: FirehoseEndpoint, node: Node, tmp_path: Path
 ) -> None:

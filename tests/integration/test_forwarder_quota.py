@@ -69,9 +69,11 @@ def test_records_over_the_bytes_or_records_quota_fail_one_by_one() -> None:
     with FirehoseEndpoint(quota=Quota(bytes_per_second=1000)) as ep:
         ep.set_quota(Quota(records_per_second=2), stream="few")
         fh = client(ep.url)
+        sizes = (300, 300, 300, 5000, 300)
         resp = fh.put_record_batch(
-            DeliveryStreamName="s", Records=[{"Data": b"%d" % i * 300} for i in range(5)]
-        )  # 4 fit: a record goes while any of the second's bytes are left (~200 over)
+            DeliveryStreamName="s", Records=[{"Data": b"x" * n} for n in sizes]
+        )  # 4 fit: a record goes while any of the second's bytes are left (4,900 over: the
+        # next call finds none left unless ~5 s pass, however slow the machine)
         assert resp["FailedPutCount"] == 1
         last = resp["RequestResponses"][-1]
         assert (last["ErrorCode"], last["ErrorMessage"]) == ("ServiceUnavailableException",
