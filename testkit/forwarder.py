@@ -72,18 +72,25 @@ class Node:
         return Container(files.link, files.log, runtime)
 
 
-def create_reusing(path: Path, want: FileKey, fillers: int = 500) -> bool:
+def create_reusing(
+    path: Path, want: FileKey, fillers: int = 500, beside: Path | None = None
+) -> bool:
     """Create `path`, with the inode `want` if ext4 will give it (True when it did). ext4
-    gives a new file the lowest free inode of its directory's group: fillers (deleted after)
-    take the older holes below `want` first, as the churn of a busy node would."""
+    gives a new file the lowest free inode of its directory's (flex) group: fillers (deleted
+    after) take the older holes below `want` first, as the churn of a busy node would. A
+    directory of another group never gets `want`: with `beside` (the freed file's old path),
+    the file is made in that file's folder and renamed to `path` (the inode stays)."""
+    folder = path.parent if beside is None else beside.parent
     made = []
     try:
         for i in range(fillers):
-            path.touch()
-            st = path.stat()
+            candidate = folder / f".reusing-{i}"
+            candidate.touch()
+            st = candidate.stat()
             if (st.st_dev, st.st_ino) == want:
+                candidate.rename(path)
                 return True
-            made.append(path.rename(path.with_name(f".filler-{i}")))
+            made.append(candidate)
         path.touch()
         return False
     finally:
@@ -97,16 +104,16 @@ class InodeNotReusedError(AssertionError):
 
 # For tests that call create_reused: run again, from the start, only when ext4 did not give
 # the freed inode (another test's new file took it); any other failure fails at once.
-NEEDS_INODE_REUSE = pytest.mark.flaky(reruns=2, only_rerun=[InodeNotReusedError.__name__])
+NEEDS_INODE_REUSE = pytest.mark.flaky(reruns=4, only_rerun=[InodeNotReusedError.__name__])
 
 
-def create_reused(path: Path, want: FileKey) -> None:
+def create_reused(path: Path, want: FileKey, beside: Path | None = None) -> None:
     """create_reusing, required: on ext4 (which reuses a freed inode at once) a file that did
-    not get `want` fails the test (InodeNotReusedError: NEEDS_INODE_REUSE runs it again); elsewhere
-    (tmpfs, for one) the test cannot run there."""
+    not get `want` fails the test (InodeNotReusedError: NEEDS_INODE_REUSE runs it again);
+    elsewhere (tmpfs, for one) the test cannot run there."""
     from testkit.chaos import filesystem
 
-    if create_reusing(path, want):
+    if create_reusing(path, want, beside=beside):
         return
     if filesystem(path.parent) == "ext4":
         raise InodeNotReusedError(f"ext4 did not reuse inode {want}: the test proves nothing")

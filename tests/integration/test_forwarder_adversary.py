@@ -721,7 +721,7 @@ def test_a_file_rotated_while_stopped_on_the_inode_of_a_deleted_file_is_read(
     delete(deleted)  # its row stays: nothing runs to forget it
     one, two = (c.target.with_name(c.target.name + n) for n in (".1", ".2"))
     os.rename(c.target, one)
-    create_reused(c.target, (st.st_dev, st.st_ino))
+    create_reused(c.target, (st.st_dev, st.st_ino), beside=deleted.target)  # another folder
     between = b"".join(docker_line(f"between {i}\n") for i in range(15))
     c.write(between)
     os.rename(one, two)
