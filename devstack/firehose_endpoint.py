@@ -163,8 +163,10 @@ class FirehoseEndpoint:
         *,
         quota: Quota | None = None,
         stream_quotas: dict[str, Quota] | None = None,
+        clock: Callable[[], float] = time.monotonic,  # what the quotas' buckets count time by
     ) -> None:
         self.host = host
+        self._clock = clock
         self.port = port
         self.sink = sink
         self.store = store
@@ -304,7 +306,7 @@ class FirehoseEndpoint:
 
     def _admit(self, stream: str, datas: list[bytes]) -> int | None:
         """Records of a call that fit the stream's quota (see _Buckets.admit); counted."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if stream not in self._buckets:
                 quota = self._stream_quotas.get(stream, self._quota)

@@ -41,13 +41,36 @@ def client(url: str):  # type: ignore[no-untyped-def]
     )  # fmt: skip
 
 
+class Clock:
+    """Time that moves only when a test moves it (or a pacer sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 @pytest.fixture
-def quota_endpoint() -> Iterator[FirehoseEndpoint]:
-    with FirehoseEndpoint(quota=Quota(calls_per_second=3)) as ep:
+def clock() -> Clock:
+    """The quotas' time, moved by the test alone: a slow machine cannot refill a bucket."""
+    return Clock()
+
+
+@pytest.fixture
+def quota_endpoint(clock: Clock) -> Iterator[FirehoseEndpoint]:
+    with FirehoseEndpoint(quota=Quota(calls_per_second=3), clock=clock) as ep:
         yield ep
 
 
-def test_a_burst_over_the_calls_quota_is_refused_whole(quota_endpoint: FirehoseEndpoint) -> None:
+def test_a_burst_over_the_calls_quota_is_refused_whole(
+    quota_endpoint: FirehoseEndpoint, clock: Clock
+) -> None:
     fh = client(quota_endpoint.url)
     for _ in range(3):  # the bucket holds one second of quota
         fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])
@@ -58,28 +81,34 @@ def test_a_burst_over_the_calls_quota_is_refused_whole(quota_endpoint: FirehoseE
     assert isinstance(exc.value, fh.exceptions.ServiceUnavailableException)
     with pytest.raises(fh.exceptions.ServiceUnavailableException):
         fh.put_record(DeliveryStreamName="s", Record={"Data": b"z"})
-    time.sleep(0.4)  # 3 calls/s: one more call is due after 1/3 s
+    clock.now += 0.3
+    with pytest.raises(fh.exceptions.ServiceUnavailableException):
+        fh.put_record(DeliveryStreamName="s", Record={"Data": b"v"})  # not yet: 0.9 of a call
+    clock.now += 0.04  # 3 calls/s: one more call is due after 1/3 s
     fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"w"}])
     assert quota_endpoint.received() == [b"x", b"x", b"x", b"w"]
     stats = quota_endpoint.stats_dict()
-    assert (stats["throttled_calls"], stats["throttled_records"], stats["calls"]) == (2, 2, 4)
+    assert (stats["throttled_calls"], stats["throttled_records"], stats["calls"]) == (3, 3, 4)
 
 
-def test_records_over_the_bytes_or_records_quota_fail_one_by_one() -> None:
-    with FirehoseEndpoint(quota=Quota(bytes_per_second=1000)) as ep:
+def test_records_over_the_bytes_or_records_quota_fail_one_by_one(clock: Clock) -> None:
+    with FirehoseEndpoint(quota=Quota(bytes_per_second=1000), clock=clock) as ep:
         ep.set_quota(Quota(records_per_second=2), stream="few")
         fh = client(ep.url)
-        sizes = (300, 300, 300, 5000, 300)
+        sizes = (300, 300, 300, 500, 300)
         resp = fh.put_record_batch(
             DeliveryStreamName="s", Records=[{"Data": b"x" * n} for n in sizes]
-        )  # 4 fit: a record goes while any of the second's bytes are left (4,900 over: the
-        # next call finds none left unless ~5 s pass, however slow the machine)
+        )  # 4 fit: a record goes while any of the second's bytes are left (400 over)
         assert resp["FailedPutCount"] == 1
         last = resp["RequestResponses"][-1]
         assert (last["ErrorCode"], last["ErrorMessage"]) == ("ServiceUnavailableException",
                                                               "Slow down.")  # fmt: skip
+        clock.now += 0.39
         resp = fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])
         assert resp["FailedPutCount"] == 1  # none fit: a 200 answer with every record failed
+        clock.now += 0.02  # the 400 bytes over are paid for: one record goes again
+        resp = fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"y" * 100}] * 2)
+        assert [("ErrorCode" in r) for r in resp["RequestResponses"]] == [False, True]
         resp = fh.put_record_batch(
             DeliveryStreamName="few", Records=[{"Data": b"a"}, {"Data": b"b"}, {"Data": b"c"}]
         )  # another stream has its own quota
@@ -87,7 +116,7 @@ def test_records_over_the_bytes_or_records_quota_fail_one_by_one() -> None:
         assert ep.quota_of("few") == Quota(records_per_second=2)
         assert ep.quota_of("other") == Quota(bytes_per_second=1000)
         stats = ep.stats_dict()
-        assert (stats["partly_throttled_calls"], stats["throttled_records"]) == (3, 3)
+        assert (stats["partly_throttled_calls"], stats["throttled_records"]) == (4, 4)
         assert stats["throttled_calls"] == 0
         ep.set_quota(None)
         assert fh.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"x"}])[
@@ -123,19 +152,6 @@ def test_the_cli_takes_default_and_per_stream_quotas() -> None:
 
 
 # ----- the pacer, on a fake clock
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_an_unthrottled_pacer_never_waits() -> None:
