@@ -4,12 +4,15 @@
     python -m bench.memory --minutes 5 --scenarios churn           (one scenario, short churn)
     python -m bench.memory --quick                                 (every scenario, ~6 minutes)
     python -m bench.memory --python /path/to/python3.13 --image-env  (the image's Python)
+    python -m bench.memory --image podhose-forwarder:dev           (the image itself, in Docker)
 
 Every scenario runs the real forwarder (`python -m forwarder`, its default intervals, under
 `--python`) as a subprocess against the local Firehose endpoint in a process of its own
 (counting the lines it receives), once per setting (SETTINGS below), and samples the
 forwarder's RSS (VmRSS of /proc/PID/status) over time; the peak is its VmHWM. Every line
-written must be delivered (the endpoint's line count; the run fails otherwise).
+written must be delivered (the endpoint's line count; the run fails otherwise). With --image
+the forwarder is the image's own entrypoint in a container (`docker run --network host`, the
+node's folder mounted at its own path), measured from the host by the container's PID.
 
 - steady: STEADY_FILES containers logging STEADY_LINES_PER_S lines a second each;
   the figure is the median RSS over the second half of the run.
@@ -72,6 +75,9 @@ UNTUNED_ENV: dict[str, str] = {"PODHOSE_FULL_BOTOCORE_DATA": "true"}
 # unset here) the forwarder uses the same copy generated into ~/.cache/podhose, for the
 # botocore of --python (`botocore_data()` below checks which copy each setting gets).
 IMAGE_ENV: dict[str, str] = {"PYTHONOPTIMIZE": "2"}
+IMAGE_PYTHON = "/opt/podhose/bin/python3"  # forwarder/Dockerfile's venv
+IMAGE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                     "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 SETTINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "untuned": (UNTUNED_ARGS, UNTUNED_ENV),
     "tuned": (TUNED_ARGS, TUNED_ENV),
@@ -128,6 +134,7 @@ class Options:
     version: str
     image_env: bool
     known_flags: set[str]
+    image: str = ""  # a Docker image to run the forwarder from, instead of `python`
     missing: list[str] = field(default_factory=list)
     data: dict[str, str] = field(default_factory=dict)  # setting: its botocore data
 
@@ -149,29 +156,43 @@ def forwarder_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PODHOSE_", "MALLOC_"))}
     env.pop("PYTHONOPTIMIZE", None)
     env.pop("AWS_DATA_PATH", None)  # the forwarder's own choice: the cache directory
-    return {**env, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO), **extra}  # fmt: skip
+    return {**env, **IMAGE_CREDENTIALS, "PYTHONPATH": str(REPO), **extra}
 
 
-def probe(python: str, extra: dict[str, str]) -> tuple[str, set[str]]:
+def probe(python: str, extra: dict[str, str], image: str = "") -> tuple[str, set[str]]:
     """(the interpreter's version, the forwarder's flags under it). Run with `extra` (the
     image's PYTHONOPTIMIZE) so that the byte code a measured run loads is already cached."""
     env = forwarder_env(extra)
-    version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+    version_code = "import platform; print(platform.python_version())"
+    version = subprocess.run(in_image(image, ["-c", version_code]) if image else
+                             [python, "-c", version_code],
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    help_text = subprocess.run([python, "-m", "forwarder", "--help"], cwd=REPO, env=env,
+    help_text = subprocess.run(in_image(image, ["-m", "forwarder", "--help"]) if image else
+                               [python, "-m", "forwarder", "--help"], cwd=REPO, env=env,
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     flags = {word.strip("[],") for word in help_text.split() if word.startswith(("--", "[--"))}
     return version, flags
 
 
+def in_image(image: str, python_args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """`docker run` of the image's Python with `python_args`, without network."""
+    pairs = [arg for k, v in (env or {}).items() for arg in ("-e", f"{k}={v}")]
+    return ["docker", "run", "--rm", "--network", "none", *pairs,
+            "--entrypoint", IMAGE_PYTHON, image, *python_args]  # fmt: skip
+
+
+# None from data_path leaves botocore's choice: AWS_DATA_PATH as set (the image's), else its
+# own data; its own directory named is the full data too.
 BOTOCORE_PROBE = """
-import logging, sys
+import logging, os, sys
+from botocore.loaders import Loader
 from forwarder import botocore_data
 from forwarder.config import parse_config
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 cfg = parse_config(sys.argv[1:] + ["--delivery-stream", "bench"])
-print(botocore_data.data_path(cfg.full_botocore_data, regions=(cfg.region,)) or "full")
+path = botocore_data.data_path(cfg.full_botocore_data, regions=(cfg.region,))
+path = path or os.environ.get("AWS_DATA_PATH") or "full"
+print("full" if path == Loader.BUILTIN_DATA_PATH else path)
 """
 
 
@@ -181,8 +202,10 @@ def botocore_data(opts: Options, setting: str) -> str:
     measured run does): a directory, or "full" for botocore's own data. A tuned setting that
     gets the full data, or an untuned one that does not, stops the benchmark."""
     args, env = opts.setting(setting)
-    out = subprocess.run([opts.python, "-c", BOTOCORE_PROBE, *args], cwd=REPO, check=True,
-                         env=forwarder_env(env), capture_output=True, text=True)  # fmt: skip
+    cmd = (in_image(opts.image, ["-c", BOTOCORE_PROBE, *args], env) if opts.image
+           else [opts.python, "-c", BOTOCORE_PROBE, *args])  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, check=True, env=forwarder_env(env), capture_output=True,
+                         text=True)  # fmt: skip
     path = out.stdout.strip().splitlines()[-1]
     full = env.get("PODHOSE_FULL_BOTOCORE_DATA") == "true"
     if (path == "full") != full:
@@ -230,8 +253,8 @@ def measure(
         python=opts.python,
     )  # fmt: skip
     run = Run(scenario, setting, opts.version, botocore_data=opts.data[setting])
-    proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
-    sampler = Sampler(proc.pid, every)
+    proc, pid = launch(opts, cmd, env, root)
+    sampler = Sampler(pid, every)
     sampler.start()
     try:
         run.lines_written = drive()
@@ -246,7 +269,7 @@ def measure(
         # VmHWM of the forwarder's own process: its peak since exec (ru_maxrss of a child
         # would also count the pages of this, larger, process copied at fork before exec).
         highest = max((v for _, v in sampler.samples), default=0.0)
-        run.peak_mb = round(max(peak_rss_mb(proc.pid) or 0.0, highest), 1)
+        run.peak_mb = round(max(peak_rss_mb(pid) or 0.0, highest), 1)
         run.lines_delivered = stats(url)["lines"]
     finally:
         sampler.halt.set()
@@ -262,6 +285,31 @@ def measure(
         endpoint.wait()
     run.samples = sampler.samples
     return run
+
+
+def launch(
+    opts: Options, cmd: list[str], env: dict[str, str], root: Path
+) -> tuple[subprocess.Popen, int]:
+    """Start the forwarder of `cmd` (forwarder_command's: `python -m forwarder ARGS`) with
+    `env`: (the process to wait for and signal, the forwarder's PID to measure). With an
+    image, ARGS go to the image's entrypoint in a container on the host's network with
+    `root` mounted at its own path (`docker run` passes SIGTERM on to it)."""
+    if not opts.image:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
+        return proc, proc.pid
+    name = f"podhose-bench-{os.getpid()}-{time.monotonic_ns()}"
+    pairs = [arg for k, v in {**IMAGE_CREDENTIALS, **env}.items() for arg in ("-e", f"{k}={v}")]
+    proc = subprocess.Popen(["docker", "run", "--rm", "--name", name, "--network", "host",
+                             "-v", f"{root}:{root}", *pairs, opts.image, *cmd[3:]])  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        inspect = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name],
+                                 check=False, capture_output=True, text=True)  # fmt: skip
+        if inspect.returncode == 0 and inspect.stdout.strip() not in ("", "0"):
+            return proc, int(inspect.stdout)
+        time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"{opts.image}: the forwarder's container did not start within 60 s")
 
 
 # ----- workloads
@@ -446,6 +494,9 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable, help="the forwarder's interpreter")
     parser.add_argument("--image-env", action="store_true",
                         help=f"the tuned setting as the image runs it: {IMAGE_ENV}")  # fmt: skip
+    parser.add_argument("--image", default="",
+                        help="run the forwarder from this Docker image (make image) in a "
+                             "container; needs a Docker engine and root")  # fmt: skip
     parser.add_argument("--out", default=str(RESULTS / "memory"), help="path prefix of outputs")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of RSS over time")
     parser.add_argument("--merge", nargs="+", metavar="PREFIX", default=None,
@@ -457,8 +508,12 @@ def main() -> int:
     if args.quick:
         args.minutes, args.steady_seconds, args.backlog_mb = 2.0, 60.0, 20.0
         args.files = "10,100"
-    version, flags = probe(args.python, IMAGE_ENV if args.image_env else {})
-    opts = Options(args.python, version, args.image_env, flags)
+    if args.image and args.image_env:
+        parser.error("--image runs the image's own environment; --image-env is for --python")
+    version, flags = probe(args.python, IMAGE_ENV if args.image_env else {}, args.image)
+    if args.image:
+        version += f" ({args.image})"  # the label of its runs: not the same as from source
+    opts = Options(args.python, version, args.image_env, flags, args.image)
     for setting in args.settings.split(","):
         opts.data[setting] = botocore_data(opts, setting)
         print(f"{setting}: botocore data {opts.data[setting]}", flush=True)
@@ -480,6 +535,7 @@ def main() -> int:
     command = " ".join(["python -m bench.memory", *sys.argv[1:]])
     summary = {
         "commands": [command], "python": version, "image_env": args.image_env,
+        "image": args.image,
         "settings": {name: {"args": list(a), "env": e} for name, (a, e) in SETTINGS.items()},
         "image_env_vars": IMAGE_ENV if args.image_env else {},
         "levers_missing": opts.missing, "goals": GOALS, "started": started,

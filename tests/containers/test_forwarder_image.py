@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -284,6 +285,33 @@ def test_image_runs_as_the_daemonset_and_ships_every_line(
         f"root:root 0640 logs mounted read-only): {total} lines from CRI and Docker files, "
         "written before, during and after a restart, each in S3 once; /healthz and /metrics "
         f"answered; docker stop (SIGTERM) exited 0 in {took:.1f}s (grace {run.grace_period_s}s)"
+    )
+
+
+def test_image_rss_in_steady_state_meets_the_memory_goal(
+    engine: DockerEngine, forwarder_image: str, tmp_path: Path, verified: list[str]
+) -> None:
+    """The image itself, measured as `python -m bench.memory --image` measures it: 10
+    containers logging 10 lines a second each, every line delivered, the median RSS of the
+    forwarder's process (the container's PID, from the host) within the memory goal, with
+    the Firehose-only botocore data of the image's build."""
+    out = tmp_path / "memory"
+    result = engine.run(
+        [sys.executable, "-m", "bench.memory", "--image", forwarder_image, "--scenarios",
+         "steady", "--steady-seconds", "30", "--settings", "tuned", "--out", str(out)],
+        cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(out.with_suffix(".json").read_text())
+    (run,) = summary["runs"]
+    assert run["lines_delivered"] == run["lines_written"] > 1000
+    assert run["botocore_data"] == "/opt/podhose/botocore-data"
+    goal = summary["goals"]["steady"]
+    assert run["steady_mb"] <= goal, f"steady RSS {run['steady_mb']} MiB over the goal {goal}"
+    verified.append(
+        f"forwarder image in steady state (bench.memory --image, 10 files, 30 s): median RSS "
+        f"{run['steady_mb']} MiB, peak {run['peak_mb']} MiB (goal {goal}), "
+        f"{run['lines_delivered']} lines delivered, Firehose-only botocore data"
     )
 
 
