@@ -253,10 +253,12 @@ def measure(
         python=opts.python,
     )  # fmt: skip
     run = Run(scenario, setting, opts.version, botocore_data=opts.data[setting])
-    proc, pid = launch(opts, cmd, env, root)
-    sampler = Sampler(pid, every)
-    sampler.start()
+    forwarder = Launched(opts.image)
+    sampler: Sampler | None = None
     try:
+        proc, pid = forwarder.start(cmd, env, root)
+        sampler = Sampler(pid, every)
+        sampler.start()
         run.lines_written = drive()
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         while time.monotonic() < deadline and proc.poll() is None:
@@ -272,44 +274,72 @@ def measure(
         run.peak_mb = round(max(peak_rss_mb(pid) or 0.0, highest), 1)
         run.lines_delivered = stats(url)["lines"]
     finally:
-        sampler.halt.set()
-        sampler.join()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if sampler is not None:
+            sampler.halt.set()
+            sampler.join()
+        forwarder.stop()
         endpoint.kill()
         endpoint.wait()
     run.samples = sampler.samples
     return run
 
 
-def launch(
-    opts: Options, cmd: list[str], env: dict[str, str], root: Path
-) -> tuple[subprocess.Popen, int]:
-    """Start the forwarder of `cmd` (forwarder_command's: `python -m forwarder ARGS`) with
-    `env`: (the process to wait for and signal, the forwarder's PID to measure). With an
-    image, ARGS go to the image's entrypoint in a container on the host's network with
-    `root` mounted at its own path (`docker run` passes SIGTERM on to it)."""
-    if not opts.image:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
-        return proc, proc.pid
-    name = f"podhose-bench-{os.getpid()}-{time.monotonic_ns()}"
-    pairs = [arg for k, v in {**IMAGE_CREDENTIALS, **env}.items() for arg in ("-e", f"{k}={v}")]
-    proc = subprocess.Popen(["docker", "run", "--rm", "--name", name, "--network", "host",
-                             "-v", f"{root}:{root}", *pairs, opts.image, *cmd[3:]])  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        inspect = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name],
-                                 check=False, capture_output=True, text=True)  # fmt: skip
-        if inspect.returncode == 0 and inspect.stdout.strip() not in ("", "0"):
-            return proc, int(inspect.stdout)
-        time.sleep(0.1)
-    proc.kill()
-    sys.exit(f"{opts.image}: the forwarder's container did not start within 60 s")
+class Launched:
+    """The forwarder of one run: from source (`image` empty) or in a container of `image`;
+    `start` it, then `stop` it whatever happened (a container outlives its `docker run`)."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.name = f"podhose-bench-{os.getpid()}-{time.monotonic_ns()}" if image else ""
+        self.proc: subprocess.Popen | None = None
+
+    def start(
+        self, cmd: list[str], env: dict[str, str], root: Path
+    ) -> tuple[subprocess.Popen, int]:
+        """Start `cmd` (forwarder_command's: `python -m forwarder ARGS`) with `env`: (the
+        process to wait for, the forwarder's PID to measure). With an image, ARGS go to its
+        entrypoint in a container on the host's network with `root` mounted at its own path;
+        its PID must be a forwarder in this PID namespace (not so under a remote engine)."""
+        if not self.image:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
+            return self.proc, self.proc.pid
+        pairs = [arg for k, v in {**IMAGE_CREDENTIALS, **env}.items() for arg in ("-e", f"{k}={v}")]
+        self.proc = subprocess.Popen(["docker", "run", "--rm", "--name", self.name, "--network",
+                                      "host", "-v", f"{root}:{root}", *pairs, self.image,
+                                      *cmd[3:]])  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            inspect = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.name],
+                                     check=False, capture_output=True, text=True)  # fmt: skip
+            pid = inspect.stdout.strip() if inspect.returncode == 0 else ""
+            if pid not in ("", "0"):
+                return self.proc, self._forwarder(int(pid))
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.image}: the forwarder's container did not start within 60 s")
+
+    def _forwarder(self, pid: int) -> int:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            cmdline = []
+        if b"forwarder" not in cmdline:
+            raise RuntimeError(f"PID {pid} of container {self.name} is not its forwarder "
+                               "here (a remote engine, or another PID namespace)")  # fmt: skip
+        return pid
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 30 s; a container is removed in any case."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # docker run passes it on to the container
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.name:
+            subprocess.run(["docker", "rm", "--force", self.name], check=False,
+                           capture_output=True)  # fmt: skip
 
 
 # ----- workloads
@@ -592,4 +622,7 @@ def _stop(signum: int, frame: object) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _stop)
     with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+        try:
+            sys.exit(main())
+        except RuntimeError as exc:  # a forwarder that cannot be measured: one line
+            sys.exit(f"bench.memory: {exc}")
