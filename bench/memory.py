@@ -76,8 +76,10 @@ UNTUNED_ENV: dict[str, str] = {"PODHOSE_FULL_BOTOCORE_DATA": "true"}
 # botocore of --python (`botocore_data()` below checks which copy each setting gets).
 IMAGE_ENV: dict[str, str] = {"PYTHONOPTIMIZE": "2"}
 IMAGE_PYTHON = "/opt/podhose/bin/python3"  # forwarder/Dockerfile's venv
-IMAGE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                     "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+# The forwarder's credentials and region, from source and in the image: the local endpoint
+# takes any.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+               "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 SETTINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "untuned": (UNTUNED_ARGS, UNTUNED_ENV),
     "tuned": (TUNED_ARGS, TUNED_ENV),
@@ -156,7 +158,7 @@ def forwarder_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PODHOSE_", "MALLOC_"))}
     env.pop("PYTHONOPTIMIZE", None)
     env.pop("AWS_DATA_PATH", None)  # the forwarder's own choice: the cache directory
-    return {**env, **IMAGE_CREDENTIALS, "PYTHONPATH": str(REPO), **extra}
+    return {**env, **CREDENTIALS, "PYTHONPATH": str(REPO), **extra}
 
 
 def probe(python: str, extra: dict[str, str], image: str = "") -> tuple[str, set[str]]:
@@ -164,21 +166,29 @@ def probe(python: str, extra: dict[str, str], image: str = "") -> tuple[str, set
     image's PYTHONOPTIMIZE) so that the byte code a measured run loads is already cached."""
     env = forwarder_env(extra)
     version_code = "import platform; print(platform.python_version())"
-    version = subprocess.run(in_image(image, ["-c", version_code]) if image else
-                             [python, "-c", version_code],
+    version = subprocess.run(python_command(python, image, ["-c", version_code]),
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    help_text = subprocess.run(in_image(image, ["-m", "forwarder", "--help"]) if image else
-                               [python, "-m", "forwarder", "--help"], cwd=REPO, env=env,
-                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    help_text = subprocess.run(python_command(python, image, ["-m", "forwarder", "--help"]),
+                               cwd=REPO, env=env, capture_output=True, text=True,
+                               check=True).stdout  # fmt: skip
     flags = {word.strip("[],") for word in help_text.split() if word.startswith(("--", "[--"))}
     return version, flags
 
 
-def in_image(image: str, python_args: list[str], env: dict[str, str] | None = None) -> list[str]:
-    """`docker run` of the image's Python with `python_args`, without network."""
-    pairs = [arg for k, v in (env or {}).items() for arg in ("-e", f"{k}={v}")]
-    return ["docker", "run", "--rm", "--network", "none", *pairs,
+def python_command(
+    python: str, image: str, python_args: list[str], env: dict[str, str] | None = None
+) -> list[str]:
+    """`python` with `python_args`; with an `image`, its Python in `docker run` without
+    network, given `env` (from source, the caller's environment carries it)."""
+    if not image:
+        return [python, *python_args]
+    return ["docker", "run", "--rm", "--network", "none", *docker_env(env or {}),
             "--entrypoint", IMAGE_PYTHON, image, *python_args]  # fmt: skip
+
+
+def docker_env(env: dict[str, str]) -> list[str]:
+    """`docker run`'s `-e NAME=VALUE` options for `env`."""
+    return [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
 
 
 # None from data_path leaves botocore's choice: AWS_DATA_PATH as set (the image's), else its
@@ -202,8 +212,7 @@ def botocore_data(opts: Options, setting: str) -> str:
     measured run does): a directory, or "full" for botocore's own data. A tuned setting that
     gets the full data, or an untuned one that does not, stops the benchmark."""
     args, env = opts.setting(setting)
-    cmd = (in_image(opts.image, ["-c", BOTOCORE_PROBE, *args], env) if opts.image
-           else [opts.python, "-c", BOTOCORE_PROBE, *args])  # fmt: skip
+    cmd = python_command(opts.python, opts.image, ["-c", BOTOCORE_PROBE, *args], env)
     out = subprocess.run(cmd, cwd=REPO, check=True, env=forwarder_env(env), capture_output=True,
                          text=True)  # fmt: skip
     path = out.stdout.strip().splitlines()[-1]
@@ -303,9 +312,9 @@ class Launched:
         if not self.image:
             self.proc = subprocess.Popen(cmd, cwd=REPO, env=forwarder_env(env))
             return self.proc, self.proc.pid
-        pairs = [arg for k, v in {**IMAGE_CREDENTIALS, **env}.items() for arg in ("-e", f"{k}={v}")]
         self.proc = subprocess.Popen(["docker", "run", "--rm", "--name", self.name, "--network",
-                                      "host", "-v", f"{root}:{root}", *pairs, self.image,
+                                      "host", "-v", f"{root}:{root}",
+                                      *docker_env({**CREDENTIALS, **env}), self.image,
                                       *cmd[3:]])  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.proc.poll() is None:
